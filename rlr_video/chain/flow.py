@@ -1,0 +1,75 @@
+"""The flow-matching SDE of Flow-GRPO (Liu et al. 2025) for rectified-flow video models.
+
+A rectified-flow model predicts the velocity v = eps - x0 at noise level sigma
+(x_sigma = (1 - sigma) x0 + sigma eps). Its deterministic Euler sampler has no likelihood
+ratio; the SDE below has the same marginals and Gaussian steps (ESTIMATOR.md):
+
+    mean = x + dsigma * [v + g^2 / (2 sigma) * (x + (1 - sigma) v)],  std = g * sqrt(|dsigma|),
+    g = a * sqrt(sigma / (1 - sigma))
+
+At noise level a = 0 it is exactly ``FlowMatchEulerDiscreteScheduler.step``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from rlr_video.chain.transitions import _GaussianLogProb, _scheduler_index
+
+
+class FlowSDETransition(_GaussianLogProb):
+    """Flow-matching SDE step from ``sigmas[i]`` to ``sigmas[i + 1]``.
+
+    Args:
+        sigmas: the noise levels visited, descending, with the final 0 appended
+            (``FlowMatchEulerDiscreteScheduler.sigmas`` after ``set_timesteps``).
+        timesteps: the model's timestep for each step (``scheduler.timesteps``).
+        noise_level: a in g = a * sqrt(sigma / (1 - sigma)); 0 is the Euler ODE.
+    """
+
+    def __init__(self, sigmas: Tensor, timesteps: Tensor, noise_level: float = 0.7):
+        if noise_level < 0:
+            raise ValueError(f"noise_level={noise_level} must be >= 0")
+        self.sigmas = sigmas.detach().double().cpu()
+        self.timesteps = timesteps.detach().cpu()
+        self.num_steps = len(self.timesteps)
+        if len(self.sigmas) != self.num_steps + 1:
+            raise ValueError(f"expected {self.num_steps + 1} sigmas (with the final 0), got {len(self.sigmas)}")
+        self.noise_level = float(noise_level)
+
+    @classmethod
+    def from_scheduler(cls, scheduler, num_steps: int, noise_level: float = 0.7, **set_timesteps_kwargs):
+        """Build from a ``FlowMatchEulerDiscreteScheduler`` (its shift and spacing apply)."""
+        scheduler.set_timesteps(num_steps, **set_timesteps_kwargs)
+        return cls(scheduler.sigmas, scheduler.timesteps, noise_level)
+
+    def timestep(self, step: int) -> Tensor:
+        return self.timesteps[_scheduler_index(step, self.num_steps)]
+
+    def _sigmas(self, step: int) -> tuple[float, float]:
+        i = _scheduler_index(step, self.num_steps)
+        return float(self.sigmas[i]), float(self.sigmas[i + 1])
+
+    def _g(self, sigma: float) -> float:
+        if sigma >= 1.0:  # g diverges at sigma = 1: use the next level below 1, as Flow-GRPO
+            sigma = float(self.sigmas[self.sigmas < 1.0].max())
+        return self.noise_level * math.sqrt(sigma / (1 - sigma))
+
+    def noise_std(self, step: int) -> float:
+        sigma, sigma_next = self._sigmas(step)
+        return self._g(sigma) * math.sqrt(abs(sigma_next - sigma))
+
+    def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
+        sigma, sigma_next = self._sigmas(step)
+        dsigma = sigma_next - sigma
+        g2 = self._g(sigma) ** 2
+        drift = model_output
+        if g2 > 0:
+            eps_hat = latents + (1 - sigma) * model_output
+            drift = model_output + g2 / (2 * sigma) * eps_hat
+        mean = latents + dsigma * drift
+        std = torch.tensor(self.noise_std(step), dtype=mean.dtype, device=mean.device)
+        return mean, std

@@ -1,0 +1,92 @@
+"""Sampling the chain without gradients, and replaying any span of it with gradients.
+
+``rollout`` stores everything a later gradient estimate needs: every latent x_t, the noise
+eps_t injected at each step and its std. ``replay`` recomputes a span from a stored latent
+with the stored noises (the reparameterisation), which reproduces the rollout exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Trajectory:
+    """One sampled chain, indexed by step: ``latents[t]`` is x_t for t = 0 ... T and
+    ``noises[t]`` / ``stds[t]`` are the eps_t and std of step t (x_t -> x_{t-1});
+    index 0 of ``noises`` and ``stds`` is unused."""
+
+    latents: list[Tensor]
+    noises: list[Tensor | None]
+    stds: list[float]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.latents) - 1
+
+    @property
+    def sample(self) -> Tensor:
+        return self.latents[0]
+
+
+def chain_step(backbone, cond, latents: Tensor, step: int, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One transition x_t -> x_{t-1} = mean + std * noise; returns (x_{t-1}, mean, std)."""
+    output = backbone.predict(latents, step, cond)
+    mean, std = backbone.transition.mean_std(output, step, latents)
+    return mean + std * noise, mean, std
+
+
+def draw_noise(like: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard normal noise shaped like ``like``, drawn on the generator's device so a
+    seed gives the same noise whatever device the model runs on."""
+    noise = torch.randn(like.shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return noise.to(like.device, like.dtype)
+
+
+@torch.no_grad()
+def rollout(
+    backbone,
+    cond,
+    generator: torch.Generator,
+    batch_size: int,
+    step_context: Callable[[int], AbstractContextManager] | None = None,
+) -> Trajectory:
+    """Sample x_T -> x_0 without gradients and store latents, noises and stds.
+
+    Args:
+        step_context: optional ``step -> context manager`` entered around the denoiser
+            call of a step; parameter-perturbation ZO uses it to run a step at theta + s u.
+    """
+    x = backbone.initial_latents(batch_size, generator)
+    T = backbone.num_steps
+    latents: list[Tensor] = [x] * (T + 1)
+    noises: list[Tensor | None] = [None] * (T + 1)
+    stds = [0.0] * (T + 1)
+    for step in range(T, 0, -1):
+        noise = draw_noise(x, generator)
+        with step_context(step) if step_context else nullcontext():
+            x, _, std = chain_step(backbone, cond, x, step, noise)
+        latents[step - 1], noises[step], stds[step] = x, noise, float(std)
+    return Trajectory(latents, noises, stds)
+
+
+def replay(backbone, cond, traj: Trajectory, start: int, stop: int) -> Tensor:
+    """Recompute x_stop from the stored x_start through steps start ... stop + 1.
+
+    Gradients flow to the parameters if enabled; the stored latent x_start is detached, and
+    each step reuses its stored noise, so without parameter changes the result equals
+    ``traj.latents[stop]`` exactly.
+    """
+    if not 0 <= stop <= start <= traj.num_steps:
+        raise ValueError(f"cannot replay from step {start} to {stop} of a {traj.num_steps}-step chain")
+    x = traj.latents[start].detach()
+    for step in range(start, stop, -1):
+        x, _, _ = chain_step(backbone, cond, x, step, traj.noises[step])
+    return x
