@@ -52,6 +52,9 @@ class _GaussianLogProb:
         return gaussian_log_prob(sample, mean, std)
 
 
+_NEVER_CLIPS = {"CogVideoXDDIMScheduler"}
+
+
 def _scheduler_index(step: int, num_steps: int) -> int:
     if not 1 <= step <= num_steps:
         raise ValueError(f"step {step} is outside the chain 1..{num_steps}")
@@ -91,7 +94,9 @@ class DDIMTransition(_GaussianLogProb):
             raise ValueError(f"prediction_type={prediction_type!r}: expected epsilon, v_prediction or sample")
         if eta < 0:
             raise ValueError(f"eta={eta} must be >= 0")
-        self.alphas_cumprod = alphas_cumprod.detach().double().cpu()
+        # float32 scalars, as the diffusers schedulers compute: near zero terminal SNR the
+        # term 1 - a_prev - std^2 cancels, and float64 would differ from them by ~1e-3.
+        self.alphas_cumprod = alphas_cumprod.detach().float().cpu()
         self.timesteps = timesteps.detach().cpu()
         self.num_steps = len(self.timesteps)
         self.eta = float(eta)
@@ -110,6 +115,8 @@ class DDIMTransition(_GaussianLogProb):
             final = 1.0 if cfg.get("set_alpha_to_one", True) else scheduler.alphas_cumprod[0]
         if cfg.get("thresholding", False):
             raise ValueError("dynamic thresholding is not supported by DDIMTransition")
+        # CogVideoXDDIMScheduler.step never clips x0, whatever its config says
+        clips = cfg.get("clip_sample", False) and type(scheduler).__name__ not in _NEVER_CLIPS
         return cls(
             alphas_cumprod=scheduler.alphas_cumprod,
             timesteps=scheduler.timesteps,
@@ -117,27 +124,30 @@ class DDIMTransition(_GaussianLogProb):
             prediction_type=cfg.prediction_type,
             final_alpha_cumprod=float(final),
             step_ratio=cfg.num_train_timesteps // num_steps,
-            clip_sample=cfg.clip_sample_range if cfg.get("clip_sample", False) else None,
+            clip_sample=cfg.clip_sample_range if clips else None,
         )
 
     def timestep(self, step: int) -> Tensor:
         return self.timesteps[_scheduler_index(step, self.num_steps)]
 
-    def _alphas(self, step: int) -> tuple[float, float]:
+    def _alphas(self, step: int) -> tuple[Tensor, Tensor]:
         t = int(self.timestep(step))
         prev = t - self.step_ratio
-        a_t = float(self.alphas_cumprod[t])
-        a_prev = float(self.alphas_cumprod[prev]) if prev >= 0 else self.final_alpha_cumprod
+        a_t = self.alphas_cumprod[t]
+        a_prev = self.alphas_cumprod[prev] if prev >= 0 else torch.tensor(self.final_alpha_cumprod)
         return a_t, a_prev
 
-    def noise_std(self, step: int) -> float:
+    def _std(self, step: int) -> Tensor:
         a_t, a_prev = self._alphas(step)
         variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-        return self.eta * math.sqrt(max(variance, 0.0))
+        return self.eta * variance.clamp(min=0).sqrt()
+
+    def noise_std(self, step: int) -> float:
+        return float(self._std(step))
 
     def predict_x0_eps(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         a_t, _ = self._alphas(step)
-        sa, sb = math.sqrt(a_t), math.sqrt(1 - a_t)
+        sa, sb = float(a_t.sqrt()), float((1 - a_t).sqrt())
         if self.prediction_type == "epsilon":
             x0, eps = (latents - sb * model_output) / sa, model_output
         elif self.prediction_type == "v_prediction":
@@ -150,10 +160,11 @@ class DDIMTransition(_GaussianLogProb):
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         _, a_prev = self._alphas(step)
-        std = self.noise_std(step)
+        std = self._std(step)
         x0, eps = self.predict_x0_eps(model_output, step, latents)
-        mean = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - std**2, 0.0)) * eps
-        return mean, torch.tensor(std, dtype=mean.dtype, device=mean.device)
+        direction = float((1 - a_prev - std**2).clamp(min=0).sqrt())
+        mean = float(a_prev.sqrt()) * x0 + direction * eps
+        return mean, std.to(mean.dtype).to(mean.device)
 
 
 class DDPMTransition(_GaussianLogProb):
@@ -188,10 +199,8 @@ class DDPMTransition(_GaussianLogProb):
         return self.ddim.noise_std(step)
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
-        a_t, a_prev = self.ddim._alphas(step)
+        a_t, a_prev = (float(a) for a in self.ddim._alphas(step))
         x0, _ = self.ddim.predict_x0_eps(model_output, step, latents)
         alpha = a_t / a_prev
-        mean = (math.sqrt(a_prev) * (1 - alpha) * x0 + math.sqrt(alpha) * (1 - a_prev) * latents) / (
-            1 - a_t
-        )
+        mean = (math.sqrt(a_prev) * (1 - alpha) * x0 + math.sqrt(alpha) * (1 - a_prev) * latents) / (1 - a_t)
         return mean, torch.tensor(self.noise_std(step), dtype=mean.dtype, device=mean.device)
