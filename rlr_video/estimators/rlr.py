@@ -1,0 +1,151 @@
+"""The Recursive Likelihood Ratio estimator (arXiv 2502.00639), as in ESTIMATOR.md.
+
+One update splits the chain's steps three ways and gives each step exactly one estimator:
+
+- FO, step 1: pathwise gradient through one denoiser call, the decoder and the reward.
+- HO, steps j+h-1 ... j: the sub-chain is replayed from the stored x_{j+h-1} with the stored
+  noises (so gradients flow through its h calls), and the likelihood ratio of its last
+  transition carries the reward: A * grad log N(x_{j-1}; m_theta, sigma_j^2).
+- ZO, every other step in 2..T: ``latent_lr`` (likelihood ratio on ``zo_samples`` sampled
+  steps, reweighted to stay unbiased), ``param_es`` (Gaussian parameter perturbation,
+  forward passes only) or ``none`` (drop them: biased, the paper's "w/o ZO" ablation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rlr_video.chain import chain_step, replay, rollout
+from rlr_video.estimators.common import (
+    CallCount,
+    GradPart,
+    RewardBaseline,
+    grad_norm,
+    randint,
+    require_noise,
+    reward_stats,
+    skipped_stats,
+    step_log_prob,
+)
+from rlr_video.estimators.perturb import ParamPerturbation
+from rlr_video.estimators.split import StartSampler
+
+ZO_MODES = ("latent_lr", "param_es", "none")
+
+
+class RLR:
+    """Recursive Likelihood Ratio gradient estimator.
+
+    Args:
+        h: denoiser calls in the half-order sub-chain (more: lower variance, more memory).
+        zo: how the remaining steps are covered: ``latent_lr`` (default; exact, unbiased),
+            ``param_es`` (the paper's perturbation; unbiased for the smoothed objective) or
+            ``none`` (biased ablation).
+        zo_samples: ``latent_lr`` steps sampled per update (None: all of them). Each costs
+            one denoiser call with backward; the sampled terms are weighted |C| / m.
+        j: where the sub-chain starts: ``"uniform"``, ``(a, b)`` or ``"grad_norm"``.
+        baseline: reward baseline for the likelihood-ratio terms (see ``RewardBaseline``).
+        normalize: divide advantages by the batch std (biased; off by default).
+        es_sigma: perturbation scale s of ``param_es``.
+    """
+
+    def __init__(
+        self,
+        h: int = 2,
+        zo: str = "latent_lr",
+        zo_samples: int | None = None,
+        j: str | tuple[int, int] = "uniform",
+        baseline: str = "loo",
+        normalize: bool = False,
+        es_sigma: float = 1e-3,
+        j_temperature: float = 1.0,
+    ):
+        if zo not in ZO_MODES:
+            raise ValueError(f"zo={zo!r}: expected one of {ZO_MODES}")
+        if h < 1:
+            raise ValueError(f"h={h} must be >= 1")
+        if zo_samples is not None and zo_samples < 1:
+            raise ValueError(f"zo_samples={zo_samples} must be >= 1 (or None for all steps)")
+        self.h, self.zo, self.zo_samples, self.es_sigma = h, zo, zo_samples, es_sigma
+        self.start = StartSampler(j, temperature=j_temperature)
+        self.baseline = RewardBaseline(baseline, normalize)
+        # param_es shares one perturbation across the batch, so its baseline must not use
+        # this batch at all: a running mean of earlier batches' rewards.
+        self.es_baseline: float | None = None
+
+    def estimate(self, backbone, reward, prompts: Sequence[str], generator: torch.Generator) -> dict[str, float]:
+        params = backbone.trainable_parameters()
+        T, transition, batch = backbone.num_steps, backbone.transition, len(prompts)
+        if not reward.differentiable:
+            raise ValueError(f"RLR's first-order step needs a differentiable reward; {reward.name!r} is not")
+        j = self.start.draw(T, self.h, generator)
+        sub_chain = range(j, j + self.h)
+        rest = [t for t in range(2, T + 1) if t not in sub_chain]
+        require_noise(transition, [j], "the half-order term")
+        if self.zo == "latent_lr":
+            require_noise(transition, rest, "zo='latent_lr'")
+        calls = CallCount()
+
+        with torch.no_grad():
+            cond = backbone.encode(prompts)
+        perturb = None
+        if self.zo == "param_es":
+            seeds = {t: randint(generator, 2**62) for t in rest}
+            perturb = ParamPerturbation(params, self.es_sigma, seeds)
+        traj = rollout(backbone, cond, generator, batch, step_context=perturb.at if perturb else None)
+        calls.forward += T
+
+        # FO: the last step with gradients through decoder and reward.
+        fo = GradPart(params)
+        with torch.enable_grad():
+            x0, _, _ = chain_step(backbone, cond, traj.latents[1].detach(), 1, traj.noises[1])
+            rewards = reward(backbone.decode(x0), prompts)
+            calls.forward += 1
+            if not bool(torch.isfinite(rewards).all()):
+                return skipped_stats(rewards.detach())
+            fo.add(-rewards.mean())
+            calls.backward += 1
+        advantages = self.baseline(rewards, prompts)
+
+        # HO: replay the sub-chain, likelihood ratio of its last transition.
+        ho = GradPart(params)
+        with torch.enable_grad():
+            x_j = replay(backbone, cond, traj, j + self.h - 1, j)
+            output = backbone.predict(x_j, j, cond)
+            mean, std = transition.mean_std(output, j, x_j)
+            log_prob = transition.log_prob(traj.latents[j - 1].detach(), mean, std)
+            ho.add(-(advantages * log_prob).mean())
+        calls.forward += self.h
+        calls.backward += self.h
+
+        zo = GradPart(params)
+        if self.zo == "latent_lr" and rest:
+            m = len(rest) if self.zo_samples is None else min(self.zo_samples, len(rest))
+            picked = torch.randperm(len(rest), generator=generator, device=generator.device)[:m]
+            weight = len(rest) / m
+            for t in sorted((rest[int(i)] for i in picked), reverse=True):
+                with torch.enable_grad():
+                    zo.add(-(advantages * weight * step_log_prob(backbone, cond, traj, t)).mean())
+            calls.forward += m
+            calls.backward += m
+        elif perturb is not None:
+            batch_mean = float(rewards.detach().mean())
+            advantage = batch_mean - (self.es_baseline or 0.0)
+            for t in rest:
+                zo.add_tensors(perturb.direction(t), -advantage / self.es_sigma)
+            self.es_baseline = batch_mean if self.es_baseline is None else 0.9 * self.es_baseline + 0.1 * batch_mean
+
+        stats = reward_stats(rewards)
+        stats.update(
+            j=float(j),
+            fo_norm=fo.flush(),
+            ho_norm=ho.flush(),
+            zo_norm=zo.flush(),
+            grad_norm=grad_norm(params),
+            calls_forward=float(calls.forward),
+            calls_backward=float(calls.backward),
+        )
+        self.start.observe(j, stats["ho_norm"])
+        return stats

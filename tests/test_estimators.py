@@ -1,0 +1,147 @@
+"""Estimator behaviour beyond unbiasedness: diagnostics, call counts, bad input, NaN rewards."""
+
+import math
+
+import pytest
+import torch
+from estimator_fixtures import DistanceReward, flat_grad
+
+from rlr_video.backbones.toy import ToyBackbone
+from rlr_video.estimators import LR, RLR, FullBP, RewardBaseline, StartSampler, TruncatedBP
+from rlr_video.estimators.perturb import ParamPerturbation
+
+PROMPTS = ["a red circle moving left", "a blue square moving up", "a red circle moving left"]
+
+
+@pytest.fixture
+def backbone():
+    return ToyBackbone.create(num_steps=6)
+
+
+def _run(estimator, backbone, reward=None, seed=0):
+    for p in backbone.trainable_parameters():
+        p.grad = None
+    return estimator.estimate(backbone, reward or DistanceReward(), PROMPTS, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    "estimator, forward, backward",
+    [
+        (RLR(h=2), 6 + 1 + 2 + 3, 1 + 2 + 3),  # rollout, FO, HO (h calls), ZO on |C| = 5 - 2 steps
+        (RLR(h=1, zo_samples=2), 6 + 1 + 1 + 2, 1 + 1 + 2),
+        (RLR(h=3, zo="param_es"), 6 + 1 + 3, 1 + 3),  # ES is forward-only, inside the rollout
+        (RLR(h=2, zo="none"), 6 + 1 + 2, 1 + 2),
+        (FullBP(), 6, 6),
+        (TruncatedBP(K=2), 6, 2),
+        (LR(), 6 + 6, 6),
+    ],
+    ids=["rlr", "rlr-sampled", "rlr-es", "rlr-none", "full", "trunc", "lr"],
+)
+def test_diagnostics_and_call_counts(backbone, estimator, forward, backward):
+    stats = _run(estimator, backbone)
+    assert stats["skipped"] == 0.0
+    assert stats["calls_forward"] == forward and stats["calls_backward"] == backward
+    assert math.isfinite(stats["reward_mean"]) and stats["reward_std"] >= 0
+    assert stats["grad_norm"] > 0
+    assert math.isclose(stats["grad_norm"], float(flat_grad(backbone.trainable_parameters()).norm()), rel_tol=1e-4)
+    if isinstance(estimator, RLR):
+        assert stats["fo_norm"] > 0 and stats["ho_norm"] > 0
+        assert (stats["zo_norm"] > 0) == (estimator.zo != "none")
+
+
+def test_estimates_accumulate_into_existing_grads(backbone):
+    _run(RLR(h=2), backbone, seed=3)
+    once = flat_grad(backbone.trainable_parameters()).clone()
+    RLR(h=2).estimate(backbone, DistanceReward(), PROMPTS, torch.Generator().manual_seed(3))
+    assert torch.allclose(flat_grad(backbone.trainable_parameters()), 2 * once)
+
+
+class NaNReward:
+    name, differentiable = "nan", True
+
+    def __call__(self, frames, prompts):
+        r = frames.mean(dim=(1, 2, 3, 4))
+        return torch.where(torch.arange(len(r)) == 1, torch.full_like(r, float("nan")), r)
+
+
+@pytest.mark.parametrize("estimator", [RLR(h=2), FullBP(), LR(), TruncatedBP()], ids=str)
+def test_nonfinite_reward_skips_without_touching_grads(backbone, estimator):
+    params = backbone.trainable_parameters()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    weights = [p.detach().clone() for p in params]
+    stats = estimator.estimate(backbone, NaNReward(), PROMPTS, torch.Generator().manual_seed(0))
+    assert stats["skipped"] == 1.0 and stats["nonfinite_rewards"] == 1.0
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in params)
+    assert all(torch.equal(p, w) for p, w in zip(params, weights))
+
+
+def test_clear_errors(backbone):
+    class Score:
+        name, differentiable = "score", False
+
+        def __call__(self, frames, prompts):
+            return frames.mean(dim=(1, 2, 3, 4))
+
+    with pytest.raises(ValueError, match="'score' is not"):
+        _run(RLR(), backbone, Score())
+    with pytest.raises(ValueError, match="zo='sgd'"):
+        RLR(zo="sgd")
+    with pytest.raises(ValueError, match="h=6 does not fit a chain of 6 steps"):
+        _run(RLR(h=6), backbone)
+    deterministic = ToyBackbone.create(num_steps=4, eta=0.0)
+    with pytest.raises(ValueError, match="noise std 0; use eta > 0"):
+        _run(RLR(h=1), deterministic)
+    with pytest.raises(ValueError, match="needs ppo_clip"):
+        LR(inner_epochs=2)
+    with pytest.raises(ValueError, match=r"j range \(9, 12\) has no valid start"):
+        _run(RLR(h=1, j=(9, 12)), backbone)
+
+
+def test_ppo_clip_is_reinforce_on_policy_and_clips_when_reused(backbone):
+    _run(LR(), backbone, seed=4)
+    reinforce = flat_grad(backbone.trainable_parameters()).clone()
+    ppo = LR(ppo_clip=1e-4, inner_epochs=2)
+    _run(ppo, backbone, seed=4)
+    assert torch.allclose(flat_grad(backbone.trainable_parameters()), reinforce, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # move the policy, then reuse the batch: ratios leave the clip range
+        for p in backbone.trainable_parameters():
+            p.add_(0.05)
+    stats = _run(ppo, backbone, seed=999)
+    assert stats["calls_forward"] == 6  # no new rollout: the stored batch was reused
+    assert stats["clip_fraction"] > 0
+
+
+def test_param_perturbation_restores_weights_exactly(backbone):
+    params = backbone.trainable_parameters()
+    before = [p.detach().clone() for p in params]
+    perturb = ParamPerturbation(params, 0.3, {4: 123})
+    with perturb.at(4):
+        assert not torch.equal(params[0], before[0])
+    with perturb.at(3):  # not a perturbed step
+        assert torch.equal(params[0], before[0])
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    assert all(torch.equal(u, v) for u, v in zip(perturb.direction(4), perturb.direction(4)))
+
+
+def test_reward_baselines():
+    r = torch.tensor([1.0, 2.0, 6.0])
+    loo = RewardBaseline("loo")(r, ["a", "b", "c"])
+    assert torch.allclose(loo, torch.tensor([1 - 4.0, 2 - 3.5, 6 - 1.5]))
+    running = RewardBaseline("running", decay=0.5)
+    first = running(r, ["a", "a", "b"])
+    assert torch.allclose(first, loo)  # unseen prompts fall back to leave-one-out
+    second = running(torch.tensor([3.0, 3.0, 3.0]), ["a", "b", "c"])
+    # after the first batch: a -> 0.5 * 1 + 0.5 * 2 = 1.5, b -> 6; c is new (leave-one-out 3)
+    assert torch.allclose(second, torch.tensor([1.5, -3.0, 0.0]))
+    assert torch.equal(RewardBaseline("none")(r, ["a"] * 3), r)
+
+
+def test_grad_norm_sampler_prefers_large_norms_and_ranges_clip():
+    sampler = StartSampler("grad_norm", temperature=0.5)
+    for j, norm in [(2, 1.0), (3, 10.0), (4, 1.0)]:
+        sampler.observe(j, norm)
+    js, probs = sampler.probabilities(num_steps=5, h=2)
+    assert js == [2, 3, 4] and probs.argmax() == 1 and math.isclose(float(probs.sum()), 1.0)
+    g = torch.Generator().manual_seed(0)
+    assert {StartSampler((1, 3)).draw(10, 2, g) for _ in range(50)} == {2, 3}

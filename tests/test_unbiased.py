@@ -1,0 +1,101 @@
+"""Every unbiased estimator's mean agrees with the true gradient within its standard error;
+the biased ones (truncated backprop, RLR without ZO) are caught.
+
+Fixed seeds: each test is deterministic, and a z-score of 4 over 16-25 coordinates is a
+false alarm about once in a thousand seeds, while the biased estimators score far above 8.
+"""
+
+import pytest
+import torch
+from estimator_fixtures import (
+    DistanceReward,
+    LinearGaussianBackbone,
+    QuadraticReward,
+    draws,
+    z_scores,
+)
+
+from rlr_video.backbones.toy import ToyBackbone
+from rlr_video.estimators import LR, RLR, FullBP, TruncatedBP
+
+UNBIASED_Z = 4.0
+BIASED_Z = 8.0
+STDS = [0.3, 0.5, 0.6, 0.7, 0.8]  # step 1 ... step 5
+TARGET = torch.tensor([0.5, -0.2, 0.1])
+
+
+@pytest.fixture(scope="module")
+def linear():
+    backbone = LinearGaussianBackbone(STDS)
+    objective = backbone.exact_objective(TARGET)
+    truth = torch.cat([g.flatten() for g in torch.autograd.grad(objective, backbone.trainable_parameters())])
+    return backbone, QuadraticReward(TARGET), truth.double()
+
+
+def _check(samples, truth, truth_se=0.0):
+    z = z_scores(samples, truth, truth_se)
+    cosine = torch.nn.functional.cosine_similarity(samples.mean(0), truth, 0)
+    return float(z.abs().max()), float(cosine)
+
+
+@pytest.mark.parametrize("h", [1, 2, 3])
+@pytest.mark.parametrize("j", ["uniform", (2, 3), "grad_norm"])
+def test_rlr_latent_lr_is_unbiased_on_linear_gaussian_chain(linear, h, j):
+    backbone, reward, truth = linear
+    max_z, cosine = _check(draws(RLR(h=h, j=j), backbone, reward, 800, 16, seed=h), truth)
+    assert max_z < UNBIASED_Z
+    assert cosine > 0.99  # and the test has power: the mean is close to the truth
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [RLR(h=2, zo_samples=1), RLR(h=1, baseline="running"), LR(), FullBP()],
+    ids=["rlr-zo-sampled", "rlr-running-baseline", "lr", "full-bp"],
+)
+def test_other_unbiased_estimators_on_linear_gaussian_chain(linear, estimator):
+    backbone, reward, truth = linear
+    max_z, cosine = _check(draws(estimator, backbone, reward, 800, 16, seed=11), truth)
+    assert max_z < UNBIASED_Z and cosine > 0.98
+
+
+def test_param_es_agrees_within_its_smoothing_bias(linear):
+    # The smoothing bias is O(es_sigma^2) relative: ~0.25% here, far inside the standard error.
+    backbone, reward, truth = linear
+    max_z, cosine = _check(draws(RLR(h=2, zo="param_es", es_sigma=0.05), backbone, reward, 1200, 16, 3), truth)
+    assert max_z < UNBIASED_Z and cosine > 0.8
+
+
+@pytest.mark.parametrize(
+    "estimator", [TruncatedBP(K=1), TruncatedBP(K=2, randomized=True), RLR(h=2, zo="none")], ids=str
+)
+def test_biased_estimators_are_detected(linear, estimator):
+    backbone, reward, truth = linear
+    max_z, _ = _check(draws(estimator, backbone, reward, 400, 16, seed=5), truth)
+    assert max_z > BIASED_Z
+
+
+@pytest.fixture(scope="module")
+def neural():
+    """The toy video backbone with 10 trainable numbers; the truth is FullBP's long-run mean."""
+    torch.manual_seed(0)
+    backbone = ToyBackbone.create(num_steps=4, trainable=("conv_out.bias", "time.bias"), guidance_scale=1.0)
+    reward = DistanceReward()
+    full = draws(FullBP(), backbone, reward, 1200, 16, seed=100)
+    return backbone, reward, full.mean(0), full.std(0) / len(full) ** 0.5
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [RLR(h=1), RLR(h=2), RLR(h=3, j="grad_norm"), RLR(h=2, zo="param_es", es_sigma=0.05), LR()],
+    ids=["rlr-h1", "rlr-h2", "rlr-h3-gradnorm", "rlr-param-es", "lr"],
+)
+def test_unbiased_on_neural_backbone(neural, estimator):
+    backbone, reward, truth, truth_se = neural
+    max_z, _ = _check(draws(estimator, backbone, reward, 400, 16, seed=1), truth, truth_se)
+    assert max_z < UNBIASED_Z
+
+
+def test_truncated_backprop_is_biased_on_neural_backbone(neural):
+    backbone, reward, truth, truth_se = neural
+    max_z, _ = _check(draws(TruncatedBP(K=1), backbone, reward, 400, 16, seed=1), truth, truth_se)
+    assert max_z > BIASED_Z
