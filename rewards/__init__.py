@@ -1,5 +1,28 @@
-"""The reward zoo: models that score videos, and a registry to build them by name."""
+"""The reward zoo: models that score videos, and a registry to build them by name.
 
+Every reward maps frames (B, F, 3, H, W) in [0, 1] and B prompts to (B,) scores, differentiably::
+
+    from rewards import build_reward
+    reward = build_reward({"aesthetic": 1.0, "clip": {"weight": 0.5, "model": "ViT-L-14"}})
+
+Built in: ``aesthetic``, ``clip``, ``temporal``, ``flicker``, and, given their weights,
+``hpsv2`` and ``pickscore``. See :mod:`rewards.registry` to register your own.
+"""
+
+# Importing the reward modules registers them.
+from rewards import aesthetic, clip, flicker, hps, pickscore, temporal  # noqa: F401
 from rewards.base import Reward
+from rewards.composite import CompositeReward
+from rewards.loading import MissingWeightsError, clear_cache
+from rewards.registry import FunctionReward, available_rewards, build_reward, register_reward
 
-__all__ = ["Reward"]
+__all__ = [
+    "CompositeReward",
+    "FunctionReward",
+    "MissingWeightsError",
+    "Reward",
+    "available_rewards",
+    "build_reward",
+    "clear_cache",
+    "register_reward",
+]

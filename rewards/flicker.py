@@ -1,0 +1,49 @@
+"""``flicker``: VBench temporal flickering on pixels, 1 − mean |x_i − x_{i−1}|.
+
+The mean runs over consecutive frame pairs and over every pixel and channel, on frames in
+[0, 1] (VBench computes the same on 0–255 and divides by 255). A one-frame video scores 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rewards.frames import check_frames
+from rewards.registry import register_reward
+from rewards.temporal import one_per_video, pair_terms
+
+
+@register_reward("flicker", needs_prompts=False)
+class FlickerReward:
+    """1 − mean absolute difference of consecutive frames; ``sample_frames`` draws that many
+    pairs uniformly (unbiased), ``chunk_size`` bounds the pairs differenced at once."""
+
+    name = "flicker"
+    differentiable = True
+    needs_prompts = False
+
+    def __init__(
+        self,
+        chunk_size: int | None = None,
+        sample_frames: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if chunk_size is not None and chunk_size <= 0:
+            raise ValueError(f"flicker: chunk_size must be positive, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.sample_frames = sample_frames
+        self.generator = generator
+
+    def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
+        check_frames(frames, None, self.name)
+        if frames.shape[1] == 1:
+            return one_per_video(frames)
+        terms = pair_terms(frames.shape[1], self.sample_frames, self.generator).to(frames.device)
+        step = self.chunk_size or len(terms)
+        diffs = [
+            (frames[:, chunk] - frames[:, chunk - 1]).abs().float().mean(dim=(2, 3, 4)) for chunk in terms.split(step)
+        ]
+        return 1.0 - torch.cat(diffs, dim=1).mean(dim=1)

@@ -1,0 +1,55 @@
+"""``hpsv2``: Human Preference Score v2 (an open_clip ViT-H-14 fine-tuned on human choices).
+
+Optional: it needs the HPS weights (``pretrained=``) as a local file (``HPS_v2.1_compressed.pt`` or
+``HPS_v2_compressed.pt``) or as ``hf:xswu/HPSv2/HPS_v2.1_compressed.pt`` already in the Hugging
+Face cache. The score is HPSv2's: the cosine between image and prompt embeddings, with images
+resized on their longest side and padded square, as HPSv2's evaluation does; averaged over frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from rewards.encoders import OpenClipEncoder
+from rewards.frame_mean import FrameMeanReward
+from rewards.loading import MissingWeightsError, resolve_file
+from rewards.registry import register_reward
+
+HOW = (
+    "hpsv2 needs its weights: pass pretrained=/path/to/HPS_v2.1_compressed.pt "
+    "(from the Hugging Face repo xswu/HPSv2) or pretrained=hf:xswu/HPSv2/HPS_v2.1_compressed.pt "
+    "once it is in the Hugging Face cache."
+)
+
+
+@register_reward("hpsv2")
+class HPSv2Reward(FrameMeanReward):
+    """Mean over frames of the HPSv2 score (cosine; typical values 0.2–0.35)."""
+
+    name = "hpsv2"
+    needs_prompts = True
+
+    def __init__(
+        self,
+        pretrained: str | os.PathLike[str] | None = None,
+        model: str = "ViT-H-14",
+        dtype: str | None = None,
+        chunk_size: int | None = 16,
+        sample_frames: int | None = None,
+        checkpoint: bool = False,
+    ) -> None:
+        super().__init__(chunk_size, sample_frames, checkpoint)
+        if pretrained is None:
+            raise MissingWeightsError(HOW)
+        path = resolve_file(pretrained, "HPSv2 weights", HOW)
+        self.encoder = OpenClipEncoder(model, str(path), resize_mode="longest", dtype=dtype)
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        return self.encoder.encode_images(images)
+
+    def score(self, features: Tensor, prompts: Sequence[str]) -> Tensor:
+        text = self.encoder.encode_text(prompts, features.device)
+        return (features * text[:, None, :]).sum(dim=-1)

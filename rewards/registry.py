@@ -1,0 +1,226 @@
+"""Build rewards by name (``"aesthetic"``) or weighted dict (``{"aesthetic": 1, "clip": 0.5}``).
+
+Registering a custom reward
+---------------------------
+A **class** (or any factory) is called with the options given to :func:`build_reward`::
+
+    @register_reward("saturation")
+    class Saturation:
+        differentiable = True
+        needs_prompts = False
+
+        def __init__(self, target: float = 0.5):
+            self.target = target
+
+        def __call__(self, frames, prompts):            # frames (B, F, 3, H, W) in [0, 1]
+            sat = frames.amax(dim=2) - frames.amin(dim=2)
+            return -(sat.mean(dim=(1, 2, 3)) - self.target).abs()   # (B,)
+
+    build_reward("saturation", target=0.3)
+
+A plain **function** ``fn(frames, prompts, **options) -> (B,)`` is wrapped; the options given to
+``build_reward`` are passed to it on every call::
+
+    @register_reward("brightness", needs_prompts=False)
+    def brightness(frames, prompts, target: float = 0.5):
+        return -(frames.mean(dim=(1, 2, 3, 4)) - target).abs()
+
+Built instances get ``name`` (the registered name) and ``differentiable`` / ``needs_prompts``
+(from the decorator) when they do not define them. ``rlr-video reward --import MODULE`` imports
+a module of such registrations before building.
+
+Dict specs
+----------
+``{name: weight}`` or ``{name: {"weight": w, **options}}`` builds a weighted sum
+(:class:`rewards.composite.CompositeReward`). An entry may carry ``"reward": NAME`` to use its
+key as a label, so one reward can appear twice with different options::
+
+    {"clip": 1.0, "clip_l14": {"reward": "clip", "weight": 0.5, "model": "ViT-L-14"}}
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from rewards.base import Reward
+
+
+@dataclass(frozen=True)
+class _Entry:
+    factory: Callable[..., Any]
+    differentiable: bool
+    needs_prompts: bool
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+class FunctionReward:
+    """Adapts ``fn(frames, prompts, **options)`` to the :class:`~rewards.base.Reward` protocol."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Tensor],
+        name: str,
+        differentiable: bool = True,
+        needs_prompts: bool = True,
+        **options: Any,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.differentiable = differentiable
+        self.needs_prompts = needs_prompts
+        self.options = options
+
+    def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
+        return self.fn(frames, prompts, **self.options)
+
+    def __repr__(self) -> str:
+        return f"FunctionReward({self.name!r}, options={self.options})"
+
+
+def register_reward(
+    name: str,
+    obj: Callable[..., Any] | None = None,
+    *,
+    factory: Callable[..., Any] | None = None,
+    differentiable: bool = True,
+    needs_prompts: bool = True,
+    overwrite: bool = False,
+) -> Callable[..., Any]:
+    """Register a reward class or scoring function under ``name`` (usable as a decorator).
+
+    - a class (or ``factory=``): ``build_reward(name, **options)`` calls it with the options;
+    - a function: it is the score itself, ``fn(frames, prompts, **options) -> (B,)``.
+
+    ``differentiable`` and ``needs_prompts`` fill in the attributes the built object lacks.
+    Registering a taken name raises unless ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a reward name must be a non-empty string, got {name!r}")
+
+    def add(target: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"a reward named {name!r} is already registered; pass overwrite=True to replace it")
+        if factory is not None:
+            make = factory
+        elif inspect.isclass(target):
+            make = target
+        else:
+
+            def make(**options: Any) -> FunctionReward:
+                return FunctionReward(target, name, differentiable, needs_prompts, **options)
+
+            make.__signature__ = _options_signature(target)  # type: ignore[attr-defined]
+        _REGISTRY[name] = _Entry(make, differentiable, needs_prompts)
+        return target
+
+    if factory is not None:
+        add(factory)
+        return factory
+    return add if obj is None else add(obj)
+
+
+def _options_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """The keyword options of ``fn(frames, prompts, **options)``: its parameters after the two."""
+    params = list(inspect.signature(fn).parameters.values())[2:]
+    return inspect.Signature(params)
+
+
+def available_rewards() -> list[str]:
+    """The registered reward names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _check_options(name: str, make: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    """Fail early, naming the reward and the option, not with a bare TypeError from deep inside."""
+    try:
+        sig = inspect.signature(make)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for key in options:
+        if key not in accepted:
+            hint = difflib.get_close_matches(key, accepted, n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise TypeError(
+                f"reward {name!r} has no option {key!r}{did_you_mean}; its options are: {', '.join(accepted) or 'none'}"
+            )
+
+
+def _build_one(name: str, options: Mapping[str, Any]) -> Reward:
+    if name not in _REGISTRY:
+        hint = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+        raise KeyError(f"unknown reward {name!r}.{did_you_mean} Registered: {', '.join(available_rewards())}")
+    entry = _REGISTRY[name]
+    _check_options(name, entry.factory, options)
+    reward = entry.factory(**options)
+    for attr, default in (
+        ("name", name),
+        ("differentiable", entry.differentiable),
+        ("needs_prompts", entry.needs_prompts),
+    ):
+        if not hasattr(reward, attr):
+            setattr(reward, attr, default)
+    if not callable(reward):
+        raise TypeError(f"reward {name!r} built a {type(reward).__name__}, which is not callable")
+    return reward
+
+
+def _parse_term(label: str, value: Any) -> tuple[str, float, dict[str, Any]]:
+    """One dict-spec entry → (registered name, weight, options)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Mapping)):
+        raise TypeError(f"reward spec entry {label!r}: expected a weight (number) or a dict of options, got {value!r}")
+    if not isinstance(value, Mapping):
+        return label, float(value), {}
+    options = dict(value)
+    weight = options.pop("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(f"reward spec entry {label!r}: weight must be a number, got {weight!r}")
+    return str(options.pop("reward", label)), float(weight), options
+
+
+def build_reward(spec: str | Mapping[str, Any] | Reward, **options: Any) -> Reward:
+    """Build a reward from a name or a ``{name: weight | {weight, **options}}`` dict.
+
+    A reward object passes through unchanged.
+
+    ``options`` go to the named reward's constructor (e.g. ``model=``, ``pretrained=``,
+    ``chunk_size=``, ``sample_frames=``); a dict spec carries its options per entry instead.
+    """
+    if isinstance(spec, str):
+        return _build_one(spec, options)
+    if isinstance(spec, Mapping):
+        if options:
+            raise TypeError(
+                "options for a dict spec go inside it, e.g. "
+                "{'clip': {'weight': 0.5, 'model': 'ViT-B-32'}}; "
+                f"got extra options {sorted(options)}"
+            )
+        if not spec:
+            raise ValueError("empty reward spec: name at least one reward")
+        from rewards.composite import CompositeReward
+
+        terms = []
+        for label, value in spec.items():
+            name, weight, term_options = _parse_term(str(label), value)
+            reward = _build_one(name, term_options)
+            if str(label) != name:
+                reward.name = str(label)
+            terms.append((weight, reward))
+        if len(terms) == 1 and terms[0][0] == 1.0:
+            return terms[0][1]
+        return CompositeReward(terms)
+    if callable(spec) and not options:
+        return spec  # already a reward
+    raise TypeError(f"cannot build a reward from {spec!r}: expected a name, a dict or a Reward")
