@@ -1,0 +1,62 @@
+"""``rlr-video train [CONFIG] [key=value ...] [--resume [CHECKPOINT]]``.
+
+CONFIG is a YAML file or a preset name from ``configs/`` (default: the CPU preset
+``tiny-shapes``). Multi-GPU / multi-process: ``accelerate launch -m rlr_video train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a video model against a reward",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG | key=value",
+        help="a YAML file or preset name, then overrides such as estimator.h=3 train.steps=500",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a run: from CHECKPOINT, or (no value) the latest one in train.output_dir",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.set_defaults(func=run)
+
+
+def split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """(config, overrides): the config is the first argument that is not key=value."""
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def run(args: argparse.Namespace) -> int:
+    from rlr_video.config import ConfigError, load_config
+
+    config_name, overrides = split_args(args.args)
+    try:
+        config = load_config(config_name, overrides)
+    except ConfigError as err:  # before any model loads
+        print(f"rlr-video train: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        from rlr_video.train.trainer import config_yaml
+
+        print(config_yaml(config), end="")
+        return 0
+    from rlr_video.train import train
+
+    train(config, resume=args.resume)
+    return 0

@@ -1,0 +1,132 @@
+"""Training prompts: reading them, the deterministic prompt stream, and multi-scale prompts.
+
+A multi-scale prompt is three texts (coarse, mid, fine); each conditions its third of the
+denoising steps, coarse the noisiest (``MultiScaleBackbone``). It travels through estimators
+and rewards as one string, the three parts joined by newlines (prompts never contain one),
+so estimators and rewards need not know about it; rewards see the fine part only.
+
+The stream is a pure function of (seed, position): item k of the endless sequence of shuffled
+epochs. A micro-batch takes the items at its global position, whichever process runs it, so
+runs with different process counts see the same prompts and a resumed run continues exactly.
+
+This module imports no torch, so config validation can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from rlr_video.config import STAGES
+
+MultiScalePrompt = tuple[str, str, str]
+Prompt = str | MultiScalePrompt
+SEPARATOR = "\n"
+
+
+class PromptError(ValueError):
+    """A prompt file that cannot be read; the message names the file and line."""
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """Prompts from a ``.txt`` (one per line, ``#`` comments) or ``.jsonl`` file.
+
+    JSONL lines are ``{"prompt": "..."}`` or ``{"coarse": ..., "mid": ..., "fine": ...}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PromptError(f"no prompt file at {path}")
+    prompts: list[Prompt] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or (path.suffix != ".jsonl" and line.startswith("#")):
+            continue
+        if path.suffix == ".jsonl":
+            prompts.append(_parse_jsonl_line(line, f"{path}:{number}"))
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise PromptError(f"{path} holds no prompts")
+    return prompts
+
+
+def _parse_jsonl_line(line: str, where: str) -> Prompt:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise PromptError(f"{where}: not JSON ({err.msg})") from None
+    if isinstance(row, dict) and isinstance(row.get("prompt"), str):
+        return row["prompt"]
+    if isinstance(row, dict) and all(isinstance(row.get(s), str) for s in STAGES):
+        parts = tuple(row[s] for s in STAGES)
+        if any(SEPARATOR in part for part in parts):
+            raise PromptError(f"{where}: a multi-scale part contains a newline")
+        return parts  # type: ignore[return-value]
+    raise PromptError(f'{where}: expected {{"prompt": str}} or {{"coarse", "mid", "fine": str}}')
+
+
+def encode_prompt(prompt: Prompt) -> str:
+    """The single string a prompt travels as (multi-scale parts joined by newlines)."""
+    return prompt if isinstance(prompt, str) else SEPARATOR.join(prompt)
+
+
+def split_prompt(prompt: str) -> MultiScalePrompt | None:
+    """The (coarse, mid, fine) parts of an encoded multi-scale prompt, or None for a plain one."""
+    parts = prompt.split(SEPARATOR)
+    return tuple(parts) if len(parts) == 3 else None  # type: ignore[return-value]
+
+
+def final_prompt(prompt: str) -> str:
+    """What a reward should judge: the fine part of a multi-scale prompt, else the prompt."""
+    parts = split_prompt(prompt)
+    return parts[2] if parts else prompt
+
+
+def prompts_at(prompts: list[Prompt], position: int, count: int, seed: int, shuffle: bool) -> list[str]:
+    """Encoded prompts at stream positions ``position ... position + count - 1``."""
+    n = len(prompts)
+    out = []
+    for k in range(position, position + count):
+        epoch, index = divmod(k, n)
+        order = _epoch_order(n, seed, epoch) if shuffle else range(n)
+        out.append(encode_prompt(prompts[order[index]]))
+    return out
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(f"{seed}/{epoch}").shuffle(order)  # string seeds hash stably across runs
+    return order
+
+
+# --------------------------------------------------------------------------- step thirds
+
+
+def stage_ranges(num_steps: int) -> dict[str, tuple[int, int]]:
+    """Inclusive step ranges (low, high) of the coarse, mid and fine thirds of T ... 1.
+
+    Sizes differ by at most one, the earlier (noisier) thirds taking the remainder.
+    """
+    sizes = [num_steps // 3 + (1 if i < num_steps % 3 else 0) for i in range(3)]
+    ranges, high = {}, num_steps
+    for stage, size in zip(STAGES, sizes, strict=True):
+        ranges[stage] = (high - size + 1, high)
+        high -= size
+    return ranges
+
+
+def stage_of(step: int, num_steps: int) -> int:
+    """0, 1 or 2: the third (coarse, mid, fine) chain step ``step`` belongs to."""
+    for i, (low, high) in enumerate(stage_ranges(num_steps).values()):
+        if low <= step <= high:
+            return i
+    raise ValueError(f"step {step} is outside the chain 1..{num_steps}")
+
+
+def stage_j_range(num_steps: int, h: int, stage: str) -> tuple[int, int] | None:
+    """The range [a, b] of HO starts j whose sub-chain j+h-1 ... j lies in ``stage`` (and
+    above step 1, which belongs to FO), or None when the third is too short for h."""
+    low, high = stage_ranges(num_steps)[stage]
+    a, b = max(low, 2), high - h + 1
+    return (a, b) if a <= b else None

@@ -1,0 +1,373 @@
+"""The training loop: estimator updates on accelerate, checkpoints, metrics, resume.
+
+One step (optimizer update) of a run with P processes, micro-batch B and accumulation A:
+
+1. each process runs A micro-batches; micro-batch k of process r at step s has the global
+   index g = (s A + k) P + r, takes the prompts at stream position g B, and draws all its
+   randomness from generators seeded by (seed, g);
+2. each micro-batch's estimate (``estimator.estimate`` adds -grad E[R] to ``p.grad``) is
+   set aside, and the A estimates are summed, then summed over processes and divided by A P:
+   the mean over the global batch, identical on every process;
+3. if any process saw a NaN or infinite reward (or gradient) the update is skipped on all of
+   them, leaving weights and optimizer state untouched; otherwise the gradient is clipped
+   and AdamW steps;
+4. the main process appends the step's metrics and, every N steps, writes a checkpoint.
+
+Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import resource
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlr_video.config import Config
+from rlr_video.train import checkpoint as ckpt
+from rlr_video.train.baseline import PromptBaseline
+from rlr_video.train.distributed import (
+    all_reduce_sum,
+    broadcast_parameters,
+    derive_seed,
+    gather_objects,
+    rng_state,
+    set_rng_state,
+)
+from rlr_video.train.estimator import build_estimator, estimator_state, load_estimator_state
+from rlr_video.train.metrics import CURVE_FILE, MetricsWriter, plot_reward_curve
+from rlr_video.train.model import build_backbone, load_weights, save_weights
+from rlr_video.train.multiscale import MultiScaleBackbone
+from rlr_video.train.prompts import load_prompts, prompts_at, stage_j_range
+from rlr_video.train.rewards import TrainingReward, build_reward
+
+# Estimator diagnostics that add up over micro-batches; the others are averaged.
+SUMMED_STATS = ("calls_forward", "calls_backward", "nonfinite_rewards")
+# Config keys a resumed run may change without changing the run.
+RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_with", "train.checkpoint_every", "train.keep_last")
+
+
+class Trainer:
+    """Fine-tunes the configured backbone. ``resume``: a checkpoint folder, or ``"auto"`` for
+    the latest one in ``train.output_dir`` (a fresh start when there is none).
+
+    Subclasses may override ``on_gradients`` (called with the reduced gradient of each
+    update, before clipping) and ``on_step_end`` (after each step's metrics and checkpoint).
+    """
+
+    def __init__(self, config: Config, resume: str | Path | None = None):
+        from accelerate import Accelerator
+
+        self.config = cfg = config
+        self.output_dir = Path(cfg.train.output_dir)
+        # Without a GPU, torchrun / accelerate-launched processes must form a CPU (gloo) group.
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.train.mixed_precision,
+            cpu=not torch.cuda.is_available(),
+            log_with=list(cfg.train.log_with) or None,
+            project_dir=str(self.output_dir),
+        )
+        acc = self.accelerator
+        self.world, self.rank = acc.num_processes, acc.process_index
+        self.is_main = acc.is_main_process
+        checkpoint = self._find_checkpoint(resume)
+
+        self.prompts = load_prompts(cfg.prompts.path) if cfg.prompts.path else list(cfg.prompts.items)
+        torch.manual_seed(cfg.train.seed)  # LoRA initialisation, identical in every process
+        self.model = build_backbone(cfg.model, acc.device)
+        multiscale = any(isinstance(p, tuple) for p in self.prompts)
+        self.backbone = MultiScaleBackbone(self.model) if multiscale else self.model
+        self.params = self.model.trainable_parameters()
+        broadcast_parameters(self.params)
+        j_range = None
+        if cfg.prompts.ho_stage is not None:
+            j_range = stage_j_range(self.model.num_steps, cfg.estimator.h, cfg.prompts.ho_stage)
+        self.estimator = build_estimator(cfg.estimator, j_range)
+        self.baseline = PromptBaseline(cfg.train.baseline_window) if cfg.train.prompt_baseline else None
+        self.reward = TrainingReward(build_reward(cfg.reward), self.baseline)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps
+        )
+        # LR with PPO reuses one batch for inner_epochs updates: it must see the same prompts,
+        # so the stream advances once per reuse cycle.
+        e = cfg.estimator
+        self._reuse = e.inner_epochs if e.name == "lr" else 1
+        self.step = 0
+        self.position = 0  # global micro-batches consumed: the prompt stream's position / B
+        self._last_raw: dict[int, tuple[list[float], dict[str, list[float]]]] = {}
+        if checkpoint is not None:
+            self._load(checkpoint)
+        self.metrics = MetricsWriter(self.output_dir, self.step if checkpoint else None) if self.is_main else None
+        if self.is_main:
+            (self.output_dir / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
+        if cfg.train.log_with:
+            acc.init_trackers(cfg.train.project, config=_flat_scalars(cfg.to_dict()))
+
+    # ------------------------------------------------------------------ resume
+
+    def _find_checkpoint(self, resume: str | Path | None) -> Path | None:
+        existing = ckpt.latest_checkpoint(self.output_dir)
+        if resume is None:
+            if existing is not None:
+                raise FileExistsError(
+                    f"{self.output_dir} already holds checkpoints (latest {existing.name}): "
+                    "pass --resume to continue that run, or set train.output_dir to a new folder"
+                )
+            return None
+        if str(resume) == "auto":
+            if existing is None and self.is_main:
+                warnings.warn(f"--resume: no checkpoint in {self.output_dir}; starting fresh", stacklevel=2)
+            return existing
+        path = Path(resume)
+        if not (path / ckpt.STATE_FILE).is_file():
+            raise FileNotFoundError(f"--resume {path}: not a checkpoint folder (no {ckpt.STATE_FILE})")
+        return path
+
+    def _load(self, checkpoint: Path) -> None:
+        state = ckpt.load_state(checkpoint)
+        changed = [k for k in _diff_keys(state["config"], self.config.to_dict()) if k not in RESUMABLE_CHANGES]
+        if changed and self.is_main:
+            warnings.warn(f"resuming {checkpoint} with a changed config: {', '.join(changed)}", stacklevel=2)
+        load_weights(self.model, ckpt.weights_dir(checkpoint))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.position = state["step"], state["prompt_position"]
+        if self.baseline is not None and state["baseline"] is not None:
+            self.baseline.load_state_dict(state["baseline"])
+        per_process = state["per_process"]
+        if len(per_process) != self.world and self.is_main:
+            warnings.warn(
+                f"resuming a {len(per_process)}-process run with {self.world} processes: estimator "
+                "state and RNG states of process 0 are used everywhere",
+                stacklevel=2,
+            )
+        mine = per_process[self.rank] if len(per_process) == self.world else per_process[0]
+        mine = torch.load(io.BytesIO(mine), map_location=self.accelerator.device, weights_only=False)
+        load_estimator_state(self.estimator, mine["estimator"])
+        self._last_raw = mine["last_raw"]
+        set_rng_state(mine["rng"])
+
+    def _save(self) -> Path | None:
+        # Each process's own state (its estimator's running statistics, its RNGs) travels to
+        # the main process serialised by torch.save, which handles tensors on any device.
+        buffer = io.BytesIO()
+        mine = {"estimator": estimator_state(self.estimator), "last_raw": self._last_raw, "rng": rng_state()}
+        torch.save(mine, buffer)
+        per_process = gather_objects(buffer.getvalue())  # every process takes part
+        path = None
+        if self.is_main:
+            state = {
+                "step": self.step,
+                "prompt_position": self.position,  # global micro-batches consumed
+                "optimizer": self.optimizer.state_dict(),
+                "baseline": self.baseline.state_dict() if self.baseline else None,
+                "per_process": per_process,
+                "world_size": self.world,
+                "config": self.config.to_dict(),
+            }
+            path = ckpt.save_checkpoint(
+                self.output_dir,
+                self.step,
+                state,
+                lambda d: save_weights(self.model, d),
+                config_yaml(self.config),
+                self.config.train.keep_last,
+            )
+        self.accelerator.wait_for_everyone()
+        return path
+
+    # ------------------------------------------------------------------ one step
+
+    def _micro_batch(self, k: int) -> dict[str, Any]:
+        t = self.config.train
+        g = self.position + k * self.world + self.rank
+        prompts = prompts_at(self.prompts, g * t.batch_size, t.batch_size, t.seed, self.config.prompts.shuffle)
+        generator = torch.Generator().manual_seed(derive_seed(t.seed, "micro", g))
+        torch.manual_seed(derive_seed(t.seed, "torch", g))  # dropout and other global draws
+        for p in self.params:
+            p.grad = None
+        self.reward.reset()
+        with self.accelerator.autocast():
+            stats = self.estimator.estimate(self.backbone, self.reward, prompts, generator)
+        grads = [p.grad for p in self.params]
+        if self.reward.raw is not None:
+            raw = (self.reward.raw.tolist(), {n: v.tolist() for n, v in self.reward.terms.items()})
+            self._last_raw[k] = raw
+            fresh = True
+        else:  # a reused PPO batch: no new reward; report the batch's original one
+            raw, fresh = self._last_raw.get(k, ([], {})), False
+        return {"prompts": prompts, "stats": stats, "grads": grads, "raw": raw, "fresh": fresh}
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer update; returns the step's metrics record."""
+        t = self.config.train
+        start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        micro = [self._micro_batch(k) for k in range(t.grad_accum)]
+
+        total = [torch.zeros_like(p) for p in self.params]
+        for m in micro:
+            for acc, g in zip(total, m["grads"], strict=True):
+                if g is not None:
+                    acc.add_(g)
+        local_bad = any(m["stats"].get("skipped", 0.0) for m in micro) or any(
+            not math.isfinite(x) for m in micro for x in m["raw"][0]
+        )
+        summary = gather_objects(
+            {
+                "bad": local_bad,
+                "prompts": [p for m in micro if m["fresh"] for p in m["prompts"]],
+                "rewards": [r for m in micro if m["fresh"] for r in m["raw"][0]],
+                "all_rewards": [r for m in micro for r in m["raw"][0]],
+                "terms": [m["raw"][1] for m in micro],
+                "stats": [m["stats"] for m in micro],
+            }
+        )
+        all_reduce_sum(total)
+        for acc in total:
+            acc.div_(t.grad_accum * self.world)
+        for p, g in zip(self.params, total, strict=True):
+            p.grad = g
+        self.on_gradients(self.step)
+        grad_norm = _global_norm(total)
+        skipped = any(s["bad"] for s in summary) or not math.isfinite(grad_norm)
+        if not skipped:
+            if self.config.optim.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.max_grad_norm)
+            self.optimizer.step()
+            if self.baseline is not None:
+                self.baseline.update(
+                    [p for s in summary for p in s["prompts"]], [r for s in summary for r in s["rewards"]]
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.step % self._reuse == 0:
+            self.position += t.grad_accum * self.world
+        return self._record(summary, grad_norm, skipped, time.perf_counter() - start)
+
+    def _record(self, summary: list[dict], grad_norm: float, skipped: bool, seconds: float) -> dict[str, Any]:
+        t = self.config.train
+        rewards = [r for s in summary for r in s["all_rewards"] if math.isfinite(r)]
+        record: dict[str, Any] = {
+            "step": self.step,
+            "samples": self.position * t.batch_size,
+            "skipped": float(skipped),
+            "reward_mean": sum(rewards) / len(rewards) if rewards else float("nan"),
+            "reward_std": _std(rewards),
+            "grad_norm": grad_norm,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "step_time": seconds,
+            "peak_mem_mb": _peak_memory_mb(),
+        }
+        terms: dict[str, list[float]] = {}
+        for s in summary:
+            for micro_terms in s["terms"]:
+                for name, values in micro_terms.items():
+                    terms.setdefault(name, []).extend(v for v in values if math.isfinite(v))
+        if len(terms) > 1:
+            record.update({f"reward/{n}": sum(v) / len(v) if v else float("nan") for n, v in terms.items()})
+        stats: dict[str, list[float]] = {}
+        for s in summary:
+            for micro_stats in s["stats"]:
+                for key, value in micro_stats.items():
+                    if key not in ("skipped", "reward_mean", "reward_std", "grad_norm"):
+                        stats.setdefault(key, []).append(float(value))
+        for key, values in stats.items():
+            record[key] = sum(values) if key in SUMMED_STATS else sum(values) / len(values)
+        return record
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run until ``train.steps``; returns the records of the steps run here."""
+        from tqdm.auto import tqdm
+
+        t = self.config.train
+        records = []
+        bar = tqdm(total=t.steps, initial=self.step, disable=not (self.is_main and t.progress), desc="train")
+        while self.step < t.steps:
+            record = self.train_step()
+            records.append(record)
+            if self.is_main:
+                self.metrics.write(record)
+                if t.log_with:
+                    self.accelerator.log(_numeric(record), step=self.step)
+                note = " (skipped: non-finite reward)" if record["skipped"] else ""
+                bar.set_postfix_str(f"reward {record['reward_mean']:.4f}, {record['step_time']:.2f} s/step{note}")
+                bar.update(1)
+            if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                self._save()
+            self.on_step_end(self.step, record)
+        bar.close()
+        if self.is_main:
+            plot_reward_curve(self.metrics.path, self.output_dir / CURVE_FILE)
+        if t.log_with:
+            self.accelerator.end_training()
+        return records
+
+    def on_gradients(self, step: int) -> None:
+        """Hook: ``p.grad`` holds this update's global mean gradient (before clipping)."""
+
+    def on_step_end(self, step: int, record: dict[str, Any]) -> None:
+        """Hook: after step ``step``'s metrics (and checkpoint, if one was due)."""
+
+
+def train(config: Config, resume: str | Path | None = None) -> list[dict[str, Any]]:
+    """Build a ``Trainer`` and run it to the end."""
+    return Trainer(config, resume).train()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def config_yaml(cfg: Config) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(cfg.to_dict()))
+
+
+def _global_norm(tensors: list[torch.Tensor]) -> float:
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _numeric(record: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"}
+
+
+def _flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_scalars(value, f"{name}."))
+        elif isinstance(value, int | float | str | bool):
+            out[name] = value
+        elif value is not None:
+            out[name] = str(value)
+    return out
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
