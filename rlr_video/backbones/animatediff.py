@@ -1,0 +1,78 @@
+"""AnimateDiff: a Stable Diffusion 1.5 UNet with motion modules (``UNetMotionModel``).
+
+Layouts: an ``AnimateDiffPipeline`` directory (``unet/`` is the combined UNetMotionModel, as
+``save_pretrained`` writes it), or an SD-1.5 base plus ``motion_adapter=`` (a MotionAdapter
+directory or hub id such as ``guoyww/animatediff-motion-adapter-v1-5-2``), combined with
+``UNetMotionModel.from_unet2d`` as ``AnimateDiffPipeline.__init__`` does. Chain: DDIM-eta
+over the base's noise schedule, epsilon-prediction. Decoding: the SD VAE, frame by frame.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rlr_video.backbones.base import DiffusersBackbone, or_default, spatial_size
+from rlr_video.backbones.layout import Layout, resolve_source
+from rlr_video.backbones.options import BackboneOptions
+from rlr_video.backbones.schedulers import ddim_transition
+from rlr_video.backbones.text import ClipPromptEncoder
+from rlr_video.backbones.vae import decode_frames_2d
+
+
+class AnimateDiffBackbone(DiffusersBackbone):
+    family = "animatediff"
+    denoiser_component = "unet"
+    pipeline_class_name = "AnimateDiffPipeline"
+    default_guidance_scale = 7.5  # AnimateDiffPipeline.__call__
+    default_num_frames = 16
+
+    @classmethod
+    def from_layout(cls, layout: Layout, options: BackboneOptions) -> AnimateDiffBackbone:
+        dtype = options.dtype
+        unet = _load_unet(layout, options)
+        vae = layout.load("vae", "diffusers", "AutoencoderKL", torch_dtype=dtype)
+        encoder = ClipPromptEncoder(
+            layout.load("tokenizer", "transformers", "CLIPTokenizer"),
+            layout.load("text_encoder", "transformers", "CLIPTextModel", torch_dtype=dtype),
+        )
+        transition = ddim_transition(
+            layout.load("scheduler", "diffusers", "DDIMScheduler"), options.num_steps, options.stochasticity(1.0)
+        )
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        height, width = spatial_size(options, unet.config.sample_size * scale, scale, layout.root)
+        frames = options.num_frames or cls.default_num_frames
+        return cls(
+            unet,
+            encoder,
+            vae,
+            transition,
+            options,
+            latent_shape=(unet.config.in_channels, frames, height // scale, width // scale),
+            guidance_scale=or_default(options.guidance_scale, cls.default_guidance_scale),
+            video_shape=(frames, height, width),
+            source=layout.root,
+        )
+
+    def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
+        # UNetMotionModel runs its spatial layers on (B*F, ...) and, unlike UNet3D, expects
+        # the text embeddings already repeated per frame (AnimateDiffPipeline does this).
+        frames = x.shape[2]
+        return self.denoiser(x, t, encoder_hidden_states=embeds.repeat_interleave(frames, dim=0)).sample
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return decode_frames_2d(self.vae, latents, self.options.decode_chunk_size)
+
+
+def _load_unet(layout: Layout, options: BackboneOptions):
+    if not options.motion_adapter:
+        return layout.load("unet", "diffusers", "UNetMotionModel", torch_dtype=options.dtype)
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    unet2d = layout.load("unet", "diffusers", "UNet2DConditionModel", torch_dtype=options.dtype)
+    if not isinstance(unet2d, UNet2DConditionModel):
+        raise ValueError(f"motion_adapter= needs an SD-1.5 base, but {layout.root}/unet is a {type(unet2d).__name__}")
+    adapter_dir = resolve_source(options.motion_adapter)
+    adapter = Layout(adapter_dir.parent).load(adapter_dir.name, "diffusers", "MotionAdapter", torch_dtype=options.dtype)
+    if not isinstance(adapter, MotionAdapter):
+        raise ValueError(f"{options.motion_adapter} is no MotionAdapter")
+    return UNetMotionModel.from_unet2d(unet2d, adapter).to(options.dtype)

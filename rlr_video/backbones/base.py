@@ -1,0 +1,196 @@
+"""What the four diffusers adapters share: the ``VideoBackbone`` methods around a denoiser.
+
+A family adapter (``animatediff.py``, ``modelscope.py``, ``cogvideox.py``, ``wan.py``)
+loads its components and implements two things: ``_denoise`` (one batched denoiser call in
+the model's own calling convention) and ``decode``. Everything else (classifier-free
+guidance, prompt encoding, initial noise, LoRA, checkpointing, devices) lives here once.
+
+The chain runs in float32 whatever the weights' dtype: latents, noises and transition
+means stay float32 and only the denoiser's input is cast (as ``WanPipeline`` does), so
+the likelihood ratios the estimators compute do not lose digits in half precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from rlr_video.backbones import lora as lora_lib
+from rlr_video.backbones.options import BackboneOptions
+from rlr_video.backbones.text import PromptEncoder, TextConditioning, encode_with_guidance
+from rlr_video.chain import Transition, draw_noise
+
+
+class DiffusersBackbone:
+    """A diffusers text-to-video model as a ``VideoBackbone`` (see ``protocol.py``).
+
+    Args:
+        denoiser: the UNet or transformer (LoRA goes here).
+        prompt_encoder: tokenizer + text encoder (frozen).
+        vae: the decoder's model (frozen); None for a pixel-space model.
+        transition: the Gaussian chain built from the model's scheduler.
+        options: the load options (guidance, LoRA, checkpointing, dtype, device ...).
+        latent_shape: one video's initial latents, in the denoiser's layout.
+        guidance_scale: classifier-free guidance; <= 1 disables the unconditional branch.
+        video_shape: (frames, height, width) of the decoded video.
+        source: where the weights came from (for messages and ``repr``).
+    """
+
+    family: ClassVar[str] = ""
+    # The pipeline component that holds the denoiser: the key prefix of saved LoRA files.
+    denoiser_component: ClassVar[str] = "unet"
+    # The diffusers pipeline whose ``save_lora_weights`` writes this family's LoRA files.
+    pipeline_class_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        prompt_encoder: PromptEncoder,
+        vae: nn.Module | None,
+        transition: Transition,
+        options: BackboneOptions,
+        latent_shape: Sequence[int],
+        guidance_scale: float,
+        video_shape: tuple[int, int, int],
+        source: str | Path | None = None,
+    ):
+        self.denoiser = denoiser
+        self.prompt_encoder = prompt_encoder
+        self.vae = vae
+        self.transition = transition
+        self.num_steps = transition.num_steps
+        self.options = options
+        self.dtype = options.dtype
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.guidance_scale = float(guidance_scale)
+        self.negative_prompt = options.negative_prompt
+        self.num_frames, self.height, self.width = video_shape
+        self.source = str(source) if source is not None else None
+
+        for module in self._models():
+            module.requires_grad_(False)
+            module.eval()
+        # Dropout off unless asked: a replay must compute the very function the rollout
+        # sampled from, or the stored noises no longer reproduce the chain.
+        self.denoiser.train(options.train_mode)
+        if options.lora_rank:
+            config = lora_lib.lora_config(options.lora_rank, options.lora_alpha, options.lora_targets)
+            lora_lib.add_lora(self.denoiser, config)
+        if options.lora_path:
+            self.load_lora(options.lora_path)
+        if options.gradient_checkpointing:
+            self.enable_gradient_checkpointing()
+        self.to(options.device)
+
+    # ------------------------------------------------------------------ VideoBackbone
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The LoRA weights of the denoiser (empty without LoRA); nothing else trains."""
+        return lora_lib.lora_parameters(self.denoiser)
+
+    def encode(self, prompts: Sequence[str]) -> TextConditioning:
+        """Negative prompts and prompts through the text encoder in one batched call."""
+        guided = self.guidance_scale > 1.0
+        cond = encode_with_guidance(self.prompt_encoder, prompts, self.negative_prompt, guided, self.dtype)
+        return cond.to(self.device)
+
+    def initial_latents(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        """x_T ~ N(0, I) in float32, drawn on the generator's device (device-independent seeds)."""
+        like = torch.empty((batch_size, *self.latent_shape), device=self.device, dtype=torch.float32)
+        return draw_noise(like, generator)
+
+    def predict(self, latents: Tensor, step: int, cond: TextConditioning) -> Tensor:
+        """The denoiser's output at chain step ``step``, classifier-free guidance applied."""
+        if cond.batch_size != latents.shape[0]:
+            raise ValueError(
+                f"conditioning for {cond.batch_size} prompts, latents for {latents.shape[0]} videos"
+            )
+        t = self.transition.timestep(step).to(latents.device)
+        x = latents.to(self.dtype)
+        if not cond.guided:
+            return self._denoise(x, t, cond.embeds).to(latents.dtype)
+        uncond, text = self._denoise(torch.cat([x, x]), t, cond.embeds).float().chunk(2)
+        return (uncond + self.guidance_scale * (text - uncond)).to(latents.dtype)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Frames (B, F, 3, H, W) in [0, 1]; differentiable."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ family hooks
+    def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
+        """One denoiser call on a batch (already doubled for CFG), in the latents' layout."""
+        raise NotImplementedError
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the denoiser's blocks in backward passes (diffusers' own switch)."""
+        self.denoiser.enable_gradient_checkpointing()
+
+    # ------------------------------------------------------------------ housekeeping
+    def _models(self) -> list[nn.Module]:
+        return [m for m in (self.denoiser, self.prompt_encoder.text_encoder, self.vae) if m is not None]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def to(self, device: torch.device | str) -> DiffusersBackbone:
+        """Move every model (denoiser with its LoRA, text encoder, VAE) to ``device``."""
+        for module in self._models():
+            module.to(device)
+        return self
+
+    def save_lora(self, directory: str | Path) -> Path:
+        """Save the LoRA weights as ``directory/pytorch_lora_weights.safetensors``
+        (diffusers/PEFT layout, loadable with the pipeline's ``load_lora_weights`` where the
+        family's denoiser supports it, and with ``load_lora`` everywhere)."""
+        return lora_lib.save_lora(self.denoiser, directory, self.denoiser_component, self._pipeline_class())
+
+    def load_lora(self, path: str | Path) -> list[nn.Parameter]:
+        """Load LoRA weights saved by ``save_lora`` (or by diffusers) into the denoiser."""
+        params = lora_lib.load_lora(self.denoiser, path, self.denoiser_component)
+        for p in params:
+            p.data = p.data.to(self.device)
+        return params
+
+    def _pipeline_class(self):
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class_name) if self.pipeline_class_name else None
+
+    def __repr__(self) -> str:
+        n_lora = sum(p.numel() for p in self.trainable_parameters())
+        return (
+            f"{type(self).__name__}(source={self.source!r}, steps={self.num_steps}, "
+            f"video={self.num_frames}x{self.height}x{self.width}, latents={self.latent_shape}, "
+            f"guidance={self.guidance_scale}, dtype={self.dtype}, lora_params={n_lora})"
+        )
+
+
+def or_default(value, default):
+    """``value`` unless it is None (an option left to the family's default)."""
+    return default if value is None else value
+
+
+def spatial_size(
+    options: BackboneOptions, default: int | tuple[int, int], multiple: int, root
+) -> tuple[int, int]:
+    """(height, width) from the options or the model's default, checked against ``multiple``
+    (the VAE's spatial factor times the patch size: latents must tile the frame exactly)."""
+    default_h, default_w = default if isinstance(default, tuple) else (default, default)
+    height, width = options.height or default_h, options.width or default_w
+    if height % multiple or width % multiple:
+        raise ValueError(f"height={height}, width={width} must be multiples of {multiple} for the model at {root}")
+    return height, width
+
+
+def check_frames(num_frames: int, temporal: int, root) -> int:
+    """Causal video VAEs encode 1 + k * ``temporal`` frames into 1 + k latent frames."""
+    if num_frames < 1 or (num_frames - 1) % temporal:
+        raise ValueError(
+            f"num_frames={num_frames} must be 1 + a multiple of {temporal} for the model at {root} "
+            f"(its VAE compresses time by {temporal})"
+        )
+    return (num_frames - 1) // temporal + 1

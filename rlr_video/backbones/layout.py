@@ -1,0 +1,154 @@
+"""Where a backbone's weights are and what they are: paths, hub ids, diffusers layouts.
+
+A diffusers layout is a directory with ``model_index.json`` (the pipeline's class and its
+components as ``[library, class]``) and one sub-folder per component, as
+``DiffusionPipeline.save_pretrained`` writes it and as hub repositories hold it. Every
+failure here names the path and what was expected, because "file not found" deep inside
+``from_pretrained`` tells a user nothing about which of four families was assumed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+# Packaged backbones: names that resolve to directories shipped inside rlr_video/assets.
+PACKAGED = {"tiny-shapes": "tiny-shapes"}
+
+# Raw checkpoints some hub repositories carry next to the diffusers folders; never needed.
+_HUB_IGNORE = ["*.ckpt", "*.pth", "*.pt", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.gguf"]
+
+
+class BackboneLoadError(ValueError):
+    """A path or hub id that cannot be loaded as a video backbone; the message says which
+    path and what was expected there."""
+
+
+def assets_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets"
+
+
+def resolve_source(path_or_hub_id: str | Path) -> Path:
+    """A local directory for ``path_or_hub_id``: an existing directory, a packaged name
+    (``"tiny-shapes"``), or a hub id ("owner/name") from the local cache or the hub."""
+    text = str(path_or_hub_id)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise BackboneLoadError(f"{text} is a file; expected a diffusers pipeline directory (with model_index.json)")
+    if text in PACKAGED:
+        packaged = assets_dir() / PACKAGED[text]
+        if not packaged.is_dir():
+            raise BackboneLoadError(
+                f"the packaged backbone {text!r} is not installed: expected the directory {packaged} "
+                "(built by the testbed tools; see the README)"
+            )
+        return packaged
+    if not _looks_like_hub_id(text):
+        raise BackboneLoadError(
+            f"{text}: no such directory, and not a hub id of the form 'owner/name' or a packaged "
+            f"backbone ({sorted(PACKAGED)})"
+        )
+    return _download(text)
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    if text.startswith(("/", ".", "~")) or text.count("/") != 1:
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, ignore_patterns=_HUB_IGNORE))
+    except Exception as err:  # offline, not cached, gated, missing: one clear message
+        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        raise BackboneLoadError(
+            f"cannot reach the hub id {repo_id!r}{offline}: it is neither a local directory nor in "
+            f"the Hugging Face cache ({type(err).__name__}: {err}). Expected a local diffusers "
+            "directory, or a hub id that is cached or reachable (download it with "
+            "`huggingface-cli download` on a machine with network access)"
+        ) from err
+
+
+class Layout:
+    """A diffusers pipeline directory: its ``model_index.json`` and component folders."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        index_file = self.root / "model_index.json"
+        self.index: dict[str, Any] = {}
+        if index_file.is_file():
+            try:
+                self.index = json.loads(index_file.read_text())
+            except json.JSONDecodeError as err:
+                raise BackboneLoadError(f"{index_file} is not valid JSON: {err}") from err
+
+    @property
+    def pipeline_class(self) -> str | None:
+        return self.index.get("_class_name")
+
+    def entry(self, name: str) -> tuple[str, str] | None:
+        """``(library, class)`` of a component per ``model_index.json``; None if absent or null."""
+        value = self.index.get(name)
+        if isinstance(value, list) and len(value) == 2 and value[0] and value[1]:
+            return value[0], value[1]
+        return None
+
+    def declares_null(self, name: str) -> bool:
+        """The index lists the component as ``[null, null]`` (saved as None, e.g. no VAE)."""
+        value = self.index.get(name)
+        return isinstance(value, list) and not any(value)
+
+    def config(self, name: str) -> dict[str, Any] | None:
+        """The component's ``config.json`` (models) or ``scheduler_config.json``."""
+        for file in ("config.json", "scheduler_config.json"):
+            path = self.root / name / file
+            if path.is_file():
+                return json.loads(path.read_text())
+        return None
+
+    def component_class(self, name: str) -> str | None:
+        entry = self.entry(name)
+        if entry:
+            return entry[1]
+        cfg = self.config(name)
+        return cfg.get("_class_name") if cfg else None
+
+    def has(self, name: str) -> bool:
+        return (self.root / name).is_dir()
+
+    def load(self, name: str, library: str, class_name: str, **kwargs) -> Any:
+        """Load a component with the class ``model_index.json`` names (else the default given).
+
+        Raises ``BackboneLoadError`` naming the folder when it is missing or unreadable.
+        """
+        folder = self.root / name
+        if not folder.is_dir():
+            listed = f" ({self.pipeline_class} lists it)" if self.entry(name) else ""
+            raise BackboneLoadError(
+                f"{self.root} is missing the component {name!r}{listed}: expected a folder {folder} "
+                f"with a {class_name} as save_pretrained writes it"
+            )
+        library, class_name = self.entry(name) or (library, class_name)
+        try:
+            cls = getattr(importlib.import_module(library), class_name)
+        except (ImportError, AttributeError) as err:
+            raise BackboneLoadError(f"{folder}: unknown component class {library}.{class_name}") from err
+        try:
+            return cls.from_pretrained(folder, **kwargs)
+        except Exception as err:  # missing weights, bad config: say which component
+            raise BackboneLoadError(
+                f"cannot load the component {name!r} from {folder} as {class_name}: {type(err).__name__}: {err}"
+            ) from err

@@ -1,0 +1,91 @@
+"""Wan 2.1 text-to-video: ``WanTransformer3DModel``, the Wan causal 3D VAE, UMT5 text.
+
+A rectified-flow model (velocity prediction): the chain is the flow-matching SDE over
+``FlowMatchEulerDiscreteScheduler``'s shifted sigmas (``FlowSDETransition``); at noise level 0
+it is ``WanPipeline`` with that scheduler. Hub repositories ship ``UniPCMultistepScheduler``
+with ``flow_shift``; its shift is carried over (``schedulers.flow_transition``). Wan 2.2's
+two-expert layout (``transformer_2``) and its timestep expansion are not supported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rlr_video.backbones.base import DiffusersBackbone, check_frames, or_default
+from rlr_video.backbones.layout import BackboneLoadError, Layout
+from rlr_video.backbones.options import BackboneOptions
+from rlr_video.backbones.schedulers import flow_transition
+from rlr_video.backbones.text import T5PromptEncoder
+from rlr_video.backbones.vae import to_unit_range
+
+
+class WanBackbone(DiffusersBackbone):
+    family = "wan"
+    denoiser_component = "transformer"
+    pipeline_class_name = "WanPipeline"
+    # WanPipeline.__call__ defaults.
+    default_guidance_scale = 5.0
+    default_size = (480, 832, 81)
+    default_max_sequence_length = 512
+
+    @classmethod
+    def from_layout(cls, layout: Layout, options: BackboneOptions) -> WanBackbone:
+        if layout.entry("transformer_2") or layout.index.get("expand_timesteps"):
+            raise BackboneLoadError(
+                f"{layout.root} is a Wan 2.2 layout (two experts or expanded timesteps); expected "
+                "Wan 2.1 (one transformer), e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+            )
+        dtype = options.dtype
+        transformer = layout.load("transformer", "diffusers", "WanTransformer3DModel", torch_dtype=dtype)
+        vae = layout.load("vae", "diffusers", "AutoencoderKLWan", torch_dtype=dtype)
+        encoder = T5PromptEncoder(
+            layout.load("tokenizer", "transformers", "AutoTokenizer"),
+            layout.load("text_encoder", "transformers", "UMT5EncoderModel", torch_dtype=dtype),
+            max_length=or_default(options.max_sequence_length, cls.default_max_sequence_length),
+            masked=True,
+        )
+        transition = flow_transition(
+            layout.load("scheduler", "diffusers", "FlowMatchEulerDiscreteScheduler"),
+            options.num_steps,
+            noise_level=options.stochasticity(0.7),
+            shift=options.shift,
+        )
+        scale, temporal = vae.config.scale_factor_spatial, vae.config.scale_factor_temporal
+        default_h, default_w, default_f = cls.default_size
+        patch = transformer.config.patch_size
+        height, width = options.height or default_h, options.width or default_w
+        if height % (scale * patch[1]) or width % (scale * patch[2]):
+            raise ValueError(
+                f"height={height}, width={width} must be multiples of {scale * patch[1]} for the model at {layout.root}"
+            )
+        frames = options.num_frames or default_f
+        latent_frames = check_frames(frames, temporal, layout.root)
+        return cls(
+            transformer,
+            encoder,
+            vae,
+            transition,
+            options,
+            latent_shape=(transformer.config.in_channels, latent_frames, height // scale, width // scale),
+            guidance_scale=or_default(options.guidance_scale, cls.default_guidance_scale),
+            video_shape=(frames, height, width),
+            source=layout.root,
+        )
+
+    def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
+        # WanPipeline runs the conditional and unconditional branches as two calls; one
+        # batched call computes the same per-sample function.
+        return self.denoiser(
+            hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=embeds, return_dict=False
+        )[0]
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Un-normalise with the VAE's per-channel mean/std, then its causal decoder."""
+        cfg = self.vae.config
+        latents = latents.to(self.vae.dtype)
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        mean = torch.tensor(cfg.latents_mean).view(shape).to(latents)
+        inv_std = 1.0 / torch.tensor(cfg.latents_std).view(shape).to(latents)
+        video = self.vae.decode(latents / inv_std + mean, return_dict=False)[0]  # as WanPipeline
+        return to_unit_range(video.permute(0, 2, 1, 3, 4))
