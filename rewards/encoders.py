@@ -61,11 +61,6 @@ def load_open_clip(
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
 
     def load() -> torch.nn.Module:
-        if random_weights:
-            warnings.warn(
-                f"open_clip {model!r} with random weights: its scores mean nothing (tests only)",
-                stacklevel=4,
-            )
         try:
             net = open_clip.create_model(
                 model,
@@ -82,6 +77,8 @@ def load_open_clip(
             raise MissingWeightsError(
                 f"open_clip weights {pretrained!r} for {model!r} are not available: {err}. {how}"
             ) from err
+        if random_weights:
+            warnings.warn(f"open_clip {model!r} has random weights: its scores mean nothing", stacklevel=5)
         net = freeze(net)
         return net.to(_dtype(dtype)) if dtype else net
 
@@ -170,9 +167,10 @@ def _load_hf_vision(model: str, dtype: str | None) -> tuple[torch.nn.Module, Any
     try:
         processor = AutoImageProcessor.from_pretrained(model)
         net = AutoModel.from_pretrained(model)
-    except OSError as err:
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MissingWeightsError(
-            f"vision model {model!r} not found locally ({err}). Pass model=/path/to/folder written "
+            f"vision model {model!r} not found locally ({reason}). Pass model=/path/to/folder written "
             f"by save_pretrained (config.json, weights, preprocessor_config.json), or fetch it "
             f"into the Hugging Face cache on a machine with network "
             f"(huggingface-cli download {model})."

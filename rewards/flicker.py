@@ -29,19 +29,17 @@ class FlickerReward:
         self,
         chunk_size: int | None = None,
         sample_frames: int | None = None,
-        generator: torch.Generator | None = None,
     ) -> None:
         if chunk_size is not None and chunk_size <= 0:
             raise ValueError(f"flicker: chunk_size must be positive, got {chunk_size}")
         self.chunk_size = chunk_size
         self.sample_frames = sample_frames
-        self.generator = generator
 
     def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
         check_frames(frames, None, self.name)
         if frames.shape[1] == 1:
             return one_per_video(frames)
-        terms = pair_terms(frames.shape[1], self.sample_frames, self.generator).to(frames.device)
+        terms = pair_terms(frames.shape[1], self.sample_frames).to(frames.device)
         step = self.chunk_size or len(terms)
         diffs = [
             (frames[:, chunk] - frames[:, chunk - 1]).abs().float().mean(dim=(2, 3, 4)) for chunk in terms.split(step)

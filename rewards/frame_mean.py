@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from rewards.frames import check_frames, encode_frames, sample_indices
@@ -21,7 +20,7 @@ class FrameMeanReward:
     Common options:
       - ``chunk_size``: images per encoder call (memory bound; the result does not change);
       - ``sample_frames``: score this many frames drawn uniformly at random per call (an unbiased
-        estimate of the all-frame mean; ``None`` scores all);
+        estimate of the all-frame mean; ``None`` scores all; torch's global RNG draws them);
       - ``checkpoint``: recompute each chunk's activations in the backward pass.
     """
 
@@ -34,7 +33,6 @@ class FrameMeanReward:
         chunk_size: int | None = 16,
         sample_frames: int | None = None,
         checkpoint: bool = False,
-        generator: torch.Generator | None = None,
     ) -> None:
         if chunk_size is not None and chunk_size <= 0:
             raise ValueError(f"{self.name}: chunk_size must be positive, got {chunk_size}")
@@ -43,7 +41,6 @@ class FrameMeanReward:
         self.chunk_size = chunk_size
         self.sample_frames = sample_frames
         self.checkpoint = checkpoint
-        self.generator = generator
 
     def encode_images(self, images: Tensor) -> Tensor:
         """(N, 3, H, W) in [0, 1] → (N, D)."""
@@ -56,7 +53,7 @@ class FrameMeanReward:
     def frame_scores(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
         """(B, F') per-frame scores of the (possibly subsampled) frames."""
         check_frames(frames, prompts if self.needs_prompts else None, self.name)
-        keep = sample_indices(frames.shape[1], self.sample_frames, self.generator)
+        keep = sample_indices(frames.shape[1], self.sample_frames)
         if keep is not None:
             frames = frames[:, keep.to(frames.device)]
         features = encode_frames(self.encode_images, frames, self.chunk_size, self.checkpoint)

@@ -39,8 +39,9 @@ def _load(model: str, processor: str) -> tuple[torch.nn.Module, Any]:
     try:
         proc = AutoProcessor.from_pretrained(processor)
         net = AutoModel.from_pretrained(model)
-    except OSError as err:
-        raise MissingWeightsError(f"PickScore files not found ({err}). {HOW}") from err
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MissingWeightsError(f"PickScore files not found ({reason}). {HOW}") from err
     return freeze(net), proc
 
 

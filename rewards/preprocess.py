@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
 
 # PIL resample codes used by Hugging Face image processors.
 _PIL_RESAMPLE = {
@@ -26,11 +24,7 @@ _PIL_RESAMPLE = {
     4: "bilinear",
     5: "bicubic",
 }
-_INTERPOLATION = {
-    "nearest": InterpolationMode.NEAREST,
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-}
+_INTERPOLATION = ("nearest", "bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -59,9 +53,14 @@ class ImagePreprocess:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
 
     def __call__(self, images: Tensor) -> Tensor:
+        # torchvision is imported here, not at the top: it costs seconds and flicker-only runs
+        # never need it.
+        import torchvision.transforms.v2.functional as TF
+        from torchvision.transforms import InterpolationMode
+
         images = images.float()  # resize kernels need float32 on the CPU
         height, width = images.shape[-2:]
-        mode = _INTERPOLATION[self.interpolation]
+        mode = InterpolationMode(self.interpolation)
         if self.resize_mode == "squash":
             size = list(_pair(self.resize if self.resize is not None else self.crop))
             needed = size != [height, width]
@@ -83,6 +82,8 @@ class ImagePreprocess:
 
     def _crop_or_pad(self, images: Tensor) -> Tensor:
         """Centre crop to ``crop``; sides that are too small are centre padded with ``fill``."""
+        import torchvision.transforms.v2.functional as TF
+
         crop_h, crop_w = self.crop
         height, width = images.shape[-2:]
         pad_h, pad_w = max(0, crop_h - height), max(0, crop_w - width)

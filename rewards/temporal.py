@@ -21,9 +21,9 @@ from rewards.registry import register_reward
 DEFAULT_MODELS = {"dino": "facebook/dino-vitb16", "clip": "ViT-B-32"}
 
 
-def pair_terms(count: int, keep: int | None, generator: torch.Generator | None) -> Tensor:
+def pair_terms(count: int, keep: int | None) -> Tensor:
     """The frames i > 0 whose terms enter the mean: all, or ``keep`` drawn uniformly (unbiased)."""
-    picked = sample_indices(count - 1, keep, generator)
+    picked = sample_indices(count - 1, keep)
     return torch.arange(1, count) if picked is None else picked + 1
 
 
@@ -50,7 +50,6 @@ class TemporalConsistencyReward:
         chunk_size: int | None = 16,
         sample_frames: int | None = None,
         checkpoint: bool = False,
-        generator: torch.Generator | None = None,
     ) -> None:
         if backbone not in DEFAULT_MODELS:
             raise ValueError(f"temporal: backbone must be 'dino' or 'clip', got {backbone!r}")
@@ -62,14 +61,13 @@ class TemporalConsistencyReward:
         self.chunk_size = chunk_size
         self.sample_frames = sample_frames
         self.checkpoint = checkpoint
-        self.generator = generator
 
     def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
         check_frames(frames, None, self.name)
         count = frames.shape[1]
         if count == 1:
             return one_per_video(frames)
-        terms = pair_terms(count, self.sample_frames, self.generator)
+        terms = pair_terms(count, self.sample_frames)
         # Encode each needed frame once: the first, and both ends of every sampled pair.
         needed = torch.unique(torch.cat([torch.zeros(1, dtype=torch.long), terms - 1, terms]))
         where = torch.full((count,), -1, dtype=torch.long)

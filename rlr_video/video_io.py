@@ -66,6 +66,8 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
 def _read_decord(path: Path, num_frames: int | None, fps: float | None) -> np.ndarray:
     import decord
 
+    # Its FFmpeg would print to stderr; the reason reaches the caller in the exception instead.
+    decord.logging.set_level(decord.logging.QUIET)
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
     indices = select_frame_indices(len(reader), reader.get_avg_fps(), num_frames, fps)
     if not indices:

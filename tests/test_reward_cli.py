@@ -1,0 +1,222 @@
+"""``rlr-video reward`` on real mp4/webm/gif/mkv files written with PyAV and Pillow."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from reward_fixtures import TINY, open_clip_weights, register_tiny_open_clip, smooth_videos
+
+from rewards import registry as registry_module
+from rlr_video.cli import main
+from rlr_video.video_io import write_gif, write_video
+
+# Sorted file-name order, the order a prompts .txt file follows.
+NAMES = ["a.mp4", "b.webm", "c.gif", "gray.mkv", "odd.mp4", "one.mp4", "truncated.mp4"]
+GOOD = NAMES[:-1]
+
+
+def write_gray(path: Path, frames: int = 5) -> None:
+    """A real single-channel video (ffv1 keeps the 'gray' pixel format)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 40, 40, "gray"
+        for i in range(frames):
+            image = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (40, 1)) // (i + 1)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="gray")))
+        container.mux(stream.encode())
+
+
+def write_odd(path: Path, frames: int = 5) -> None:
+    """An odd-sized H.264 file (yuv444p allows odd sizes; write_video would pad to even)."""
+    video = (smooth_videos(batch=1, frames=frames, size=41)[0][..., :37] * 255).round().byte()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 37, 41, "yuv444p"
+        for image in video.permute(0, 2, 3, 1).numpy():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("videos")
+    clips = smooth_videos(batch=3, frames=6, size=40)
+    write_video(folder / "a.mp4", clips[0])
+    write_video(folder / "b.webm", clips[1])
+    write_gif(folder / "c.gif", clips[2])
+    write_gray(folder / "gray.mkv")
+    write_odd(folder / "odd.mp4")
+    write_video(folder / "one.mp4", clips[0][:1])
+    whole = (folder / "a.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    (folder / "prompts.txt").write_text("\n".join(f"prompt for {name}" for name in NAMES) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip_options() -> list[str]:
+    register_tiny_open_clip()
+    return ["-O", f"clip.model={TINY}", "-O", f"clip.pretrained={open_clip_weights()}"]
+
+
+def run_cli(*args: str | Path) -> int:
+    return main(["reward", *map(str, args), "--no-progress"])
+
+
+def test_json_output_scores_every_readable_file(videos: Path, clip_options, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "results.json"
+    rc = run_cli(
+        videos, "--reward", "flicker", "--reward", "clip", *clip_options, "--prompts", videos / "prompts.txt",
+        "--out", out,
+    )  # fmt: skip
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["rewards"] == ["flicker", "clip"]
+    by_name = {Path(v["path"]).name: v for v in data["videos"]}
+    assert sorted(by_name) == GOOD
+    for name, video in by_name.items():
+        assert video["prompt"] == f"prompt for {name}"  # matched by sorted file name
+        assert all(math.isfinite(video["scores"][r]) for r in ("flicker", "clip"))
+    assert by_name["one.mp4"]["frames"] == 1 and by_name["one.mp4"]["scores"]["flicker"] == 1.0
+    assert by_name["a.mp4"]["frames"] == 6 and by_name["gray.mkv"]["frames"] == 5
+    [failed] = data["failed"]
+    assert Path(failed["path"]).name == "truncated.mp4" and "cannot read video" in failed["error"]
+    flicker = [v["scores"]["flicker"] for v in data["videos"]]
+    summary = data["summary"]["flicker"]
+    assert summary["n"] == 6 and summary["mean"] == pytest.approx(np.mean(flicker))
+    assert summary["std"] == pytest.approx(np.std(flicker, ddof=1))
+    low, high = summary["ci95"]
+    assert low < summary["mean"] < high and (high - low) / 2 == pytest.approx(2.571 * summary["std"] / 6**0.5)
+    printed = capsys.readouterr().out
+    assert "1 of 7 files failed" in printed and "truncated.mp4" in printed and "95% CI" in printed
+
+
+def test_csv_output_with_csv_prompts_composite_and_frame_sampling(videos: Path, clip_options, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.csv"
+    with prompts.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "prompt"])
+        writer.writerow([str(videos / "a.mp4"), "absolute path"])
+        writer.writerow(["b.webm", "matched by file name"])
+    out = tmp_path / "results.csv"
+    rc = run_cli(
+        videos / "a.mp4", videos / "b.webm", "--reward", "flicker=1,clip=0.5", *clip_options, "--prompts", prompts,
+        "--frames", "3", "--out", out,
+    )  # fmt: skip
+    assert rc == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["kind"] for r in rows] == ["video", "video", "n", "mean", "std", "ci95_low", "ci95_high"]
+    videos_rows = rows[:2]
+    assert [r["prompt"] for r in videos_rows] == ["absolute path", "matched by file name"]
+    assert all(r["frames"] == "3" for r in videos_rows)
+    for r in videos_rows:
+        total = float(r["1*flicker+0.5*clip"])
+        assert total == pytest.approx(float(r["flicker"]) + 0.5 * float(r["clip"]), abs=1e-6)
+    stats = {r["kind"]: r for r in rows[2:]}
+    assert stats["n"]["flicker"] == "2"
+    assert float(stats["mean"]["clip"]) == pytest.approx(np.mean([float(r["clip"]) for r in videos_rows]))
+
+
+def test_jsonl_prompts_fall_back_to_sidecars(videos: Path, clip_options, tmp_path: Path) -> None:
+    for name in ("a.mp4", "c.gif"):
+        (tmp_path / name).write_bytes((videos / name).read_bytes())
+    (tmp_path / "b.webm").write_bytes((videos / "b.webm").read_bytes())
+    (tmp_path / "c.txt").write_text("from the sidecar\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"video": "a.mp4", "caption": "from the jsonl"}) + "\n")
+    out = tmp_path / "results.json"
+    assert run_cli(tmp_path, "--reward", "clip", *clip_options, "--prompts", prompts, "--out", out) == 0
+    data = json.loads(out.read_text())
+    assert {Path(v["path"]).name: v["prompt"] for v in data["videos"]} == {
+        "a.mp4": "from the jsonl",
+        "c.gif": "from the sidecar",
+    }
+    [failed] = data["failed"]
+    assert Path(failed["path"]).name == "b.webm" and "no prompt" in failed["error"]
+
+
+def test_prompt_free_rewards_need_no_prompts_and_batching_does_not_change_scores(videos: Path, tmp_path) -> None:
+    results = []
+    for batch in ("1", "3"):
+        out = tmp_path / f"b{batch}.json"
+        assert run_cli(videos, "--reward", "flicker", "--batch-size", batch, "--out", out) == 0
+        results.append({v["path"]: v["scores"]["flicker"] for v in json.loads(out.read_text())["videos"]})
+    assert results[0].keys() == results[1].keys() and len(results[0]) == 6
+    for path, score in results[0].items():
+        assert results[1][path] == pytest.approx(score, abs=1e-6)
+
+
+def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
+    assert run_cli(videos / "truncated.mp4", "--reward", "flicker") == 1  # every file failed
+    assert run_cli(videos / "a.mp4", videos / "truncated.mp4", "--reward", "flicker") == 0
+    assert run_cli(videos / "a.mp4", videos / "truncated.mp4", "--reward", "flicker", "--strict") == 1
+    capsys.readouterr()
+    usage_errors = [
+        ([tmp_path / "empty*.mp4", "--reward", "flicker"], "no videos found"),
+        ([videos / "a.mp4"], "at least one reward"),
+        ([videos / "a.mp4", "--reward", "flickr"], "Did you mean 'flicker'"),
+        ([videos / "a.mp4", "--reward", "flicker", "-O", "flicker.chunk=2"], "no option 'chunk'"),
+        ([videos / "a.mp4", "--reward", "flicker", "-O", "clip.model=x"], "no --reward names 'clip'"),
+        ([videos, "--reward", "clip", "--prompts", videos / "missing.txt"], "no such file"),
+        ([videos / "a.mp4", videos / "b.webm", "--reward", "clip", "--prompts", videos / "prompts.txt"], "7 lines"),
+        ([videos / "a.mp4", "--reward", "flicker", "--out", tmp_path / "x.xml"], ".json or .csv"),
+        ([videos / "a.mp4", "--reward", "{bad json"], "invalid JSON"),
+    ]
+    for args, message in usage_errors:
+        assert run_cli(*args) == 2, message
+        assert message in capsys.readouterr().err
+
+
+def test_json_spec_with_per_reward_options(videos: Path, tmp_path: Path) -> None:
+    spec = json.dumps({"flicker": {"weight": 2.0, "chunk_size": 1}, "smooth": {"reward": "flicker", "weight": -1}})
+    out = tmp_path / "r.json"
+    assert run_cli(videos / "a.mp4", "--reward", spec, "--out", out) == 0
+    [video] = json.loads(out.read_text())["videos"]
+    scores = video["scores"]
+    assert scores["2*flicker+-1*smooth"] == pytest.approx(2 * scores["flicker"] - scores["smooth"])
+
+
+def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, monkeypatch, capsys) -> None:
+    saved = dict(registry_module._REGISTRY)
+    (tmp_path / "my_rewards.py").write_text(
+        "from rewards import register_reward\n\n"
+        "@register_reward('brightness', needs_prompts=False)\n"
+        "def brightness(frames, prompts, gain=1.0):\n"
+        "    return gain * frames.mean(dim=(1, 2, 3, 4))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["reward", "--import", "my_rewards", "--list-rewards"]) == 0
+        assert "brightness" in capsys.readouterr().out.split()
+        out = tmp_path / "r.json"
+        rc = run_cli(videos / "a.mp4", "--import", "my_rewards", "--reward", "brightness", "-O", "brightness.gain=2",
+                     "--out", out)  # fmt: skip
+        assert rc == 0
+        [video] = json.loads(out.read_text())["videos"]
+        assert 0 < video["scores"]["brightness"] < 2
+    finally:
+        registry_module._REGISTRY.clear()
+        registry_module._REGISTRY.update(saved)
+        sys.modules.pop("my_rewards", None)
+
+
+def test_console_entry_point_from_another_directory(videos: Path, tmp_path: Path) -> None:
+    """The real process: ``python -m rlr_video reward`` with a folder argument, run elsewhere."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlr_video", "reward", str(videos), "--reward", "flicker", "--out", "out.json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert len(data["videos"]) == 6 and len(data["failed"]) == 1
+    assert "flicker" in proc.stdout

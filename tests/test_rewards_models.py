@@ -1,0 +1,351 @@
+"""Every model reward on tiny random-weight models built at run time: gradients, chunking,
+frame subsampling, the published aesthetic head layout, formulas against hand computations,
+and the errors users see when weights are missing."""
+
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from reward_fixtures import (
+    AESTHETIC_LINEAR_SHAPES,
+    AESTHETIC_MLP_SHAPES,
+    TINY,
+    TINY_768,
+    aesthetic_head,
+    open_clip_weights,
+    random_state_dict,
+    register_tiny_open_clip,
+    smooth_videos,
+    tiny_dino,
+    tiny_pickscore,
+    workdir,
+)
+
+from rewards import MissingWeightsError, build_reward
+from rewards.aesthetic import AestheticMLP, head_from_state_dict, load_head
+from rewards.frame_mean import FrameMeanReward
+from rewards.frames import sample_indices
+from rewards.preprocess import ImagePreprocess
+from rewards.temporal import pair_terms
+
+PROMPTS = ["a red circle moving left", "a blue square moving up"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models():
+    register_tiny_open_clip()
+
+
+def make(kind: str, **options):
+    """Build reward ``kind`` on tiny models; ``options`` are the common ones (chunk_size, ...)."""
+    if kind == "flicker":
+        options.pop("checkpoint", None)
+        return build_reward("flicker", **options)
+    specs = {
+        "clip": ("clip", {"model": TINY, "pretrained": open_clip_weights()}),
+        "aesthetic": (
+            "aesthetic",
+            {"model": TINY_768, "pretrained": open_clip_weights(TINY_768), "head": aesthetic_head("mlp")},
+        ),
+        "aesthetic_linear": (
+            "aesthetic",
+            {"model": TINY_768, "pretrained": open_clip_weights(TINY_768), "head": aesthetic_head("linear")},
+        ),
+        "temporal_dino": ("temporal", {"model": tiny_dino()}),
+        "temporal_clip": ("temporal", {"backbone": "clip", "model": TINY, "pretrained": open_clip_weights()}),
+        "hpsv2": ("hpsv2", {"model": TINY, "pretrained": open_clip_weights(TINY, seed=1)}),
+        "pickscore": ("pickscore", {"model": tiny_pickscore()}),
+    }
+    name, base = specs[kind]
+    return build_reward(name, **base, **options)
+
+
+ALL = ["clip", "aesthetic", "aesthetic_linear", "temporal_dino", "temporal_clip", "flicker", "hpsv2", "pickscore"]
+FRAME_MEAN = ["clip", "aesthetic", "aesthetic_linear", "hpsv2", "pickscore"]
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_gradients_reach_each_videos_own_frames(kind: str) -> None:
+    reward = make(kind)
+    assert reward.differentiable
+    frames = smooth_videos(batch=2, frames=4, size=40).requires_grad_(True)
+    scores = reward(frames, PROMPTS)
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+    (grad,) = torch.autograd.grad(scores[0], frames)
+    assert torch.isfinite(grad).all()
+    assert grad[0].abs().sum() > 0  # video 0's score depends on its frames ...
+    assert grad[1].abs().sum() == 0  # ... and on no other video's
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_chunked_and_checkpointed_equals_unchunked(kind: str) -> None:
+    frames = smooth_videos(batch=2, frames=4, size=36, seed=1)
+    results = []
+    for options in ({"chunk_size": None}, {"chunk_size": 3, "checkpoint": True}):
+        x = frames.clone().requires_grad_(True)
+        scores = make(kind, **options)(x, PROMPTS)
+        (grad,) = torch.autograd.grad(scores.sum(), x)
+        results.append((scores.detach(), grad))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", FRAME_MEAN)
+def test_frame_subsampling_scores_the_drawn_frames(kind: str) -> None:
+    frames = smooth_videos(batch=2, frames=5, size=32)
+    full = make(kind)
+    assert isinstance(full, FrameMeanReward)
+    per_frame = full.frame_scores(frames, PROMPTS)  # (B, F)
+    torch.manual_seed(7)
+    sampled = make(kind, sample_frames=2)(frames, PROMPTS)
+    torch.manual_seed(7)
+    keep = sample_indices(5, 2)
+    torch.testing.assert_close(sampled, per_frame[:, keep].mean(dim=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full(frames, PROMPTS), per_frame.mean(dim=1))
+
+
+def test_sample_indices_are_uniform() -> None:
+    counts = torch.zeros(6)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3000):
+        keep = sample_indices(6, 2, generator)
+        assert len(set(keep.tolist())) == 2
+        counts[keep] += 1
+    torch.testing.assert_close(counts / 3000, torch.full((6,), 2 / 6), atol=0.03, rtol=0)
+    assert sample_indices(6, 6) is None and sample_indices(6, None) is None
+
+
+def pair_scores(kind: str, reward, frames: torch.Tensor) -> torch.Tensor:
+    """(B, F - 1) terms whose mean is the reward: one per frame i > 0, computed by hand."""
+    if kind == "flicker":
+        return 1 - (frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(2, 3, 4))
+    f = reward.encoder.encode_images(frames.flatten(0, 1)).view(*frames.shape[:2], -1)
+    return 0.5 * ((f[:, :-1] * f[:, 1:]).sum(-1) + (f[:, :1] * f[:, 1:]).sum(-1))
+
+
+@pytest.mark.parametrize("kind", ["flicker", "temporal_clip"])
+def test_pair_subsampling_scores_the_drawn_pairs(kind: str) -> None:
+    """Uniform draws (above) of terms whose mean is the reward: an unbiased estimate."""
+    frames = smooth_videos(batch=2, frames=5, size=32, seed=3) + 0.05 * torch.rand(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        terms = pair_scores(kind, make(kind), frames)
+        torch.testing.assert_close(make(kind)(frames, PROMPTS), terms.mean(dim=1))
+        torch.manual_seed(11)
+        sampled = make(kind, sample_frames=2)(frames, PROMPTS)
+        torch.manual_seed(11)
+        picked = pair_terms(5, 2)
+        torch.testing.assert_close(sampled, terms[:, picked - 1].mean(dim=1))
+
+
+# ------------------------------------------------------------------ aesthetic heads
+
+
+def test_aesthetic_mlp_matches_the_published_state_dict() -> None:
+    assert {k: tuple(v.shape) for k, v in AestheticMLP().state_dict().items()} == AESTHETIC_MLP_SHAPES
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_aesthetic_head_loads_published_keys_unchanged(kind: str) -> None:
+    path = aesthetic_head(kind)
+    state = torch.load(path, weights_only=True)
+    head = load_head(path)
+    x = F.normalize(torch.randn(5, 768), dim=-1)
+    expected = x
+    prefixes = [f"layers.{i}." for i in (0, 2, 4, 6, 7)] if kind == "mlp" else [""]
+    for prefix in prefixes:  # the MLP has no activations: a chain of affine maps
+        expected = expected @ state[f"{prefix}weight"].T + state[f"{prefix}bias"]
+    torch.testing.assert_close(head(x), expected)
+    assert not any(p.requires_grad for p in head.parameters()) and not head.training
+    assert set(state) == set(AESTHETIC_MLP_SHAPES if kind == "mlp" else AESTHETIC_LINEAR_SHAPES)
+
+
+def test_aesthetic_head_rejects_other_state_dicts() -> None:
+    with pytest.raises(ValueError, match="not an aesthetic head.*found keys"):
+        head_from_state_dict(random_state_dict({"fc.weight": (4, 768)}))
+
+
+def test_aesthetic_reward_is_the_head_on_normalised_clip_embeddings() -> None:
+    reward = make("aesthetic")
+    frames = smooth_videos(batch=2, frames=3, size=48)
+    model = open_clip.create_model(TINY_768, pretrained=open_clip_weights(TINY_768)).eval()
+    pixels = ImagePreprocess.from_open_clip(model)(frames.flatten(0, 1))
+    with torch.no_grad():
+        embeddings = F.normalize(model.encode_image(pixels), dim=-1)
+        expected = load_head(aesthetic_head("mlp"))(embeddings).view(2, 3).mean(dim=1)
+        torch.testing.assert_close(reward(frames, ["", ""]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_aesthetic_head_and_tower_widths_must_agree() -> None:
+    with pytest.raises(ValueError, match="768-d embeddings but open_clip .* gives 32-d"):
+        build_reward("aesthetic", model=TINY, pretrained=open_clip_weights(), head=aesthetic_head("mlp"))
+
+
+# ------------------------------------------------------------------ formulas
+
+
+def test_clip_is_the_mean_cosine_with_the_prompt() -> None:
+    reward = make("clip", scale=2.5)
+    frames = smooth_videos(batch=2, frames=3, size=48)
+    model = open_clip.create_model(TINY, pretrained=open_clip_weights()).eval()
+    tokens = open_clip.get_tokenizer(TINY)(PROMPTS)
+    with torch.no_grad():
+        image = F.normalize(model.encode_image(ImagePreprocess.from_open_clip(model)(frames.flatten(0, 1))), dim=-1)
+        text = F.normalize(model.encode_text(tokens), dim=-1)
+        expected = 2.5 * (image.view(2, 3, -1) * text[:, None]).sum(-1).mean(dim=1)
+        torch.testing.assert_close(reward(frames, PROMPTS), expected, atol=1e-5, rtol=1e-5)
+        assert set(PROMPTS) <= set(reward.encoder._text)  # text features are cached per prompt
+
+
+def test_hpsv2_pads_the_longest_side_and_scores_the_cosine() -> None:
+    reward = make("hpsv2")
+    assert reward.encoder.preprocess.resize_mode == "longest"
+    frames = smooth_videos(batch=2, frames=2, size=48)[..., :30]  # not square: padding matters
+    with torch.no_grad():
+        image = reward.encoder.encode_images(frames.flatten(0, 1)).view(2, 2, -1)
+        text = reward.encoder.encode_text(PROMPTS, frames.device)
+        torch.testing.assert_close(reward(frames, PROMPTS), (image * text[:, None]).sum(-1).mean(1))
+
+
+def test_pickscore_matches_the_reference_pipeline() -> None:
+    """PickScore's own recipe: processor on PIL images, projected features, logit_scale·cos."""
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor
+
+    folder = tiny_pickscore()
+    processor, model = AutoProcessor.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    frames = (smooth_videos(batch=2, frames=2, size=50)[..., :40] * 255).round() / 255  # 8-bit, not square
+    images = [Image.fromarray((f.permute(1, 2, 0) * 255).round().byte().numpy()) for f in frames.flatten(0, 1)]
+    with torch.no_grad():
+        inputs = processor(images=images, return_tensors="pt")
+        image = model.get_image_features(**inputs)
+        image = F.normalize(getattr(image, "pooler_output", image), dim=-1).view(2, 2, -1)
+        text_inputs = processor(text=PROMPTS, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        text = model.get_text_features(**text_inputs)
+        text = F.normalize(getattr(text, "pooler_output", text), dim=-1)
+        expected = model.logit_scale.exp() * (image * text[:, None]).sum(-1).mean(dim=1)
+        torch.testing.assert_close(make("pickscore")(frames, PROMPTS), expected, atol=0.02, rtol=0)
+
+
+def test_temporal_is_vbench_consistency() -> None:
+    reward = make("temporal_clip")
+    frames = smooth_videos(batch=2, frames=4, size=32) + 0.1 * torch.rand(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        f = reward.encoder.encode_images(frames.flatten(0, 1)).view(2, 4, -1)
+        terms = [0.5 * ((f[:, i - 1] * f[:, i]).sum(-1) + (f[:, 0] * f[:, i]).sum(-1)) for i in range(1, 4)]
+        torch.testing.assert_close(reward(frames, PROMPTS), torch.stack(terms, 1).mean(1))
+        static = frames[:, :1].expand(-1, 4, -1, -1, -1)
+        torch.testing.assert_close(reward(static, PROMPTS), torch.ones(2))
+
+
+def test_flicker_is_one_minus_mean_absolute_frame_difference() -> None:
+    levels = torch.tensor([0.0, 0.5, 0.5, 1.0])
+    frames = levels.view(1, 4, 1, 1, 1).expand(1, 4, 3, 8, 8)
+    torch.testing.assert_close(make("flicker")(frames, [""]), torch.tensor([1 - 1 / 3]))
+    alternating = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1, 1).expand(1, 3, 3, 8, 8)
+    torch.testing.assert_close(make("flicker")(alternating, [""]), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize("kind", ["flicker", "temporal_dino"])
+def test_one_frame_videos_score_one_with_a_zero_gradient(kind: str) -> None:
+    frames = smooth_videos(batch=2, frames=1, size=32).requires_grad_(True)
+    scores = make(kind)(frames, PROMPTS)
+    torch.testing.assert_close(scores, torch.ones(2), check_device=False)
+    (grad,) = torch.autograd.grad(scores.sum(), frames)
+    assert torch.equal(grad, torch.zeros_like(frames))
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+@pytest.mark.parametrize("mode", ["shortest", "longest", "squash"])
+def test_preprocess_matches_open_clip_pil_transform(mode: str) -> None:
+    from PIL import Image
+
+    model = open_clip.create_model(TINY, pretrained=open_clip_weights())
+    image = smooth_videos(batch=1, frames=1, size=90)[0, 0][:, :, :61]
+    image = (image * 255).round() / 255
+    pil = Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy())
+    visual = model.visual
+    reference = open_clip.image_transform(
+        visual.image_size, is_train=False, mean=visual.image_mean, std=visual.image_std, resize_mode=mode
+    )(pil)
+    ours = ImagePreprocess.from_open_clip(model, mode)(image[None])[0]
+    assert ours.shape == reference.shape
+    assert (ours - reference).abs().mean() < 0.01 and (ours - reference).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("processor_name", ["clip", "vit", "bit"])
+def test_preprocess_matches_hf_image_processors(processor_name: str) -> None:
+    from PIL import Image
+    from transformers import BitImageProcessor, CLIPImageProcessor, ViTImageProcessor
+
+    processor = {
+        "clip": CLIPImageProcessor(),
+        "vit": ViTImageProcessor(),
+        "bit": BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}),
+    }[processor_name]
+    image = (smooth_videos(batch=1, frames=1, size=300)[0, 0][:, :, :200] * 255).round() / 255
+    pil = Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy())
+    reference = processor(images=pil, return_tensors="pt")["pixel_values"][0]
+    ours = ImagePreprocess.from_hf(processor)(image[None])[0]
+    assert ours.shape == reference.shape
+    assert (ours - reference).abs().mean() < 0.01 and (ours - reference).abs().max() < 0.05
+
+
+# ------------------------------------------------------------------ loading, caching, errors
+
+
+def test_models_load_once_and_are_frozen() -> None:
+    first, second = make("clip"), make("clip", scale=2.0)
+    assert first.encoder.model is second.encoder.model
+    assert not first.encoder.model.training
+    assert not any(p.requires_grad for p in first.encoder.model.parameters())
+    assert make("temporal_dino").encoder.model is make("temporal_dino").encoder.model
+
+
+def test_random_weights_warn() -> None:
+    with pytest.warns(UserWarning, match="random weights"):
+        build_reward("clip", model=TINY, pretrained=None, chunk_size=4)
+
+
+def test_missing_weights_name_the_file_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never touch the network
+    missing = str(workdir() / "nowhere" / "weights.pth")
+    cases = [
+        (lambda: build_reward("aesthetic", model=TINY_768, head=missing), [missing, "head="]),
+        (lambda: build_reward("aesthetic", model=TINY_768), ["trl-lib/ddpo-aesthetic-predictor", "head="]),
+        (lambda: build_reward("clip", model=TINY, pretrained=missing), ["weights.pth", "pretrained="]),
+        (lambda: build_reward("hpsv2", model=TINY), ["HPS_v2.1_compressed.pt", "pretrained="]),
+        (lambda: build_reward("hpsv2", model=TINY, pretrained=missing), [missing]),
+        (lambda: build_reward("pickscore"), ["PickScore_v1", "model="]),
+        (lambda: build_reward("pickscore", model=missing), ["PickScore", "model="]),
+        (lambda: build_reward("temporal", model=missing), [missing, "save_pretrained"]),
+    ]
+    for build, fragments in cases:
+        with pytest.raises(MissingWeightsError) as info:
+            build()
+        for fragment in fragments:
+            assert fragment in str(info.value)
+
+
+def test_bad_inputs_are_named() -> None:
+    reward = make("clip")
+    with pytest.raises(ValueError, match="'clip'.*shape \\(B, F, 3, H, W\\)"):
+        reward(torch.rand(2, 3, 32, 32), PROMPTS)
+    with pytest.raises(ValueError, match="2 videos but 1 prompts"):
+        reward(torch.rand(2, 2, 3, 32, 32), PROMPTS[:1])
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        build_reward("clip", model="no-such-model", pretrained=None)
+    with pytest.raises(ValueError, match="backbone must be"):
+        build_reward("temporal", backbone="resnet")
+
+
+def test_pair_terms() -> None:
+    assert pair_terms(4, None).tolist() == [1, 2, 3]
+    torch.manual_seed(0)
+    picked = pair_terms(6, 2)
+    assert len(picked) == 2 and picked.min() >= 1 and picked.max() <= 5
