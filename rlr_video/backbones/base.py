@@ -73,10 +73,6 @@ class DiffusersBackbone:
 
         for module in self._models():
             module.requires_grad_(False)
-            module.eval()
-        # Dropout off unless asked: a replay must compute the very function the rollout
-        # sampled from, or the stored noises no longer reproduce the chain.
-        self.denoiser.train(options.train_mode)
         if options.lora_rank:
             config = lora_lib.lora_config(options.lora_rank, options.lora_alpha, options.lora_targets)
             lora_lib.add_lora(self.denoiser, config)
@@ -84,7 +80,20 @@ class DiffusersBackbone:
             self.load_lora(options.lora_path)
         if options.gradient_checkpointing:
             self.enable_gradient_checkpointing()
+        self._set_modes()
         self.to(options.device)
+
+    def _set_modes(self) -> None:
+        """Eval mode everywhere; the denoiser in train mode only with ``train_mode=True``.
+
+        Dropout off by default: a replay must compute the very function the rollout sampled
+        from, or the stored noises no longer reproduce the chain (UNet3D's temporal
+        convolutions have dropout 0.1). Called again whenever LoRA layers are added, since
+        new modules start in train mode.
+        """
+        for module in self._models():
+            module.eval()
+        self.denoiser.train(self.options.train_mode)
 
     # ------------------------------------------------------------------ VideoBackbone
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -153,6 +162,7 @@ class DiffusersBackbone:
         params = lora_lib.load_lora(self.denoiser, path, self.denoiser_component)
         for p in params:
             p.data = p.data.to(self.device)
+        self._set_modes()
         return params
 
     def _pipeline_class(self):
