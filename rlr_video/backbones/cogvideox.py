@@ -52,6 +52,14 @@ class CogVideoXBackbone(DiffusersBackbone):
         )
         frames = options.num_frames or cfg.sample_frames
         latent_frames = check_frames(frames, temporal, layout.root)
+        if latent_frames % 2 == 0:
+            # Its causal VAE keeps the first latent frame apart only for an odd count: an
+            # even count decodes to temporal * n frames, not the 1 + temporal * (n - 1) asked.
+            raise ValueError(
+                f"num_frames={frames} gives {latent_frames} latent frames; CogVideoX's VAE decodes an even "
+                f"number of latent frames to {temporal * latent_frames} frames: use 1 + {2 * temporal}k "
+                f"frames (e.g. {1 + 2 * temporal}, 49)"
+            )
         padding = 0
         if cfg.patch_size_t is not None and latent_frames % cfg.patch_size_t:
             padding = cfg.patch_size_t - latent_frames % cfg.patch_size_t
