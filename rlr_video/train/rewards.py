@@ -97,6 +97,11 @@ def _zoo():
     return zoo
 
 
+def register_pixel_rewards() -> bool:
+    """Register the pixel rewards in the zoo (once); False when the zoo is unavailable."""
+    return _zoo() is not None
+
+
 def known_reward_names() -> set[str]:
     """Every reward name a config may use (no model is loaded)."""
     names = set(PIXEL_REWARDS)

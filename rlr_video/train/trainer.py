@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import resource
 import time
 import warnings
@@ -65,6 +66,7 @@ class Trainer:
 
         self.config = cfg = config
         self.output_dir = Path(cfg.train.output_dir)
+        _check_launch()
         # Without a GPU, torchrun / accelerate-launched processes must form a CPU (gloo) group.
         self.accelerator = Accelerator(
             mixed_precision=cfg.train.mixed_precision,
@@ -324,6 +326,27 @@ def train(config: Config, resume: str | Path | None = None) -> list[dict[str, An
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _check_launch() -> None:
+    """Refuse the one launch that silently trains with a single process.
+
+    ``accelerate launch --cpu --num_processes N`` (accelerate 1.x) starts N processes only
+    through mpirun (``--mpirun_hostfile``); otherwise it starts one, leaving MASTER_ADDR set
+    and no WORLD_SIZE, and the run would quietly use 1/N of the intended batch.
+    """
+    env = os.environ
+    ranks = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    if (
+        env.get("ACCELERATE_USE_CPU", "").lower() == "true"
+        and "MASTER_ADDR" in env
+        and not any(k in env for k in ranks)
+    ):
+        raise RuntimeError(
+            "`accelerate launch --cpu --num_processes N` started a single process (it needs mpirun for more). "
+            "For N CPU processes use `accelerate launch --multi_gpu --num_processes N -m rlr_video train ...` "
+            "(without a GPU the trainer forms a gloo CPU group) or `torchrun --nproc_per_node N -m rlr_video train ...`"
+        )
 
 
 def config_yaml(cfg: Config) -> str:

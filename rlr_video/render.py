@@ -1,0 +1,201 @@
+"""Preview batches: prompts x {base model, LoRA checkpoints} -> videos, contact sheets, gallery.
+
+Every video of a prompt is sampled from the same seed (the initial latents and every step's
+noise come from a generator seeded by the render seed and the prompt's index), so the columns
+differ only by the weights. Videos are sampled in batches; each video's noise is drawn from
+its own generator, so the result does not depend on the batch it was in.
+
+The output folder holds, for prompt i and variant v:
+
+    videos/<i>-<v>.mp4, videos/<i>-<v>.gif   the video
+    contact/<i>.png                          frames of every variant, one row each
+    scores.json                              every video's reward scores
+    index.html                               the gallery, referencing exactly these files
+
+Scores are computed from the written mp4 files read back, as ``rlr-video reward`` would.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlr_video.chain import chain_step, draw_noise
+from rlr_video.config import Config
+from rlr_video.train.distributed import derive_seed
+from rlr_video.train.prompts import encode_prompt, final_prompt, split_prompt
+
+
+@torch.no_grad()
+def sample_videos(backbone, prompts: Sequence[str], seeds: Sequence[int]) -> Tensor:
+    """Decoded videos (B, F, 3, H, W) in [0, 1], video b drawn from ``seeds[b]`` alone.
+
+    Video b equals what ``rollout(backbone, cond, Generator().manual_seed(seeds[b]), 1)``
+    samples: initial latents first, then each step's noise, from its own generator.
+    """
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    cond = backbone.encode(list(prompts))
+    x = torch.cat([backbone.initial_latents(1, g) for g in generators])
+    for step in range(backbone.num_steps, 0, -1):
+        noise = torch.cat([draw_noise(x[i : i + 1], g) for i, g in enumerate(generators)])
+        x, _, _ = chain_step(backbone, cond, x, step, noise)
+    return backbone.decode(x).float().clamp(0, 1).cpu()
+
+
+def variant_labels(loras: Sequence[str | Path]) -> list[str]:
+    """Column names: ``base`` then each LoRA's folder name (its checkpoint's, for a
+    checkpoint's ``lora/`` folder), made unique."""
+    labels = ["base"]
+    for lora in loras:
+        path = Path(lora).resolve()
+        name = path.parent.name if path.name == "lora" else path.name
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "lora"
+        candidate, n = name, 2
+        while candidate in labels:
+            candidate, n = f"{name}-{n}", n + 1
+        labels.append(candidate)
+    return labels
+
+
+def render(
+    config: Config,
+    prompts: Sequence[str | tuple[str, str, str]],
+    loras: Sequence[str | Path] = (),
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Render the gallery; returns the path of ``index.html``."""
+    from tqdm.auto import tqdm
+
+    from rlr_video.train.checkpoint import weights_dir
+    from rlr_video.train.model import build_backbone, load_weights
+    from rlr_video.train.multiscale import MultiScaleBackbone
+    from rlr_video.video_io import write_gif, write_video
+
+    r = config.render
+    out = Path(out_dir or r.output_dir or Path(config.train.output_dir) / "render")
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "contact").mkdir(parents=True, exist_ok=True)
+    encoded = [encode_prompt(p) for p in prompts]
+    labels = variant_labels(loras)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(config.train.seed)  # the same LoRA initialisation as training
+    model = build_backbone(config.model, device)
+    backbone = MultiScaleBackbone(model) if any(split_prompt(p) for p in encoded) else model
+    base = [p.detach().clone() for p in model.trainable_parameters()]
+    seeds = [derive_seed(r.seed, "render", i) for i in range(len(encoded))]
+
+    videos: dict[tuple[int, str], Tensor] = {}
+    batches = [range(s, min(s + r.batch_size, len(encoded))) for s in range(0, len(encoded), r.batch_size)]
+    bar = tqdm(total=len(labels) * len(encoded), disable=not progress, desc="render")
+    for label, lora in zip(labels, [None, *loras], strict=True):
+        with torch.no_grad():
+            for p, b in zip(model.trainable_parameters(), base, strict=True):
+                p.copy_(b)
+        if lora is not None:
+            load_weights(model, weights_dir(lora))
+        for batch in batches:
+            frames = sample_videos(backbone, [encoded[i] for i in batch], [seeds[i] for i in batch])
+            for i, video in zip(batch, frames, strict=True):
+                videos[(i, label)] = video
+                stem = out / "videos" / f"{i:03d}-{label}"
+                write_video(stem.with_suffix(".mp4"), video, fps=r.fps)
+                write_gif(stem.with_suffix(".gif"), video, fps=r.fps)
+            bar.update(len(batch))
+    bar.close()
+
+    for i in range(len(encoded)):
+        contact_sheet([videos[(i, label)] for label in labels], labels, r.contact_frames).save(
+            out / "contact" / f"{i:03d}.png"
+        )
+    pairs = [(i, label) for i in range(len(encoded)) for label in labels]
+    files = [out / "videos" / f"{i:03d}-{label}.mp4" for i, label in pairs]
+    scores = score_files(files, [encoded[i] for i, _ in pairs], r.reward or config.reward, device)
+    table = {path.name: row for path, row in zip(files, scores, strict=True)}
+    (out / "scores.json").write_text(json.dumps(table, indent=2, sort_keys=True), encoding="utf-8")
+    index = out / "index.html"
+    index.write_text(gallery_html(encoded, labels, table), encoding="utf-8")
+    return index
+
+
+def score_files(
+    paths: Sequence[Path], prompts: Sequence[str], spec: str | dict[str, Any], device: str = "cpu"
+) -> list[dict[str, float]]:
+    """Each file's reward scores, read back from disk by the function ``rlr-video reward``
+    uses (same reading, batching and columns: every term of a composite, then its total).
+    The reward sees the final (fine) part of a multi-scale prompt."""
+    from rewards import build_reward
+    from rlr_video.commands.reward import score_videos
+    from rlr_video.train.rewards import register_pixel_rewards
+
+    register_pixel_rewards()  # so pixel rewards (toy presets) resolve in the zoo
+    reward = build_reward(spec)
+    results = score_videos(
+        list(paths),
+        {Path(p): final_prompt(q) for p, q in zip(paths, prompts, strict=True)},
+        [reward],
+        device=device,
+        progress=False,
+    )
+    failed = [f"{r.path}: {r.error}" for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError("scoring rendered videos failed: " + "; ".join(failed))
+    return [r.scores for r in results]
+
+
+def contact_sheet(videos: Sequence[Tensor], labels: Sequence[str], max_frames: int, cell: int = 96):
+    """A PIL image: one row per video (evenly spaced frames), its label on the left."""
+    from PIL import Image, ImageDraw
+
+    count = min(max_frames, videos[0].shape[0])
+    picks = torch.linspace(0, videos[0].shape[0] - 1, count).round().long().tolist()
+    height, width = videos[0].shape[-2:]
+    scale = max(1, cell // max(height, width))  # tiny videos are enlarged, pixels kept sharp
+    label_w, pad = 110, 4
+    sheet = Image.new("RGB", (label_w + count * (width * scale + pad), len(videos) * (height * scale + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, (video, label) in enumerate(zip(videos, labels, strict=True)):
+        y = row * (height * scale + pad)
+        draw.text((4, y + 4), label, fill="black")
+        for col, f in enumerate(picks):
+            array = (video[f].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            image = Image.fromarray(array).resize((width * scale, height * scale), Image.NEAREST)
+            sheet.paste(image, (label_w + col * (width * scale + pad), y))
+    return sheet
+
+
+def gallery_html(prompts: Sequence[str], labels: Sequence[str], scores: dict[str, dict[str, float]]) -> str:
+    """The static page: per prompt, the variants side by side with their scores."""
+    e = html.escape
+    parts = [
+        "<!doctype html>",
+        '<html><head><meta charset="utf-8"><title>rlr-video render</title>',
+        "<style>body{font-family:sans-serif;margin:1.5em} .row{display:flex;gap:1em;flex-wrap:wrap}"
+        " .cell{text-align:center} video,img.gif{width:256px;image-rendering:pixelated}"
+        " table{margin:auto;font-size:0.85em} td{padding:0 0.4em} h2{font-size:1.05em}</style>",
+        "</head><body>",
+        '<h1>rlr-video render</h1><p>Same seed per prompt in every column. <a href="scores.json">scores.json</a></p>',
+    ]
+    for i, prompt in enumerate(prompts):
+        parts_ = split_prompt(prompt)
+        title = " / ".join(f"{s}: {e(t)}" for s, t in zip(("coarse", "mid", "fine"), parts_)) if parts_ else e(prompt)
+        parts.append(f"<h2>{i:03d}. {title}</h2><div class='row'>")
+        for label in labels:
+            name = f"{i:03d}-{label}"
+            rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.4f}</td></tr>" for k, v in scores[f"{name}.mp4"].items())
+            parts.append(
+                f"<div class='cell'><b>{e(label)}</b><br>"
+                f'<video src="videos/{name}.mp4" autoplay loop muted playsinline></video><br>'
+                f'<a href="videos/{name}.gif">gif</a><table>{rows}</table></div>'
+            )
+        parts.append(f'</div><p><img src="contact/{i:03d}.png" alt="contact sheet {i:03d}"></p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,95 @@
+"""Config schema: presets load and validate, overrides apply, errors name key, value and allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlr_video import cli
+from rlr_video.config import PRESET_DIR, ConfigError, load_config
+
+PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
+
+
+def test_presets_exist():
+    names = {p.stem for p in PRESETS}
+    assert {"tiny-shapes", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"} <= names
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_loads_and_validates(preset: Path):
+    config = load_config(preset)
+    assert config.estimator.name in ("rlr", "full_bp", "truncated_bp", "lr")
+    assert Path(config.prompts.path).is_file()  # resolved against the preset's folder
+    if config.model.path is not None:  # a real family: the paper's defaults
+        assert config.estimator.h == 2 and 25 <= config.model.num_steps <= 50
+        assert 4 <= config.model.lora_rank <= 16
+
+
+def test_default_is_the_cpu_preset():
+    assert load_config(None).model.toy is not None
+
+
+def test_overrides_are_typed():
+    c = load_config(
+        "tiny-shapes",
+        ["estimator.h=3", "train.mixed_precision=no", "reward={brightness: 1, redness: 0.5}", "estimator.j=[2,4]"],
+    )
+    assert c.estimator.h == 3 and c.train.mixed_precision == "no"
+    assert c.reward == {"brightness": 1.0, "redness": 0.5} and c.estimator.j == [2, 4]
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("estimator.name=rrl", "estimator.name", "rlr, full_bp, truncated_bp, lr"),
+        ("estimator.h=0", "estimator.h", ">= 1"),
+        ("estimator.h=12", "estimator.h", "1 ... 9"),
+        ("estimator.h=two", "estimator.h", "an integer"),
+        ("train.stesp=3", "train.stesp", "did you mean 'steps'"),
+        ("reward=aesthtic", "reward", "did you mean 'aesthetic'"),
+        ("train.mixed_precision=fp16", "train.mixed_precision", "no, bf16"),
+        ("estimator.j=[1,3]", "estimator.j", "2 <= a <= b <= 9"),
+        ("prompts.path=missing.txt", "prompts.path", "prompt file"),
+        ("model.path=some/model", "model", "exactly one of model.toy or model.path"),
+        ("train.log_with=[tensorbored]", "train.log_with[0]", "tensorboard, wandb"),
+        ("prompts.ho_stage=fine", "prompts.ho_stage", "multi-scale"),
+    ],
+)
+def test_errors_name_key_value_and_allowed(override, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny-shapes", [override])
+    assert info.value.key == key
+    assert allowed in str(info.value) and key in str(info.value)
+    assert repr(info.value.value) in str(info.value)
+
+
+def test_broken_config_fails_before_any_model_loads(monkeypatch, capsys, tmp_path):
+    import rlr_video.train.model as model
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a broken config")
+
+    monkeypatch.setattr(model, "build_backbone", no_model)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((PRESET_DIR / "tiny-shapes.yaml").read_text().replace("name: rlr", "name: rl"))
+    assert cli.main(["train", str(broken), f"train.output_dir={tmp_path / 'run'}"]) == 2
+    assert "estimator.name" in capsys.readouterr().err
+    assert cli.main(["train", "tiny-shapes", "optim.lr=-1", f"train.output_dir={tmp_path / 'run'}"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_multiscale_stage_validation(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"coarse": "a shape", "mid": "a red shape", "fine": "a red circle"}\n')
+    c = load_config("tiny-shapes", [f"prompts.path={prompts}", "prompts.ho_stage=mid"])
+    assert c.prompts.ho_stage == "mid"
+    with pytest.raises(ConfigError, match="estimator.j"):
+        load_config("tiny-shapes", [f"prompts.path={prompts}", "prompts.ho_stage=mid", "estimator.j=[2,3]"])
+    with pytest.raises(ConfigError, match="prompts.ho_stage"):  # a third of 4 steps cannot hold h = 2
+        load_config(
+            "tiny-shapes",
+            [f"prompts.path={prompts}", "prompts.ho_stage=fine", "model.num_steps=4", "estimator.zo_samples=null"],
+        )

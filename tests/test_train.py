@@ -1,0 +1,249 @@
+"""The trainer on the CPU preset: trains, skips non-finite rewards, checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlr_video import cli
+from rlr_video.config import load_config
+from rlr_video.train import checkpoint as ckpt
+from rlr_video.train.metrics import read_metrics
+from rlr_video.train.model import TRAINABLE_FILE
+from rlr_video.train.trainer import Trainer
+
+STEPS = 6
+VOLATILE = ("step_time", "peak_mem_mb")  # wall-clock and memory: not part of the result
+
+
+def tiny(out: Path, *overrides: str):
+    return load_config(
+        "tiny-shapes",
+        [
+            f"train.output_dir={out}",
+            "train.progress=false",
+            f"train.steps={STEPS}",
+            "train.checkpoint_every=2",
+            "train.batch_size=2",
+            *overrides,
+        ],
+    )
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(ckpt.latest_checkpoint(out) / ckpt.WEIGHTS_DIR / TRAINABLE_FILE)
+
+
+def stable_metrics(out: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in VOLATILE} for row in read_metrics(out / "metrics.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run of STEPS steps."""
+    out = tmp_path_factory.mktemp("reference")
+    Trainer(tiny(out)).train()
+    return out
+
+
+# A child process that trains and is SIGKILLed at a chosen moment.
+KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    from rlr_video.config import load_config
+    from rlr_video.train.trainer import Trainer
+
+    mode, out = sys.argv[1], sys.argv[2]
+    config = load_config("tiny-shapes", [f"train.output_dir={out}", "train.progress=false",
+                                         "train.steps=6", "train.checkpoint_every=2", "train.batch_size=2"])
+
+    class Run(Trainer):
+        def on_step_end(self, step, record):
+            if mode == "after-step-3" and step == 3:  # after checkpoint 2 and one more metrics line
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    if mode == "inside-checkpoint-4":
+        real_save = torch.save
+
+        def dying_save(obj, f, *args, **kwargs):
+            if "step-000004" in str(f):  # the weights are in the temp folder; tear state.pt and die
+                with open(f, "wb") as handle:
+                    handle.write(b"torn")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_save(obj, f, *args, **kwargs)
+
+        torch.save = dying_save
+    Run(config).train()
+    """
+)
+
+
+def run_killed(tmp_path: Path, mode: str) -> Path:
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), mode, str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return out
+
+
+def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(tmp_path, reference):
+    out = run_killed(tmp_path, "after-step-3")
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000002"]
+    assert len(read_metrics(out / "metrics.jsonl")) == 3  # step 3 was logged, then lost
+
+    resumed = Trainer(tiny(out), resume="auto")
+    assert resumed.step == 2
+    assert [r["step"] for r in resumed.train()] == [3, 4, 5, 6]  # steps 1-2 were not redone
+    for name, tensor in final_weights(reference).items():
+        assert torch.equal(final_weights(out)[name], tensor), name
+    assert stable_metrics(out) == stable_metrics(reference)
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000002", "step-000004", "step-000006"]
+
+
+def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, reference):
+    out = run_killed(tmp_path, "inside-checkpoint-4")
+    root = ckpt.checkpoint_root(out)
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000002"]
+    leftovers = [p for p in root.iterdir() if p.name.startswith(".tmp-step-000004")]
+    assert leftovers and (leftovers[0] / ckpt.WEIGHTS_DIR / TRAINABLE_FILE).is_file()  # died mid-write
+
+    state = ckpt.load_state(root / "step-000002")
+    assert state["step"] == 2 and state["prompt_position"] == 2
+    assert [r["step"] for r in Trainer(tiny(out), resume="auto").train()] == [3, 4, 5, 6]
+    assert not any(p.name.startswith(".tmp-") for p in root.iterdir())  # cleaned up
+    for name, tensor in final_weights(reference).items():
+        assert torch.equal(final_weights(out)[name], tensor), name
+    assert stable_metrics(out) == stable_metrics(reference)
+
+
+def test_keep_last_and_a_fresh_run_refuses_an_old_output_dir(tmp_path):
+    out = tmp_path / "run"
+    Trainer(tiny(out, "train.steps=5", "train.keep_last=2")).train()
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000004", "step-000005"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny(out))
+
+
+class NonFinite:
+    """The configured reward, but NaN (or inf) for every video of update ``bad_step``."""
+
+    def __init__(self, inner, trainer: Trainer, bad_step: int, value: float):
+        self.inner, self.trainer, self.bad_step, self.value = inner, trainer, bad_step, value
+        self.name, self.differentiable, self.last_terms = inner.name, True, {}
+
+    def __call__(self, frames, prompts):
+        scores = self.inner(frames, prompts)
+        self.last_terms = self.inner.last_terms
+        if self.trainer.step == self.bad_step:
+            scores = scores * 0 + self.value
+        return scores
+
+
+class Snapshots(Trainer):
+    def on_step_end(self, step, record):
+        self.snapshots = getattr(self, "snapshots", {})
+        self.snapshots[step] = (
+            [p.detach().clone() for p in self.params],
+            json.loads(json.dumps(self.optimizer.state_dict()["state"], default=lambda t: t.tolist())),
+        )
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_reward_skips_the_update(tmp_path, value):
+    trainer = Snapshots(tiny(tmp_path / "run", "train.steps=3", "train.checkpoint_every=10"))
+    trainer.reward.reward = NonFinite(trainer.reward.reward, trainer, bad_step=1, value=value)
+    records = trainer.train()
+    assert [r["skipped"] for r in records] == [0.0, 1.0, 0.0]
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[1]["skipped"] == 1.0  # logged
+    (w1, opt1), (w2, opt2), (w3, _) = (trainer.snapshots[s] for s in (1, 2, 3))
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2, strict=True))  # weights untouched
+    assert opt1 == opt2  # AdamW moments and step count untouched
+    assert not all(torch.equal(a, b) for a, b in zip(w2, w3, strict=True))  # training goes on
+
+
+def test_cpu_default_trains_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", "train.steps=3", f"train.output_dir={out}", "train.progress=false"]) == 0
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        for key in ("reward_mean", "grad_norm", "fo_norm", "ho_norm", "zo_norm", "step_time", "peak_mem_mb"):
+            assert isinstance(row[key], float) and row[key] == row[key], key
+    assert (out / "reward_curve.png").stat().st_size > 0 and (out / "config.yaml").is_file()
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000003"]
+
+
+def test_composite_reward_logs_every_term_and_multiscale_prompts_train(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        '{"coarse": "a shape", "mid": "a red shape", "fine": "a red circle"}\n{"prompt": "a blue square"}\n'
+    )
+    out = tmp_path / "run"
+    config = tiny(
+        out,
+        "train.steps=2",
+        "reward={color_match: 1.0, brightness: 0.5}",
+        f"prompts.path={prompts}",
+        "prompts.ho_stage=coarse",
+    )
+    trainer = Trainer(config)
+    assert trainer.estimator.start.mode == (7, 9)  # j restricted to the coarse third of 10 steps
+    records = trainer.train()
+    assert all({"reward/color_match", "reward/brightness"} <= set(r) for r in records)
+    assert all(7 <= r["j"] <= 9 for r in records)
+
+
+def test_bf16_mixed_precision_runs(tmp_path):
+    # A separate process: accelerate cannot switch mixed precision within one process.
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rlr_video", "train", "train.steps=2", f"train.output_dir={out}"]
+    proc = subprocess.run([*cmd, "train.mixed_precision=bf16", "train.progress=false"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_metrics(out / "metrics.jsonl")
+    assert len(rows) == 2 and all(r["grad_norm"] == r["grad_norm"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["estimator.name=full_bp"],
+        ["estimator.name=truncated_bp", "estimator.K=2", "estimator.randomized=true"],
+        ["estimator.name=lr"],
+        ["estimator.zo=param_es"],
+        ["estimator.zo=none", "train.grad_accum=2", "optim.max_grad_norm=null"],
+    ],
+    ids=["full_bp", "truncated_bp", "lr", "rlr-param_es", "rlr-no_zo-accum"],
+)
+def test_every_estimator_trains(tmp_path, overrides):
+    records = Trainer(tiny(tmp_path / "run", "train.steps=2", *overrides)).train()
+    assert [r["skipped"] for r in records] == [0.0, 0.0]
+    assert all(r["grad_norm"] > 0 for r in records)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["estimator.name=lr", "estimator.ppo_clip=0.2", "estimator.inner_epochs=2"],  # a batch kept for reuse
+        ["estimator.baseline=running", "estimator.j=grad_norm"],  # running statistics
+    ],
+    ids=["lr-ppo", "rlr-running-grad_norm"],
+)
+def test_resume_restores_estimator_state(tmp_path, overrides):
+    out = tmp_path / "run"
+    config = tiny(out, "train.steps=4", "train.checkpoint_every=1", "train.keep_last=4", *overrides)
+    Trainer(config).train()
+    expected, metrics = final_weights(out), stable_metrics(out)
+    Trainer(config, resume=ckpt.checkpoint_root(out) / "step-000001").train()  # mid PPO reuse cycle
+    for name, tensor in expected.items():
+        assert torch.equal(final_weights(out)[name], tensor), name
+    assert stable_metrics(out) == metrics
