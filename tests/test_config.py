@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,12 @@ def test_errors_name_key_value_and_allowed(override, key, allowed):
     assert info.value.key == key
     assert allowed in str(info.value) and key in str(info.value)
     assert repr(info.value.value) in str(info.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_a_tracker_without_its_package_is_a_config_error():
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        load_config("tiny-shapes", ["train.log_with=[tensorboard]"])
 
 
 def test_broken_config_fails_before_any_model_loads(monkeypatch, capsys, tmp_path):

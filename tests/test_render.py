@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import torch
 from PIL import Image
 
@@ -22,6 +23,8 @@ PROMPTS = [
     {"coarse": "a shape", "mid": "a blue shape moving up", "fine": "a blue triangle moving up"},
 ]
 FINAL = ["a red circle moving left", "a blue triangle moving up"]
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 
 def test_render_gallery(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from rlr_video.train.trainer import Trainer
 
 STEPS = 6
 VOLATILE = ("step_time", "peak_mem_mb")  # wall-clock and memory: not part of the result
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process tests (see conftest.py)
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 
 def tiny(out: Path, *overrides: str):
@@ -91,7 +95,9 @@ def run_killed(tmp_path: Path, mode: str) -> Path:
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(script), mode, str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), mode, str(out)], capture_output=True, text=True, timeout=300, env=ONE_THREAD
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     return out
 
@@ -207,7 +213,8 @@ def test_bf16_mixed_precision_runs(tmp_path):
     # A separate process: accelerate cannot switch mixed precision within one process.
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlr_video", "train", "train.steps=2", f"train.output_dir={out}"]
-    proc = subprocess.run([*cmd, "train.mixed_precision=bf16", "train.progress=false"], capture_output=True, text=True)
+    cmd += ["train.mixed_precision=bf16", "train.progress=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
     rows = read_metrics(out / "metrics.jsonl")
     assert len(rows) == 2 and all(r["grad_norm"] == r["grad_norm"] for r in rows)
@@ -247,3 +254,25 @@ def test_resume_restores_estimator_state(tmp_path, overrides):
     for name, tensor in expected.items():
         assert torch.equal(final_weights(out)[name], tensor), name
     assert stable_metrics(out) == metrics
+
+
+def test_a_diffusers_backbone_trains_and_checkpoints_its_lora(tmp_path):
+    """``model.path`` goes through ``load_backbone``: a tiny random UNet3D (real diffusers
+    classes) trains a step and its checkpoint holds the LoRA in the diffusers layout."""
+    from backbone_fixtures import build_tiny_modelscope
+
+    from rlr_video.backbones import load_backbone
+    from rlr_video.train.model import load_weights
+
+    path = build_tiny_modelscope(tmp_path / "tiny-ms")
+    model = ["model.toy=null", f"model.path={path}", "model.num_steps=4", "model.height=16", "model.width=16"]
+    model += ["model.frames=4", "model.lora_rank=4", "estimator.zo_samples=1", "optim.lr=1e-2"]
+    trainer = Trainer(tiny(tmp_path / "run", "train.steps=1", *model))
+    records = trainer.train()
+    assert records[0]["skipped"] == 0.0 and records[0]["grad_norm"] > 0
+    saved = ckpt.latest_checkpoint(tmp_path / "run") / ckpt.WEIGHTS_DIR
+    assert (saved / "pytorch_lora_weights.safetensors").is_file()
+    fresh = load_backbone(path, num_steps=4, height=16, width=16, num_frames=4, lora_rank=4)
+    load_weights(fresh, saved)
+    for a, b in zip(fresh.trainable_parameters(), trainer.params, strict=True):
+        assert torch.equal(a, b)

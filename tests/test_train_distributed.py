@@ -76,6 +76,8 @@ WORKER = textwrap.dedent(
 VOLATILE = ("step_time", "peak_mem_mb")
 COMMON = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false"]
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -92,16 +94,11 @@ class FirstGradients(Trainer):
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="no accelerate")
 def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
     # One process, two micro-batches of 2 == two processes, one micro-batch of 2 each. The
-    # launcher gives each worker one thread; so does the reference, since the thread count
-    # changes the order of float sums inside convolutions (by ~1e-4 relative here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = load_config("tiny-shapes", [f"train.output_dir={tmp_path / 'one'}", *COMMON, "train.grad_accum=2"])
-        single = FirstGradients(config)
-        single.train()
-    finally:
-        torch.set_num_threads(threads)
+    # launcher gives each worker one thread, as the module fixture gives this process: the
+    # thread count changes the order of float sums inside convolutions (~1e-4 relative here).
+    config = load_config("tiny-shapes", [f"train.output_dir={tmp_path / 'one'}", *COMMON, "train.grad_accum=2"])
+    single = FirstGradients(config)
+    single.train()
 
     script, dumps, out = tmp_path / "worker.py", tmp_path / "dumps", tmp_path / "two"
     script.write_text(WORKER)
