@@ -114,3 +114,17 @@ def test_dropout_is_off_unless_train_mode():
     with torch.no_grad():
         assert torch.equal(backbone.predict(x, 3, cond), backbone.predict(x, 3, cond))
     assert load_backbone(path, **tiny_options("modelscope", train_mode=True)).denoiser.training
+
+
+def test_conditioning_selects_a_sub_batch():
+    """Estimators may replay part of a batch: ``cond.select`` keeps the CFG rows aligned."""
+    backbone = load_backbone(tiny_model_dir("wan"), **tiny_options("wan", guidance_scale=3.0))
+    cond = backbone.encode(PROMPTS)
+    x = backbone.initial_latents(len(PROMPTS), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = backbone.predict(x, 3, cond)
+        part = backbone.predict(x[1:], 3, cond.select([1]))
+    assert cond.select(slice(1, 2)).prompts == [PROMPTS[1]]
+    assert torch.allclose(part, full[1:], atol=1e-5)
+    with pytest.raises(ValueError, match="conditioning for 1 prompts"):
+        backbone.predict(x, 3, cond.select([0]))
