@@ -6,9 +6,10 @@ A run is described by one YAML file (a preset in ``configs/`` or the user's own)
 below and returns a ``Config``. It touches no model, so a broken config fails in milliseconds,
 before anything heavy loads. Every error names the key, the bad value and what is allowed.
 
-Relative paths written inside a YAML file resolve against that file's folder (so presets can
-ship their prompt files next to them); relative paths given as overrides resolve against the
-current directory.
+A relative ``prompts.path`` written inside a YAML file resolves against that file's folder (so
+presets ship their prompt files next to them); given as an override, against the current
+directory. Output folders (``train.output_dir``, ``render.output_dir``) are always relative to
+the current directory.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class EstimatorConfig:
     """Which gradient estimator (``rlr_video.estimators``) and its settings.
 
     Keys that do not apply to the chosen ``name`` are ignored (``K`` only matters for
-    ``truncated_bp``, ``ppo_clip`` only for ``lr``, ...).
+    ``truncated_bp``, ``ppo_clip`` only for ``lr``, ...). ``baseline: running`` and
+    ``j: grad_norm`` keep statistics inside each process's estimator (saved per process in
+    checkpoints), so unlike ``train.prompt_baseline`` they differ between process counts.
     """
 
     name: Literal["rlr", "full_bp", "truncated_bp", "lr"] = "rlr"

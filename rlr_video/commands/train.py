@@ -58,5 +58,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rlr_video.train import train
 
-    train(config, resume=args.resume)
+    try:
+        train(config, resume=args.resume)
+    except (FileExistsError, FileNotFoundError) as err:  # a run folder in use, a bad --resume path
+        print(f"rlr-video train: {err}", file=sys.stderr)
+        return 2
     return 0
