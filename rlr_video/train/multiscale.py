@@ -9,10 +9,26 @@ all three thirds, so a file may mix both kinds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
 from rlr_video.train.prompts import split_prompt, stage_of
+
+
+@dataclass
+class StagedConditioning:
+    """The wrapped backbone's conditioning of each third (coarse, mid, fine)."""
+
+    parts: tuple[Any, Any, Any]
+
+    def select(self, index) -> StagedConditioning:
+        """A sub-batch, where the wrapped conditioning supports it (``TextConditioning`` does)."""
+        return StagedConditioning(tuple(part.select(index) for part in self.parts))
+
+    def to(self, device) -> StagedConditioning:
+        return StagedConditioning(tuple(part.to(device) for part in self.parts))
 
 
 class MultiScaleBackbone:
@@ -24,9 +40,9 @@ class MultiScaleBackbone:
     def __getattr__(self, name: str):
         return getattr(self.backbone, name)
 
-    def encode(self, prompts: Sequence[str]) -> tuple:
-        parts = [split_prompt(p) or (p, p, p) for p in prompts]
-        return tuple(self.backbone.encode([row[i] for row in parts]) for i in range(3))
+    def encode(self, prompts: Sequence[str]) -> StagedConditioning:
+        rows = [split_prompt(p) or (p, p, p) for p in prompts]
+        return StagedConditioning(tuple(self.backbone.encode([row[i] for row in rows]) for i in range(3)))
 
-    def predict(self, latents: Tensor, step: int, cond: tuple) -> Tensor:
-        return self.backbone.predict(latents, step, cond[stage_of(step, self.backbone.num_steps)])
+    def predict(self, latents: Tensor, step: int, cond: StagedConditioning) -> Tensor:
+        return self.backbone.predict(latents, step, cond.parts[stage_of(step, self.backbone.num_steps)])
