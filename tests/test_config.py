@@ -26,6 +26,10 @@ def test_every_preset_loads_and_validates(preset: Path):
     if config.model.path is not None:  # a real family: the paper's defaults
         assert config.estimator.h == 2 and 25 <= config.model.num_steps <= 50
         assert 4 <= config.model.lora_rank <= 16
+        from rlr_video.backbones import BackboneOptions
+        from rlr_video.train.model import backbone_options
+
+        BackboneOptions.from_kwargs(**backbone_options(config.model))  # every option is one load_backbone takes
 
 
 def test_default_is_the_cpu_preset():

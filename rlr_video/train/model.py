@@ -31,8 +31,13 @@ def build_backbone(cfg: ModelConfig, device: torch.device | str = "cpu"):
             guidance_scale=cfg.guidance_scale,
         )
         return backbone.to(device)
-    from rlr_video.backbones import load_backbone  # lazily: heavy, and written in parallel
+    from rlr_video.backbones import load_backbone  # lazily: heavy
 
+    return load_backbone(cfg.path, family=cfg.family, **backbone_options(cfg, device))
+
+
+def backbone_options(cfg: ModelConfig, device: torch.device | str = "cpu") -> dict:
+    """The keyword options ``load_backbone`` receives (unset ones left to the family)."""
     options = {
         "num_steps": cfg.num_steps,
         "eta": cfg.eta,
@@ -47,8 +52,7 @@ def build_backbone(cfg: ModelConfig, device: torch.device | str = "cpu"):
         "lora_alpha": cfg.lora_alpha,
         "lora_targets": cfg.lora_targets,
     }
-    options = {k: v for k, v in options.items() if v is not None} | cfg.options
-    return load_backbone(cfg.path, family=cfg.family, **options)
+    return {k: v for k, v in options.items() if v is not None} | cfg.options
 
 
 def _named_trainable(backbone) -> dict[str, torch.nn.Parameter]:
