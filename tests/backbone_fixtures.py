@@ -31,6 +31,7 @@ TINY_VIDEO = {
     "animatediff": {"height": 16, "width": 16, "num_frames": 4},
     "modelscope": {"height": 16, "width": 16, "num_frames": 4},
     "modelscope_pixel": {"height": 8, "width": 8, "num_frames": 4},
+    "modelscope_pixel_vae": {"height": 8, "width": 8, "num_frames": 4},
     "cogvideox": {"height": 32, "width": 32, "num_frames": 9},
     "wan": {"height": 32, "width": 32, "num_frames": 5},
 }
@@ -196,11 +197,13 @@ def build_tiny_animatediff(directory: str | Path, seed: int = 0) -> Path:
     return _save(tiny_animatediff_pipeline(seed), directory)
 
 
-def tiny_modelscope_pipeline(seed: int = 0, pixel_space: bool = False):
+def tiny_modelscope_pipeline(seed: int = 0, pixel_space: bool | str = False):
     """A ``TextToVideoSDPipeline`` around a tiny ``UNet3DConditionModel``.
 
-    With ``pixel_space`` the UNet denoises RGB directly (3 channels) and there is no VAE,
-    the layout of the packaged ``tiny-shapes`` testbed model.
+    With ``pixel_space`` the UNet denoises RGB directly (3 channels) and there is no VAE;
+    with ``pixel_space="vae"`` the VAE is a one-block ``AutoencoderKL`` (spatial factor 1,
+    3 latent channels, scaling factor 1), the layout of the packaged ``tiny-shapes`` model
+    (whose one-block VAE is built to be the identity).
     """
     from diffusers import DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
 
@@ -221,8 +224,17 @@ def tiny_modelscope_pipeline(seed: int = 0, pixel_space: bool = False):
         norm_num_groups=4,
     )
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
+    vae = None if pixel_space else tiny_vae_2d()
+    if pixel_space == "vae":
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+            up_block_types=("UpDecoderBlock2D",), block_out_channels=(6,), latent_channels=3,
+            layers_per_block=1, norm_num_groups=3, sample_size=8, scaling_factor=1.0,
+        ).eval()
     return TextToVideoSDPipeline(
-        vae=None if pixel_space else tiny_vae_2d(),
+        vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
@@ -230,7 +242,7 @@ def tiny_modelscope_pipeline(seed: int = 0, pixel_space: bool = False):
     )
 
 
-def build_tiny_modelscope(directory: str | Path, seed: int = 0, pixel_space: bool = False) -> Path:
+def build_tiny_modelscope(directory: str | Path, seed: int = 0, pixel_space: bool | str = False) -> Path:
     """Save a tiny ModelScope/Zeroscope pipeline (TextToVideoSDPipeline layout)."""
     return _save(tiny_modelscope_pipeline(seed, pixel_space), directory)
 
@@ -334,6 +346,7 @@ BUILDERS = {
     "animatediff": build_tiny_animatediff,
     "modelscope": build_tiny_modelscope,
     "modelscope_pixel": lambda directory, seed=0: build_tiny_modelscope(directory, seed, pixel_space=True),
+    "modelscope_pixel_vae": lambda directory, seed=0: build_tiny_modelscope(directory, seed, pixel_space="vae"),
     "cogvideox": build_tiny_cogvideox,
     "wan": build_tiny_wan,
 }
@@ -342,6 +355,7 @@ _PIPELINES = {
     "animatediff": "AnimateDiffPipeline",
     "modelscope": "TextToVideoSDPipeline",
     "modelscope_pixel": "TextToVideoSDPipeline",
+    "modelscope_pixel_vae": "TextToVideoSDPipeline",
     "cogvideox": "CogVideoXPipeline",
     "wan": "WanPipeline",
 }

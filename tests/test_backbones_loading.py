@@ -92,9 +92,10 @@ def test_packaged_tiny_shapes_resolves_to_the_assets_directory(tmp_path, monkeyp
     monkeypatch.setattr(layout_module, "assets_dir", lambda: tmp_path)
     with pytest.raises(BackboneLoadError, match=rf"packaged backbone 'tiny-shapes' is not installed.*{tmp_path}"):
         load_backbone("tiny-shapes")
-    shutil.copytree(tiny_model_dir("modelscope_pixel"), tmp_path / "tiny-shapes")
-    backbone = load_backbone("tiny-shapes", **tiny_options("modelscope_pixel"))
-    assert backbone.family == "modelscope" and backbone.vae is None
+    # The testbed's layout: a 3-channel UNet3D and a one-block VAE (spatial factor 1).
+    shutil.copytree(tiny_model_dir("modelscope_pixel_vae"), tmp_path / "tiny-shapes")
+    backbone = load_backbone("tiny-shapes", **tiny_options("modelscope_pixel_vae"))
+    assert backbone.family == "modelscope" and backbone.latent_shape == (3, 4, 8, 8)
     frames = backbone.decode(backbone.initial_latents(1, torch.Generator().manual_seed(0)))
     assert frames.shape == (1, backbone.num_frames, 3, backbone.height, backbone.width)
 

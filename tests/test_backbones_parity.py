@@ -41,7 +41,7 @@ def _ours(name: str, guidance: float, **options):
     return backbone, traj
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", [*FAMILIES, "modelscope_pixel_vae"])
 def test_rollout_and_decode_equal_the_diffusers_pipeline(name):
     backbone, traj = _ours(name, guidance=4.0, negative_prompt="blurry")
     ours = backbone.decode(traj.sample)
@@ -80,8 +80,8 @@ def test_parity_without_guidance_single_prompt():
 
 
 def test_pixel_space_unet3d_without_vae():
-    """The tiny-shapes layout: a 3-channel UNet3D and no VAE. The chain matches the
-    pipeline's latents; decoding maps [-1, 1] to [0, 1] frames."""
+    """A 3-channel UNet3D and no VAE at all: the chain matches the pipeline's latents
+    (the pipeline cannot decode without a VAE); decoding maps [-1, 1] to [0, 1] frames."""
     backbone, traj = _ours("modelscope_pixel", guidance=4.0)
     assert backbone.vae is None and backbone.latent_shape[0] == 3
     pipe = tiny_pipeline("modelscope_pixel")

@@ -1,7 +1,8 @@
 """ModelScope text-to-video and Zeroscope: ``UNet3DConditionModel`` (``TextToVideoSDPipeline``).
 
-Chain: DDIM-eta, epsilon-prediction. Decoding: the SD VAE frame by frame, or none for a
-pixel-space UNet3D (3 channels, no VAE in the layout: the packaged ``tiny-shapes`` model).
+Chain: DDIM-eta, epsilon-prediction. Decoding: the layout's VAE frame by frame (the SD VAE,
+or the one-block identity VAE of the pixel-space ``tiny-shapes`` model, spatial factor 1),
+or none at all for a pixel-space UNet3D (3 channels) whose layout saved its VAE as None.
 
 diffusers gives UNet3D no gradient checkpointing (``enable_gradient_checkpointing`` raises)
 and no peft mixin: checkpointing is block-level here (``checkpointing.py``) and LoRA is
