@@ -31,11 +31,12 @@ def _run(estimator, backbone, reward=None, seed=0):
         (RLR(h=1, zo_samples=2), 6 + 1 + 1 + 2, 1 + 1 + 2),
         (RLR(h=3, zo="param_es"), 6 + 1 + 3, 1 + 3),  # ES is forward-only, inside the rollout
         (RLR(h=2, zo="none"), 6 + 1 + 2, 1 + 2),
+        (RLR(h=1, fo_steps=3), 6 + 3 + 1 + 2, 3 + 1 + 2),
         (FullBP(), 6, 6),
         (TruncatedBP(K=2), 6, 2),
         (LR(), 6 + 6, 6),
     ],
-    ids=["rlr", "rlr-sampled", "rlr-es", "rlr-none", "full", "trunc", "lr"],
+    ids=["rlr", "rlr-sampled", "rlr-es", "rlr-none", "rlr-fo3", "full", "trunc", "lr"],
 )
 def test_diagnostics_and_call_counts(backbone, estimator, forward, backward):
     stats = _run(estimator, backbone)
@@ -87,7 +88,7 @@ def test_clear_errors(backbone):
         _run(RLR(), backbone, Score())
     with pytest.raises(ValueError, match="zo='sgd'"):
         RLR(zo="sgd")
-    with pytest.raises(ValueError, match="h=6 does not fit a chain of 6 steps"):
+    with pytest.raises(ValueError, match="h=6 does not fit a chain of 6 steps with 1 first-order"):
         _run(RLR(h=6), backbone)
     deterministic = ToyBackbone.create(num_steps=4, eta=0.0)
     with pytest.raises(ValueError, match="noise std 0; use eta > 0"):

@@ -49,8 +49,8 @@ def test_rlr_latent_lr_is_unbiased_on_linear_gaussian_chain(linear, h, j):
 
 @pytest.mark.parametrize(
     "estimator",
-    [RLR(h=2, zo_samples=1), RLR(h=1, baseline="running"), LR(), FullBP()],
-    ids=["rlr-zo-sampled", "rlr-running-baseline", "lr", "full-bp"],
+    [RLR(h=2, zo_samples=1), RLR(h=1, baseline="running"), RLR(h=2, fo_steps=2), LR(), FullBP()],
+    ids=["rlr-zo-sampled", "rlr-running-baseline", "rlr-fo-steps", "lr", "full-bp"],
 )
 def test_other_unbiased_estimators_on_linear_gaussian_chain(linear, estimator):
     backbone, reward, truth = linear

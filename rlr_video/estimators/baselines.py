@@ -61,7 +61,7 @@ def _pathwise(backbone, reward, prompts, generator, grad_steps: int) -> dict[str
         grad_norm=grad_norm(params),
         calls_forward=float(backbone.num_steps),
         calls_backward=float(grad_steps),
-        truncation=float(grad_steps),
+        backprop_depth=float(grad_steps),
     )
     return stats
 
@@ -179,6 +179,7 @@ class LR:
             grad_norm=grad_norm(params),
             calls_forward=float(calls.forward),
             calls_backward=float(calls.backward),
+            backprop_depth=1.0,
         )
         if self.ppo_clip is not None:
             stats["clip_fraction"] = clipped

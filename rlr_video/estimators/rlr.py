@@ -2,11 +2,12 @@
 
 One update splits the chain's steps three ways and gives each step exactly one estimator:
 
-- FO, step 1: pathwise gradient through one denoiser call, the decoder and the reward.
+- FO, step 1 (or the last ``fo_steps`` steps): pathwise gradient through those denoiser
+  calls, the decoder and the reward.
 - HO, steps j+h-1 ... j: the sub-chain is replayed from the stored x_{j+h-1} with the stored
   noises (so gradients flow through its h calls), and the likelihood ratio of its last
   transition carries the reward: A * grad log N(x_{j-1}; m_theta, sigma_j^2).
-- ZO, every other step in 2..T: ``latent_lr`` (likelihood ratio on ``zo_samples`` sampled
+- ZO, every other step: ``latent_lr`` (likelihood ratio on ``zo_samples`` sampled
   steps, reweighted to stay unbiased), ``param_es`` (Gaussian parameter perturbation,
   forward passes only) or ``none`` (drop them: biased, the paper's "w/o ZO" ablation).
 """
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rlr_video.chain import chain_step, replay, rollout
+from rlr_video.chain import replay, rollout
 from rlr_video.estimators.common import (
     CallCount,
     GradPart,
@@ -40,6 +41,10 @@ class RLR:
 
     Args:
         h: denoiser calls in the half-order sub-chain (more: lower variance, more memory).
+        fo_steps: the last steps covered by backprop (1 in the paper). Low-noise late steps
+            give likelihood ratios with a large variance and pathwise gradients with a small
+            one, so a few more of them here is RLR as unbiased truncated backprop: the
+            truncated steps are AlignProp / VADER's, and HO + ZO remove their bias.
         zo: how the remaining steps are covered: ``latent_lr`` (default; exact, unbiased),
             ``param_es`` (the paper's perturbation; unbiased for the smoothed objective) or
             ``none`` (biased ablation).
@@ -55,6 +60,7 @@ class RLR:
         self,
         h: int = 2,
         zo: str = "latent_lr",
+        fo_steps: int = 1,
         zo_samples: int | None = None,
         j: str | tuple[int, int] = "uniform",
         baseline: str = "loo",
@@ -66,9 +72,11 @@ class RLR:
             raise ValueError(f"zo={zo!r}: expected one of {ZO_MODES}")
         if h < 1:
             raise ValueError(f"h={h} must be >= 1")
+        if fo_steps < 1:
+            raise ValueError(f"fo_steps={fo_steps} must be >= 1")
         if zo_samples is not None and zo_samples < 1:
             raise ValueError(f"zo_samples={zo_samples} must be >= 1 (or None for all steps)")
-        self.h, self.zo, self.zo_samples, self.es_sigma = h, zo, zo_samples, es_sigma
+        self.h, self.zo, self.fo_steps, self.zo_samples, self.es_sigma = h, zo, fo_steps, zo_samples, es_sigma
         self.start = StartSampler(j, temperature=j_temperature)
         self.baseline = RewardBaseline(baseline, normalize)
         # param_es shares one perturbation across the batch, so its baseline must not use
@@ -80,9 +88,9 @@ class RLR:
         T, transition, batch = backbone.num_steps, backbone.transition, len(prompts)
         if not reward.differentiable:
             raise ValueError(f"RLR's first-order step needs a differentiable reward; {reward.name!r} is not")
-        j = self.start.draw(T, self.h, generator)
+        j = self.start.draw(T, self.h, generator, self.fo_steps)
         sub_chain = range(j, j + self.h)
-        rest = [t for t in range(2, T + 1) if t not in sub_chain]
+        rest = [t for t in range(self.fo_steps + 1, T + 1) if t not in sub_chain]
         require_noise(transition, [j], "the half-order term")
         if self.zo == "latent_lr":
             require_noise(transition, rest, "zo='latent_lr'")
@@ -97,16 +105,16 @@ class RLR:
         traj = rollout(backbone, cond, generator, batch, step_context=perturb.at if perturb else None)
         calls.forward += T
 
-        # FO: the last step with gradients through decoder and reward.
+        # FO: the last steps replayed with gradients through decoder and reward.
         fo = GradPart(params)
         with torch.enable_grad():
-            x0, _, _ = chain_step(backbone, cond, traj.latents[1].detach(), 1, traj.noises[1])
+            x0 = replay(backbone, cond, traj, self.fo_steps, 0)
             rewards = reward(backbone.decode(x0), prompts)
-            calls.forward += 1
+            calls.forward += self.fo_steps
             if not bool(torch.isfinite(rewards).all()):
                 return skipped_stats(rewards.detach())
             fo.add(-rewards.mean())
-            calls.backward += 1
+            calls.backward += self.fo_steps
         advantages = self.baseline(rewards, prompts)
 
         # HO: replay the sub-chain, likelihood ratio of its last transition.
@@ -146,6 +154,7 @@ class RLR:
             grad_norm=grad_norm(params),
             calls_forward=float(calls.forward),
             calls_backward=float(calls.backward),
+            backprop_depth=float(max(self.h, self.fo_steps)),  # most calls in one backward graph
         )
         self.start.observe(j, stats["ho_norm"])
         return stats

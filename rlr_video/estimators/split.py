@@ -1,6 +1,7 @@
 """Choosing the half-order sub-chain: where it starts (j) for a chain of T steps.
 
-The sub-chain S = {j + h - 1, ..., j} lies in {2, ..., T} (step 1 is the first-order step).
+The sub-chain S = {j + h - 1, ..., j} lies in {f + 1, ..., T}, where steps 1 ... f are the
+first-order (pathwise) steps; f = 1 by default.
 Any distribution of j keeps RLR unbiased, because the estimate is unbiased for every j.
 """
 
@@ -35,13 +36,16 @@ class StartSampler:
         self.norms: dict[int, float] = {}
 
     @staticmethod
-    def valid_range(num_steps: int, h: int) -> tuple[int, int]:
-        if not 1 <= h <= num_steps - 1:
-            raise ValueError(f"h={h} does not fit a chain of {num_steps} steps (need 1 <= h <= T - 1)")
-        return 2, num_steps - h + 1
+    def valid_range(num_steps: int, h: int, fo_steps: int = 1) -> tuple[int, int]:
+        if h < 1 or h + fo_steps > num_steps:
+            raise ValueError(
+                f"h={h} does not fit a chain of {num_steps} steps with {fo_steps} first-order step(s) "
+                f"(need 1 <= h <= T - fo_steps = {num_steps - fo_steps})"
+            )
+        return fo_steps + 1, num_steps - h + 1
 
-    def candidates(self, num_steps: int, h: int) -> list[int]:
-        lo, hi = self.valid_range(num_steps, h)
+    def candidates(self, num_steps: int, h: int, fo_steps: int = 1) -> list[int]:
+        lo, hi = self.valid_range(num_steps, h, fo_steps)
         if isinstance(self.mode, tuple):
             a, b = max(self.mode[0], lo), min(self.mode[1], hi)
             if a > b:
@@ -49,8 +53,8 @@ class StartSampler:
             lo, hi = a, b
         return list(range(lo, hi + 1))
 
-    def probabilities(self, num_steps: int, h: int) -> tuple[list[int], torch.Tensor]:
-        js = self.candidates(num_steps, h)
+    def probabilities(self, num_steps: int, h: int, fo_steps: int = 1) -> tuple[list[int], torch.Tensor]:
+        js = self.candidates(num_steps, h, fo_steps)
         if self.mode != "grad_norm" or not self.norms:
             return js, torch.full((len(js),), 1.0 / len(js), dtype=torch.float64)
         seen = [self.norms[j] for j in js if j in self.norms]
@@ -59,8 +63,8 @@ class StartSampler:
         norms = torch.tensor([self.norms.get(j, max(seen, default=1.0)) for j in js], dtype=torch.float64)
         return js, torch.softmax(norms / (scale * self.temperature + 1e-12), 0)
 
-    def draw(self, num_steps: int, h: int, generator: torch.Generator) -> int:
-        js, probs = self.probabilities(num_steps, h)
+    def draw(self, num_steps: int, h: int, generator: torch.Generator, fo_steps: int = 1) -> int:
+        js, probs = self.probabilities(num_steps, h, fo_steps)
         # inverse CDF of one uniform from the caller's generator (works for CUDA generators)
         u = float(torch.rand((), generator=generator, device=generator.device))
         return js[min(int(torch.searchsorted(probs.cumsum(0), torch.tensor(u, dtype=torch.float64))), len(js) - 1)]
