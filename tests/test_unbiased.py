@@ -86,8 +86,8 @@ def neural():
 
 @pytest.mark.parametrize(
     "estimator",
-    [RLR(h=1), RLR(h=2), RLR(h=3, j="grad_norm"), RLR(h=2, zo="param_es", es_sigma=0.05), LR()],
-    ids=["rlr-h1", "rlr-h2", "rlr-h3-gradnorm", "rlr-param-es", "lr"],
+    [RLR(h=1), RLR(h=2), RLR(h=3, j="grad_norm"), RLR(h=2, zo="param_es", es_sigma=0.05), RLR(h=1, fo_steps=2)],
+    ids=["rlr-h1", "rlr-h2", "rlr-h3-gradnorm", "rlr-param-es", "rlr-fo-steps"],
 )
 def test_unbiased_on_neural_backbone(neural, estimator):
     backbone, reward, truth, truth_se = neural
@@ -99,3 +99,12 @@ def test_truncated_backprop_is_biased_on_neural_backbone(neural):
     backbone, reward, truth, truth_se = neural
     max_z, _ = _check(draws(TruncatedBP(K=1), backbone, reward, 400, 16, seed=1), truth, truth_se)
     assert max_z > BIASED_Z
+
+
+def test_lr_misses_the_deterministic_last_step(neural):
+    """The toy's last DDIM step has no noise, so DDPO's REINFORCE has no term for it: biased,
+    where RLR covers that step with its first-order term (same draws, same threshold)."""
+    backbone, reward, truth, truth_se = neural
+    assert backbone.transition.noise_std(1) == 0.0
+    max_z, _ = _check(draws(LR(), backbone, reward, 400, 16, seed=1), truth, truth_se)
+    assert max_z > UNBIASED_Z

@@ -124,9 +124,15 @@ class ToyBackbone:
     def predict(self, latents: Tensor, step: int, cond: Tensor) -> Tensor:
         t = self.transition.timestep(step).to(latents.device).expand(latents.shape[0])
         if self.guidance_scale == 1.0:
-            return self.denoiser(latents, t, cond[latents.shape[0] :])
-        uncond, text = self.denoiser(latents.repeat(2, 1, 1, 1, 1), t.repeat(2), cond).chunk(2)
-        return uncond + self.guidance_scale * (text - uncond)
+            eps = self.denoiser(latents, t, cond[latents.shape[0] :])
+        else:
+            uncond, text = self.denoiser(latents.repeat(2, 1, 1, 1, 1), t.repeat(2), cond).chunk(2)
+            eps = uncond + self.guidance_scale * (text - uncond)
+        # The exact eps-prediction for N(0, I) data, sqrt(1 - alpha_bar_t) x_t, plus the network
+        # as a residual: a random init then samples sensible latents (x0 of order 1) instead of
+        # saturating the decoder, so rewards have gradients from the first update.
+        alpha_bar = float(self.transition.alphas_cumprod[int(t[0])])
+        return (1 - alpha_bar) ** 0.5 * latents + eps
 
     def decode(self, latents: Tensor) -> Tensor:
         rgb = torch.einsum("oc,bcfhw->bfohw", self.decoder_weight.to(latents), latents)
