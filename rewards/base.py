@@ -14,6 +14,10 @@ class Reward(Protocol):
 
     ``differentiable`` says whether gradients flow from the score to the frames
     (first-order estimators need it; likelihood-ratio ones do not).
+
+    Rewards may also say ``needs_prompts = False`` (aesthetic, temporal, flicker) so that
+    callers such as ``rlr-video reward`` do not ask for prompts; it is optional and defaults
+    to True. Build rewards by name with :func:`rewards.build_reward`.
     """
 
     name: str

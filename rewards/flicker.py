@@ -41,7 +41,15 @@ class FlickerReward:
             return one_per_video(frames)
         terms = pair_terms(frames.shape[1], self.sample_frames).to(frames.device)
         step = self.chunk_size or len(terms)
-        diffs = [
-            (frames[:, chunk] - frames[:, chunk - 1]).abs().float().mean(dim=(2, 3, 4)) for chunk in terms.split(step)
-        ]
+        diffs = [self._mean_abs_diff(frames, chunk) for chunk in terms.split(step)]
         return 1.0 - torch.cat(diffs, dim=1).mean(dim=1)
+
+    @staticmethod
+    def _mean_abs_diff(frames: Tensor, terms: Tensor) -> Tensor:
+        """(B, len(terms)): mean |x_i - x_{i-1}| for each i in ``terms``."""
+        first, last = int(terms[0]), int(terms[-1])
+        if last - first + 1 == len(terms):  # consecutive: slices are views, a gather would copy
+            current, previous = frames[:, first : last + 1], frames[:, first - 1 : last]
+        else:
+            current, previous = frames[:, terms], frames[:, terms - 1]
+        return (current - previous).abs().mean(dim=(2, 3, 4), dtype=torch.float32)

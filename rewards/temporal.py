@@ -72,12 +72,9 @@ class TemporalConsistencyReward:
         needed = torch.unique(torch.cat([torch.zeros(1, dtype=torch.long), terms - 1, terms]))
         where = torch.full((count,), -1, dtype=torch.long)
         where[needed] = torch.arange(len(needed))
-        features = encode_frames(
-            self.encoder.encode_images,
-            frames[:, needed.to(frames.device)],
-            self.chunk_size,
-            self.checkpoint,
-        )  # (B, n, D), unit vectors
+        # Every frame needed (no subsampling): no gather, whose copy and backward cost time.
+        chosen = frames if len(needed) == count else frames[:, needed.to(frames.device)]
+        features = encode_frames(self.encoder.encode_images, chosen, self.chunk_size, self.checkpoint)  # (B, n, D)
         device = features.device
         current = features[:, where[terms].to(device)]
         previous = features[:, where[terms - 1].to(device)]

@@ -24,6 +24,7 @@ import torch
 
 TINY = "rlr-test-tiny-clip"
 TINY_768 = "rlr-test-tiny-clip-768"
+B32_768 = "rlr-bench-ViT-B-32-768"  # ViT-B-32's towers with the 768-d embedding the aesthetic head takes
 
 _TINY_CONFIGS = {
     TINY: {"embed_dim": 32, "vision": 32},
@@ -80,6 +81,8 @@ def register_tiny_open_clip() -> None:
             },
         }
         (folder / f"{name}.json").write_text(json.dumps(config))
+    b32 = open_clip.get_model_config("ViT-B-32")
+    (folder / f"{B32_768}.json").write_text(json.dumps({**b32, "embed_dim": 768}))
     open_clip.add_model_config(folder)
 
 
@@ -110,12 +113,13 @@ def aesthetic_head(kind: str = "mlp", seed: int = 0) -> str:
     return str(path)
 
 
-def _tiny_bpe_files(folder: Path, merges: int = 300) -> tuple[Path, Path]:
-    """CLIP's vocab.json/merges.txt cut to ``merges`` merges, from open_clip's shipped BPE file."""
+def _tiny_bpe_files(folder: Path, merges: int | None = 300) -> tuple[Path, Path]:
+    """CLIP's vocab.json/merges.txt cut to ``merges`` merges (``None``: all, CLIP's 49408 tokens),
+    from open_clip's shipped BPE file."""
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
 
     with gzip.open(default_bpe(), "rt", encoding="utf-8") as handle:
-        lines = handle.read().split("\n")[1 : 1 + merges]
+        lines = handle.read().split("\n")[1 : 1 + (merges or 49152 - 256 - 2)]
     pairs = [tuple(line.split()) for line in lines]
     symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(p) for p in pairs]
@@ -126,8 +130,11 @@ def _tiny_bpe_files(folder: Path, merges: int = 300) -> tuple[Path, Path]:
 
 
 @functools.cache
-def tiny_pickscore(seed: int = 0) -> str:
-    """A tiny transformers CLIPModel plus CLIPProcessor, saved with ``save_pretrained``."""
+def tiny_pickscore(seed: int = 0, size: str = "tiny") -> str:
+    """A tiny transformers CLIPModel plus CLIPProcessor, saved with ``save_pretrained``.
+
+    ``size="b32"`` builds transformers' default CLIPConfig instead (ViT-B/32 sized, full vocab).
+    """
     from transformers import (
         CLIPConfig,
         CLIPImageProcessor,
@@ -136,56 +143,69 @@ def tiny_pickscore(seed: int = 0) -> str:
         CLIPTokenizer,
     )
 
-    folder = workdir() / f"pickscore-{seed}"
+    folder = workdir() / f"pickscore-{seed}-{size}"
     folder.mkdir()
-    tokenizer = CLIPTokenizer(*map(str, _tiny_bpe_files(folder)))
+    tokenizer = CLIPTokenizer(*map(str, _tiny_bpe_files(folder, None if size == "b32" else 300)))
     vocab = len(tokenizer)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=37,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            image_size=32,
-            patch_size=16,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=37,
-        ),
-        projection_dim=16,
+    config = (
+        CLIPConfig()
+        if size == "b32"
+        else CLIPConfig(
+            text_config=dict(
+                vocab_size=vocab,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=37,
+                max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            ),
+            vision_config=dict(
+                image_size=32,
+                patch_size=16,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=37,
+            ),
+            projection_dim=16,
+        )
     )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    side = config.vision_config.image_size
+    image_processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return str(folder)
 
 
 @functools.cache
-def tiny_dino(seed: int = 0) -> str:
-    """A tiny transformers ViTModel (DINO's class) plus its image processor."""
+def tiny_dino(seed: int = 0, size: str = "tiny") -> str:
+    """A tiny transformers ViTModel (DINO's class) plus its image processor.
+
+    ``size="b16"`` builds transformers' default ViTConfig instead: ViT-B/16, DINO's real size.
+    """
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-    folder = workdir() / f"dino-{seed}"
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=16,
+    folder = workdir() / f"dino-{seed}-{size}"
+    config = (
+        ViTConfig()
+        if size == "b16"
+        else ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=16,
+        )
     )
     torch.manual_seed(seed)
     ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    side = config.image_size
+    ViTImageProcessor(size={"height": side, "width": side}).save_pretrained(folder)
     return str(folder)
 
 

@@ -170,17 +170,19 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
         ([videos / "a.mp4", videos / "b.webm", "--reward", "clip", "--prompts", videos / "prompts.txt"], "7 lines"),
         ([videos / "a.mp4", "--reward", "flicker", "--out", tmp_path / "x.xml"], ".json or .csv"),
         ([videos / "a.mp4", "--reward", "{bad json"], "invalid JSON"),
+        ([videos / "a.mp4", "--reward", "flicker", "--import", "no_such_module_here"], "--import no_such_module_here"),
     ]
     for args, message in usage_errors:
         assert run_cli(*args) == 2, message
         assert message in capsys.readouterr().err
 
 
-def test_json_spec_with_per_reward_options(videos: Path, tmp_path: Path) -> None:
+def test_json_spec_with_per_reward_options_and_fps(videos: Path, tmp_path: Path) -> None:
     spec = json.dumps({"flicker": {"weight": 2.0, "chunk_size": 1}, "smooth": {"reward": "flicker", "weight": -1}})
     out = tmp_path / "r.json"
-    assert run_cli(videos / "a.mp4", "--reward", spec, "--out", out) == 0
+    assert run_cli(videos / "a.mp4", "--reward", spec, "--fps", "4", "--out", out) == 0
     [video] = json.loads(out.read_text())["videos"]
+    assert video["frames"] == 3  # 6 frames at 8 fps resampled to 4 fps
     scores = video["scores"]
     assert scores["2*flicker+-1*smooth"] == pytest.approx(2 * scores["flicker"] - scores["smooth"])
 

@@ -305,6 +305,18 @@ def test_models_load_once_and_are_frozen() -> None:
     assert make("temporal_dino").encoder.model is make("temporal_dino").encoder.model
 
 
+def test_scoring_in_inference_mode_does_not_break_later_training() -> None:
+    """Text features cached under inference_mode (the CLI, previews) must not poison autograd."""
+    reward = make("clip")
+    frames = smooth_videos(batch=2, frames=2, size=32)
+    with torch.inference_mode():
+        before = reward(frames, ["an inference-mode prompt", PROMPTS[0]])
+    x = frames.clone().requires_grad_(True)
+    after = reward(x, ["an inference-mode prompt", PROMPTS[0]])
+    after.sum().backward()
+    assert x.grad is not None and torch.allclose(before, after.detach())
+
+
 def test_random_weights_warn() -> None:
     with pytest.warns(UserWarning, match="random weights"):
         build_reward("clip", model=TINY, pretrained=None, chunk_size=4)

@@ -403,7 +403,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         for module in args.imports:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise UsageError(f"--import {module}: {err}") from err
         if args.list_rewards:
             from rewards import available_rewards
 
