@@ -1,0 +1,170 @@
+"""The shapes CLIP: a small open_clip video-text model trained on the testbed's data.
+
+A video enters open_clip's standard image tower as a *contact sheet*: its frames tiled
+row-major on a 2 x 4 grid (8 frames of 16 x 16 -> one 32 x 64 image). Averaging frame
+embeddings over time (the usual image-CLIP-on-video recipe) cannot tell "moving left"
+from "moving right", because a mean is blind to frame order; on a sheet, the ViT's
+position embeddings say which frame is which, so motion direction is visible while
+the model stays a plain open_clip ``CLIP`` that ``open_clip.create_model`` builds.
+
+The shipped folder ``rlr_video/assets/shapes-clip/`` is an open_clip ``local-dir``:
+``open_clip_config.json`` (model and preprocess config) and ``open_clip_model.safetensors``
+(stored in float16 to keep the 49,408-row token table small; loaded as float32). It uses
+open_clip's default BPE tokenizer, so both of these work with no rlr-video code::
+
+    model = open_clip.create_model("local-dir:rlr_video/assets/shapes-clip")
+    tokenizer = open_clip.get_tokenizer("local-dir:rlr_video/assets/shapes-clip")
+
+:class:`ShapesClip` wraps them with the video -> sheet step.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rlr_video.testbed.tiny_model import ASSETS_DIR, NUM_FRAMES, RESOLUTION
+
+SHAPES_CLIP_DIR = ASSETS_DIR / "shapes-clip"
+MODEL_NAME = "shapes-clip"
+GRID = (2, 4)  # rows, columns of the contact sheet; rows * columns = frames
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+
+
+def model_config(resolution: int = RESOLUTION, width: int = 64) -> dict:
+    """open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``)."""
+    rows, cols = GRID
+    return {
+        "embed_dim": width,
+        "vision_cfg": {
+            "image_size": [rows * resolution, cols * resolution],
+            "patch_size": 4,
+            "width": width,
+            "layers": 3,
+            "head_width": 16,
+            "mlp_ratio": 2.0,
+        },
+        "text_cfg": {
+            "context_length": 16,  # longest caption: 14 tokens with start/end
+            "vocab_size": 49408,  # open_clip's default BPE, so get_tokenizer just works
+            "width": width,
+            "heads": 4,
+            "layers": 2,
+            "mlp_ratio": 2.0,
+        },
+    }
+
+
+def preprocess_config(resolution: int = RESOLUTION) -> dict:
+    """open_clip preprocess config: the sheet size and normalisation."""
+    rows, cols = GRID
+    return {"size": [rows * resolution, cols * resolution], "mean": MEAN, "std": STD}
+
+
+def register_config(cfg: dict | None = None, name: str = MODEL_NAME) -> str:
+    """Register ``cfg`` with open_clip under ``name`` (run time, via its public API)."""
+    import open_clip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(cfg or model_config()))
+        open_clip.add_model_config(path)
+    return name
+
+
+def frames_to_sheet(frames: Tensor, resolution: int = RESOLUTION) -> Tensor:
+    """Frames (B, F, 3, H, W) in [0, 1] -> normalised sheets (B, 3, rows*H, cols*W).
+
+    Videos with another frame count are resampled to the grid's frame count (nearest
+    frame), and other sizes are resized bilinearly, so any testbed-like video fits.
+    Differentiable in ``frames``.
+    """
+    b, f, c, h, w = frames.shape
+    rows, cols = GRID
+    n = rows * cols
+    if f != n:
+        idx = torch.linspace(0, f - 1, n, device=frames.device).round().long()
+        frames = frames[:, idx]
+    if (h, w) != (resolution, resolution):
+        frames = F.interpolate(frames.flatten(0, 1), size=(resolution, resolution), mode="bilinear").unflatten(
+            0, (b, n)
+        )
+    mean = torch.tensor(MEAN, device=frames.device, dtype=frames.dtype).view(1, 1, 3, 1, 1)
+    std = torch.tensor(STD, device=frames.device, dtype=frames.dtype).view(1, 1, 3, 1, 1)
+    x = (frames - mean) / std
+    x = x.view(b, rows, cols, c, resolution, resolution).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, c, rows * resolution, cols * resolution)
+
+
+class ShapesClip(torch.nn.Module):
+    """open_clip ``CLIP`` + tokenizer, with videos encoded as contact sheets."""
+
+    def __init__(self, model, tokenizer) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.model.parameters()).device
+
+    def encode_video(self, frames: Tensor) -> Tensor:
+        """Unit-norm embeddings (B, D) of videos (B, F, 3, H, W) in [0, 1]."""
+        return F.normalize(self.model.encode_image(frames_to_sheet(frames)), dim=-1)
+
+    def encode_text(self, prompts: Sequence[str]) -> Tensor:
+        """Unit-norm embeddings (B, D) of prompts."""
+        ids = self.tokenizer(list(prompts)).to(self.device)
+        return F.normalize(self.model.encode_text(ids), dim=-1)
+
+    def forward(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
+        """Cosine similarity (B,) between each video and its prompt (differentiable)."""
+        return (self.encode_video(frames) * self.encode_text(prompts)).sum(-1)
+
+
+def load_shapes_clip(path: str | Path | None = None, device: str = "cpu") -> ShapesClip:
+    """Load a saved shapes CLIP folder through open_clip's own ``local-dir`` loader."""
+    import open_clip
+
+    folder = Path(path or SHAPES_CLIP_DIR)
+    model = open_clip.create_model(f"local-dir:{folder}", device=device)
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    model.eval()
+    return ShapesClip(model, tokenizer)
+
+
+def save_shapes_clip(model, folder: str | Path, extra: dict | None = None) -> Path:
+    """Save ``model`` as an open_clip ``local-dir`` folder (float16 safetensors)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    cfg = {"model_cfg": model_config(), "preprocess_cfg": preprocess_config()}
+    if extra:
+        cfg["rlr_video"] = extra
+    (folder / "open_clip_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    return folder
+
+
+__all__ = [
+    "GRID",
+    "MODEL_NAME",
+    "NUM_FRAMES",
+    "SHAPES_CLIP_DIR",
+    "ShapesClip",
+    "frames_to_sheet",
+    "load_shapes_clip",
+    "model_config",
+    "register_config",
+    "save_shapes_clip",
+]

@@ -1,0 +1,254 @@
+"""The tiny-shapes text-to-video model: a pixel-space diffusers ``TextToVideoSDPipeline``.
+
+Layout of the shipped folder (``rlr_video/assets/tiny-shapes/``), a standard diffusers
+text-to-video folder that ``TextToVideoSDPipeline.from_pretrained`` loads like a hub model:
+
+* ``unet/``: ``UNet3DConditionModel`` (ModelScope/Zeroscope class) with 3 input and
+  output channels, denoising *pixels* scaled to [-1, 1], epsilon prediction;
+* ``text_encoder/``: a tiny ``CLIPTextModel`` trained with the UNet;
+* ``tokenizer/``: ``CLIPTokenizer`` with OpenAI CLIP's BPE trimmed to the captions'
+  words (see :mod:`rlr_video.testbed.tokenizer`);
+* ``scheduler/``: ``DDIMScheduler`` (DDPM linear betas, 1000 steps, x0 clipped to [-1, 1]);
+* ``vae/``: an ``AutoencoderKL`` with one block (scale factor 1), 3 latent channels and
+  ``scaling_factor`` 1, whose weights are set so that it is the identity (to ~1e-4,
+  float32; see :func:`build_identity_vae`). The pipeline
+  layout needs a VAE; the latents *are* the pixels, so ``decode`` is (nearly) a no-op.
+  Code that trains the model through its decoder may call :func:`latents_to_video`
+  instead, which is the exact identity this VAE approximates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+TINY_SHAPES_DIR = ASSETS_DIR / "tiny-shapes"
+
+RESOLUTION = 16
+NUM_FRAMES = 8
+CONTEXT_LENGTH = 16  # longest caption is 14 tokens with start/end
+TEXT_WIDTH = 64
+
+UNET_CONFIG: dict = {
+    "sample_size": RESOLUTION,
+    "in_channels": 3,
+    "out_channels": 3,
+    # No attention at full resolution: it costs most of the compute at 16x16 and the
+    # caption only needs to set global properties (colour, shape, motion), which the
+    # 8x8 and 4x4 cross-attention and the mid block carry.
+    "down_block_types": ("DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D"),
+    "up_block_types": ("CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"),
+    "block_out_channels": (16, 32, 64),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "cross_attention_dim": TEXT_WIDTH,
+    "attention_head_dim": 4,  # UNet3D reads this as the number of heads
+}
+
+TEXT_CONFIG: dict = {
+    "hidden_size": TEXT_WIDTH,
+    "intermediate_size": 4 * TEXT_WIDTH,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": CONTEXT_LENGTH,
+}
+
+VAE_CONFIG: dict = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",),
+    "up_block_types": ("UpDecoderBlock2D",),
+    "block_out_channels": (12,),  # one group of 4 channels per colour channel
+    "layers_per_block": 1,
+    "latent_channels": 3,
+    "norm_num_groups": 3,
+    "sample_size": RESOLUTION,
+    "scaling_factor": 1.0,
+    "force_upcast": False,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+    "mid_block_add_attention": False,
+}
+
+SCHEDULER_CONFIG: dict = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",  # DDPM's pixel-space schedule
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "clip_sample": True,
+    "clip_sample_range": 1.0,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+}
+
+
+def video_to_latents(video: Tensor) -> Tensor:
+    """Frames (B, F, 3, H, W) in [0, 1] -> UNet3D latents (B, 3, F, H, W) in [-1, 1]."""
+    return video.permute(0, 2, 1, 3, 4) * 2 - 1
+
+
+def latents_to_video(latents: Tensor) -> Tensor:
+    """The exact inverse of :func:`video_to_latents` (what the shipped VAE approximates)."""
+    return ((latents.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1)
+
+
+# Constants of the identity construction (see build_identity_vae).
+_K = 2000.0  # large constant channel: makes GroupNorm statistics nearly input-independent
+_SHIFT = 20.0  # SiLU(x) = x to ~1e-7 for x >= 19: the signal passes SiLU at x = z + 20
+_LOGVAR = -20.0  # encoder posterior std e^-10: sampling is deterministic in practice
+
+
+@torch.no_grad()
+def _identity_head(conv_in, norm_out, conv_out, blocks, out_channels: int) -> None:
+    """Set conv_in -> blocks -> GroupNorm -> SiLU -> conv_out to compute y = x.
+
+    conv_in writes each input channel c into its own GroupNorm group as
+    [x_c, -x_c, K, K]. The group mean is then exactly K/2 and the std
+    sqrt(K^2/4 + mean(x_c^2)/2) = K/2 up to mean(x^2)/K^2, so the normalised x_c channel
+    is 2 x_c / K - 1; the GroupNorm affine maps it to x_c + 20, where SiLU is the
+    identity, and conv_out subtracts the 20. Every ResNet block is made the identity by
+    zeroing its second convolution (they are residual: out = x + conv2(...)).
+    Error: about mean(x^2) / (2K) + float32 rounding, ~1e-4 for x in [-1, 1].
+    """
+    channels = conv_in.out_channels
+    for module in (conv_in, conv_out):
+        module.weight.zero_()
+        module.bias.zero_()
+    norm_out.weight.zero_()
+    norm_out.bias.zero_()
+    for block in blocks:
+        for resnet in getattr(block, "resnets", []):
+            resnet.conv2.weight.zero_()
+            resnet.conv2.bias.zero_()
+    centre = conv_in.kernel_size[0] // 2
+    for c in range(3):
+        g = 4 * c  # first channel of group c
+        conv_in.weight[g, c, centre, centre] = 1.0
+        conv_in.weight[g + 1, c, centre, centre] = -1.0
+        conv_in.bias[g + 2] = conv_in.bias[g + 3] = _K
+        norm_out.weight[g] = _K / 2
+        norm_out.bias[g] = _K / 2 + _SHIFT
+        conv_out.weight[c, g, centre, centre] = 1.0
+        conv_out.bias[c] = -_SHIFT
+    assert channels == 12 and out_channels in (3, 6)
+
+
+def build_identity_vae():
+    """An ``AutoencoderKL`` whose encoder mean and decoder are the identity (to ~1e-4).
+
+    Built by construction rather than trained: a GroupNorm/SiLU decoder learns the
+    identity only approximately (a trained one was off by up to 0.49 on a few pixels
+    after 400 steps), while the construction in ``_identity_head`` is exact up to
+    float32 rounding. Use it in float32: the K = 2000 channels need float32's precision.
+    """
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(**VAE_CONFIG)
+    enc, dec = vae.encoder, vae.decoder
+    _identity_head(enc.conv_in, enc.conv_norm_out, enc.conv_out, [*enc.down_blocks, enc.mid_block], 6)
+    with torch.no_grad():  # posterior log-variance: a constant, via conv_out's bias
+        enc.conv_out.bias[3:6] = _LOGVAR
+    _identity_head(dec.conv_in, dec.conv_norm_out, dec.conv_out, [dec.mid_block, *dec.up_blocks], 3)
+    return vae.eval().requires_grad_(False)
+
+
+def build_tokenizer(folder: str | Path):
+    """Write the trimmed CLIP BPE into ``folder`` and return a ``CLIPTokenizer`` on it."""
+    from transformers import CLIPTokenizer
+
+    from rlr_video.testbed.shapes import vocabulary
+    from rlr_video.testbed.tokenizer import EOT, write_clip_tokenizer_files
+
+    vocab, merges = write_clip_tokenizer_files(vocabulary(), folder)
+    return CLIPTokenizer(str(vocab), str(merges), model_max_length=CONTEXT_LENGTH, pad_token=EOT)
+
+
+def build_components(tokenizer_dir: str | Path, seed: int = 0) -> dict:
+    """Fresh, randomly initialised pipeline components (what pretraining starts from)."""
+    from diffusers import DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(tokenizer_dir)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TEXT_CONFIG,
+    )
+    return {
+        "unet": UNet3DConditionModel(**UNET_CONFIG),
+        "text_encoder": CLIPTextModel(text_config),
+        "tokenizer": tokenizer,
+        "vae": build_identity_vae(),
+        "scheduler": DDIMScheduler(**SCHEDULER_CONFIG),
+    }
+
+
+def tokenize(tokenizer, prompts: list[str]) -> Tensor:
+    """Token ids (B, model_max_length) exactly as ``TextToVideoSDPipeline`` makes them."""
+    return tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], cache: dict | None = None):
+    """Text embeddings exactly as ``TextToVideoSDPipeline`` computes them.
+
+    Padded to ``model_max_length`` and no attention mask: the pipeline passes none
+    (the config has no ``use_attention_mask``), and training must see what sampling sees.
+    ``cache`` (a dict) memoises token ids per prompt: training repeats few captions.
+    """
+    if cache is None:
+        ids = tokenize(tokenizer, prompts)
+    else:
+        missing = [p for p in dict.fromkeys(prompts) if p not in cache]
+        if missing:
+            cache.update(zip(missing, tokenize(tokenizer, missing), strict=True))
+        ids = torch.stack([cache[p] for p in prompts])
+    return text_encoder(ids.to(text_encoder.device))[0]
+
+
+def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu"):
+    """Load the shipped (or any saved) tiny-shapes folder with diffusers' own loader."""
+    from diffusers import TextToVideoSDPipeline
+
+    pipe = TextToVideoSDPipeline.from_pretrained(str(path or TINY_SHAPES_DIR))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@torch.no_grad()
+def sample(
+    pipe,
+    prompts: list[str],
+    num_inference_steps: int = 25,
+    guidance_scale: float = 2.0,
+    seed: int = 0,
+    eta: float = 0.0,
+) -> Tensor:
+    """Sample videos (B, F, 3, H, W) in [0, 1] through ``TextToVideoSDPipeline``."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    cfg = pipe.unet.config
+    out = pipe(
+        prompt=prompts,
+        num_frames=NUM_FRAMES,
+        height=cfg.sample_size,
+        width=cfg.sample_size,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        eta=eta,
+        generator=generator,
+        output_type="pt",
+    )
+    return out.frames.float().cpu()

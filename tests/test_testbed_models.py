@@ -1,0 +1,139 @@
+"""The tiny-shapes diffusers pipeline and the shapes CLIP: build, save, load, shapes.
+
+Random-weight models are built from the same configs the tools train, saved with
+``save_pretrained`` and loaded through diffusers' / open_clip's own loaders. Tests of the
+shipped weights run only when ``rlr_video/assets`` holds them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rlr_video.testbed import shapes
+from rlr_video.testbed import tiny_model as tm
+from rlr_video.testbed.clip import (
+    GRID,
+    SHAPES_CLIP_DIR,
+    ShapesClip,
+    frames_to_sheet,
+    load_shapes_clip,
+    model_config,
+    register_config,
+    save_shapes_clip,
+)
+
+SHIPPED_T2V = (tm.TINY_SHAPES_DIR / "model_index.json").exists()
+SHIPPED_CLIP = (SHAPES_CLIP_DIR / "open_clip_model.safetensors").exists()
+
+
+def _folder_mb(path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def test_identity_vae_is_the_identity() -> None:
+    vae = tm.build_identity_vae()
+    x = shapes.make_batch(2, 0, "all").videos.flatten(0, 1) * 2 - 1
+    assert vae.config.scaling_factor == 1.0 and vae.config.latent_channels == 3
+    with torch.no_grad():
+        assert (vae.decode(x).sample - x).abs().max() < 1e-3
+        posterior = vae.encode(x).latent_dist
+        assert (posterior.mean - x).abs().max() < 1e-3 and posterior.std.max() < 1e-4
+        wide = torch.randn(4, 3, 16, 16) * 1.5  # off the data range too
+        assert (vae.decode(wide).sample - wide).abs().max() < 2e-3
+
+
+def test_latent_video_round_trip() -> None:
+    video = shapes.make_batch(2, 0).videos
+    latents = tm.video_to_latents(video)
+    assert latents.shape == (2, 3, 8, 16, 16) and latents.min() >= -1
+    assert torch.allclose(tm.latents_to_video(latents), video)
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory):
+    from diffusers import TextToVideoSDPipeline
+
+    folder = tmp_path_factory.mktemp("tiny-shapes")
+    comps = tm.build_components(folder / "tokenizer")
+    pipe = TextToVideoSDPipeline(**comps)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def test_random_pipeline_saves_and_loads_like_a_hub_model(saved_pipeline) -> None:
+    index = json.loads((saved_pipeline / "model_index.json").read_text())
+    assert index["_class_name"] == "TextToVideoSDPipeline"
+    assert index["unet"] == ["diffusers", "UNet3DConditionModel"]
+    assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
+    assert index["tokenizer"][1] == "CLIPTokenizer"
+    assert not list(saved_pipeline.rglob("*.bin")) and list(saved_pipeline.rglob("*.safetensors"))
+    pipe = tm.load_pipeline(saved_pipeline)
+    video = tm.sample(pipe, ["a red circle moving left on a black background"] * 2, 2, 2.0)
+    assert video.shape == (2, 8, 3, 16, 16)
+    assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0
+
+
+def test_training_encodes_prompts_like_the_pipeline(saved_pipeline) -> None:
+    pipe = tm.load_pipeline(saved_pipeline)
+    prompts = ["a red circle moving left on a black background", ""]
+    ours = tm.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts, cache={})
+    with torch.no_grad():
+        theirs, _ = pipe.encode_prompt(prompts, "cpu", 1, False)
+    assert torch.allclose(ours, theirs)
+
+
+@pytest.mark.skipif(not SHIPPED_T2V, reason="tiny-shapes weights not built")
+def test_shipped_tiny_shapes_loads_through_diffusers() -> None:
+    assert _folder_mb(tm.TINY_SHAPES_DIR) <= 20
+    assert not list(tm.TINY_SHAPES_DIR.rglob("*.bin")) and not list(tm.TINY_SHAPES_DIR.rglob("*.pt"))
+    pipe = tm.load_pipeline()
+    assert pipe.unet.config.in_channels == 3 and pipe.unet.config.sample_size == 16
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    video = tm.sample(pipe, ["a green square moving up on a white background"], 2)
+    assert video.shape == (1, 8, 3, 16, 16)
+
+
+def test_frames_to_sheet_tiles_frames_in_order() -> None:
+    rows, cols = GRID
+    frames = torch.zeros(1, rows * cols, 3, 16, 16)
+    for f in range(rows * cols):
+        frames[0, f] = f / 10  # each frame a constant grey, its index
+    sheet = frames_to_sheet(frames)
+    assert sheet.shape == (1, 3, rows * 16, cols * 16)
+    for f in range(rows * cols):
+        r, c = divmod(f, cols)
+        cell = sheet[0, :, r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16]
+        assert torch.allclose(cell, torch.full_like(cell, (f / 10 - 0.5) / 0.5))
+    # Other frame counts and sizes are resampled onto the same grid.
+    assert frames_to_sheet(torch.rand(2, 16, 3, 32, 32)).shape == (2, 3, rows * 16, cols * 16)
+
+
+def test_shapes_clip_builds_saves_and_loads(tmp_path) -> None:
+    import open_clip
+
+    name = register_config(model_config(), name="shapes-clip-test")
+    model = open_clip.create_model(name, pretrained=None)
+    clip = ShapesClip(model, open_clip.get_tokenizer(name))
+    b = shapes.make_batch(3, 0)
+    sims = clip(b.videos, b.captions)
+    assert sims.shape == (3,) and sims.requires_grad
+    save_shapes_clip(model, tmp_path)
+    loaded = load_shapes_clip(tmp_path)
+    with torch.no_grad():  # float16 storage: close, not equal
+        assert torch.allclose(loaded(b.videos, b.captions), clip(b.videos, b.captions), atol=2e-2)
+
+
+@pytest.mark.skipif(not SHIPPED_CLIP, reason="shapes CLIP weights not built")
+def test_shipped_shapes_clip_prefers_true_colour() -> None:
+    assert _folder_mb(SHAPES_CLIP_DIR) <= 10
+    clip = load_shapes_clip()
+    b = shapes.make_batch(12, 11, "heldout")
+    wrong = [
+        c.replace(s.colour, "red" if s.colour != "red" else "blue") for c, s in zip(b.captions, b.specs, strict=True)
+    ]
+    with torch.no_grad():
+        right_sims, wrong_sims = clip(b.videos, b.captions), clip(b.videos, wrong)
+    assert (right_sims > wrong_sims).float().mean() >= 0.9
