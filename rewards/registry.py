@@ -21,8 +21,8 @@ A **class** (or any factory) is called with the options given to :func:`build_re
 A plain **function** ``fn(frames, prompts, **options) -> (B,)`` is wrapped; the options given to
 ``build_reward`` are passed to it on every call::
 
-    @register_reward("brightness", needs_prompts=False)
-    def brightness(frames, prompts, target: float = 0.5):
+    @register_reward("mid_gray", needs_prompts=False)
+    def mid_gray(frames, prompts, target: float = 0.5):
         return -(frames.mean(dim=(1, 2, 3, 4)) - target).abs()
 
 Built instances get ``name`` (the registered name) and ``differentiable`` / ``needs_prompts``

@@ -409,7 +409,7 @@ def validate(config: Config) -> None:
 
 
 def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:
-    from rlr_video.train.rewards import known_reward_names  # no model loads
+    from rewards import available_rewards  # registers names only: no model loads
 
     if isinstance(spec, str):
         names = [spec]
@@ -417,7 +417,7 @@ def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:
         names = [v.get("reward", k) if isinstance(v, dict) else k for k, v in spec.items()]
     if not names:
         raise ConfigError(key, spec, "a reward name or a non-empty {name: weight} mapping")
-    known = known_reward_names()
+    known = set(available_rewards())
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)

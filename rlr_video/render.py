@@ -134,9 +134,6 @@ def score_files(
     The reward sees the final (fine) part of a multi-scale prompt."""
     from rewards import build_reward
     from rlr_video.commands.reward import score_videos
-    from rlr_video.train.rewards import register_pixel_rewards
-
-    register_pixel_rewards()  # so pixel rewards (toy presets) resolve in the zoo
     reward = build_reward(spec)
     results = score_videos(
         list(paths),

@@ -66,7 +66,7 @@ def test_render_gallery(tmp_path, capsys):
     )
     result = tmp_path / "reward.json"
     mp4s = [str(out / v) for v in videos if v.endswith(".mp4")]
-    reward_argv = ["reward", *mp4s, "--import", "rlr_video.train.rewards", "--reward", "color_match"]
+    reward_argv = ["reward", *mp4s, "--reward", "color_match"]
     assert cli.main([*reward_argv, "--prompts", str(table), "--out", str(result), "--no-progress"]) == 0
     capsys.readouterr()
     by_file = {row["path"].rsplit("/", 1)[-1]: row["scores"] for row in json.loads(result.read_text())["videos"]}

@@ -191,20 +191,20 @@ def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, monkeypatc
     saved = dict(registry_module._REGISTRY)
     (tmp_path / "my_rewards.py").write_text(
         "from rewards import register_reward\n\n"
-        "@register_reward('brightness', needs_prompts=False)\n"
-        "def brightness(frames, prompts, gain=1.0):\n"
+        "@register_reward('luma', needs_prompts=False)\n"
+        "def luma(frames, prompts, gain=1.0):\n"
         "    return gain * frames.mean(dim=(1, 2, 3, 4))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         assert main(["reward", "--import", "my_rewards", "--list-rewards"]) == 0
-        assert "brightness" in capsys.readouterr().out.split()
+        assert "luma" in capsys.readouterr().out.split()
         out = tmp_path / "r.json"
-        rc = run_cli(videos / "a.mp4", "--import", "my_rewards", "--reward", "brightness", "-O", "brightness.gain=2",
+        rc = run_cli(videos / "a.mp4", "--import", "my_rewards", "--reward", "luma", "-O", "luma.gain=2",
                      "--out", out)  # fmt: skip
         assert rc == 0
         [video] = json.loads(out.read_text())["videos"]
-        assert 0 < video["scores"]["brightness"] < 2
+        assert 0 < video["scores"]["luma"] < 2
     finally:
         registry_module._REGISTRY.clear()
         registry_module._REGISTRY.update(saved)

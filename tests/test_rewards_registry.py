@@ -31,10 +31,10 @@ def test_builtins_are_registered() -> None:
 
 
 def test_function_reward_with_options() -> None:
-    register_reward("brightness", mean_brightness, needs_prompts=False)
-    reward = build_reward("brightness", offset=1.0)
+    register_reward("luma", mean_brightness, needs_prompts=False)
+    reward = build_reward("luma", offset=1.0)
     assert isinstance(reward, FunctionReward) and isinstance(reward, Reward)
-    assert reward.name == "brightness" and reward.differentiable and not reward.needs_prompts
+    assert reward.name == "luma" and reward.differentiable and not reward.needs_prompts
     frames = smooth_videos(batch=3)
     torch.testing.assert_close(reward(frames, [""] * 3), frames.mean(dim=(1, 2, 3, 4)) + 1.0)
 
@@ -62,10 +62,10 @@ def test_factory_registration() -> None:
 
 
 def test_registration_errors() -> None:
-    register_reward("brightness", mean_brightness)
+    register_reward("luma", mean_brightness)
     with pytest.raises(ValueError, match="already registered"):
-        register_reward("brightness", mean_brightness)
-    register_reward("brightness", mean_brightness, overwrite=True)
+        register_reward("luma", mean_brightness)
+    register_reward("luma", mean_brightness, overwrite=True)
     with pytest.raises(TypeError, match="non-empty string"):
         register_reward("", mean_brightness)
 
@@ -75,20 +75,20 @@ def test_unknown_reward_and_option_errors_name_them() -> None:
         build_reward("aestetic")
     with pytest.raises(TypeError, match="reward 'flicker' has no option 'chunk'.*did you mean 'chunk_size'"):
         build_reward("flicker", chunk=2)
-    register_reward("brightness", mean_brightness)
+    register_reward("luma", mean_brightness)
     with pytest.raises(TypeError, match="no option 'ofset'"):
-        build_reward("brightness", ofset=1)
+        build_reward("luma", ofset=1)
 
 
 def test_dict_spec_is_a_weighted_sum() -> None:
-    register_reward("brightness", mean_brightness, needs_prompts=False)
-    reward = build_reward({"flicker": 2.0, "brightness": {"weight": -0.5, "offset": 1.0}})
+    register_reward("luma", mean_brightness, needs_prompts=False)
+    reward = build_reward({"flicker": 2.0, "luma": {"weight": -0.5, "offset": 1.0}})
     assert isinstance(reward, CompositeReward)
-    assert reward.name == "2*flicker+-0.5*brightness"
+    assert reward.name == "2*flicker+-0.5*luma"
     assert reward.differentiable and not reward.needs_prompts
     frames = smooth_videos(batch=3, frames=5).requires_grad_(True)
     terms = reward.score_terms(frames, [""] * 3)
-    assert set(terms) == {"flicker", "brightness"}
+    assert set(terms) == {"flicker", "luma"}
     expected = 2.0 * build_reward("flicker")(frames, [""] * 3) - 0.5 * (frames.mean(dim=(1, 2, 3, 4)) + 1.0)
     total = reward(frames, [""] * 3)
     torch.testing.assert_close(total, expected)
@@ -98,10 +98,10 @@ def test_dict_spec_is_a_weighted_sum() -> None:
 
 
 def test_dict_spec_labels_and_unwrapping() -> None:
-    register_reward("brightness", mean_brightness)
+    register_reward("luma", mean_brightness)
     single = build_reward({"flicker": 1})
     assert not isinstance(single, CompositeReward) and single.name == "flicker"
-    twice = build_reward({"dim": {"reward": "brightness"}, "bright": {"reward": "brightness", "offset": 1.0}})
+    twice = build_reward({"dim": {"reward": "luma"}, "bright": {"reward": "luma", "offset": 1.0}})
     assert [r.name for _, r in twice.terms] == ["dim", "bright"]
     frames = smooth_videos()
     terms = twice.score_terms(frames, ["", ""])

@@ -145,11 +145,10 @@ class NonFinite:
 
     def __init__(self, inner, trainer: Trainer, bad_step: int, value: float):
         self.inner, self.trainer, self.bad_step, self.value = inner, trainer, bad_step, value
-        self.name, self.differentiable, self.last_terms = inner.name, True, {}
+        self.name, self.differentiable = inner.name, True
 
     def __call__(self, frames, prompts):
         scores = self.inner(frames, prompts)
-        self.last_terms = self.inner.last_terms
         if self.trainer.step == self.bad_step:
             scores = scores * 0 + self.value
         return scores

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from rewards import build_reward
 from rlr_video.config import Config
 from rlr_video.train import checkpoint as ckpt
 from rlr_video.train.baseline import PromptBaseline
@@ -45,7 +46,7 @@ from rlr_video.train.metrics import CURVE_FILE, MetricsWriter, plot_reward_curve
 from rlr_video.train.model import build_backbone, load_weights, save_weights
 from rlr_video.train.multiscale import MultiScaleBackbone
 from rlr_video.train.prompts import load_prompts, prompts_at, stage_j_range
-from rlr_video.train.rewards import TrainingReward, build_reward
+from rlr_video.train.rewards import TrainingReward
 
 # Estimator diagnostics that add up over micro-batches; the others are averaged.
 SUMMED_STATS = ("calls_forward", "calls_backward", "nonfinite_rewards")
