@@ -167,7 +167,7 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
         ([videos / "a.mp4", "--reward", "flicker", "-O", "flicker.chunk=2"], "no option 'chunk'"),
         ([videos / "a.mp4", "--reward", "flicker", "-O", "clip.model=x"], "no --reward names 'clip'"),
         ([videos, "--reward", "clip", "--prompts", videos / "missing.txt"], "no such file"),
-        ([videos / "a.mp4", videos / "b.webm", "--reward", "clip", "--prompts", videos / "prompts.txt"], "7 lines"),
+        ([videos / "a.mp4", videos / "b.webm", "--reward", "clip", "--prompts", videos / "prompts.txt"], "7 prompts"),
         ([videos / "a.mp4", "--reward", "flicker", "--out", tmp_path / "x.xml"], ".json or .csv"),
         ([videos / "a.mp4", "--reward", "{bad json"], "invalid JSON"),
         ([videos / "a.mp4", "--reward", "flicker", "--import", "no_such_module_here"], "--import no_such_module_here"),

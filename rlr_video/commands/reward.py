@@ -184,12 +184,12 @@ def load_prompts(source: Path | None, videos: Sequence[Path]) -> dict[Path, str]
         if suffix in (".csv", ".jsonl", ".json"):
             prompts = _match_by_path(source, _prompt_records(source), videos)
         else:
-            lines = source.read_text(encoding="utf-8").splitlines()
-            while lines and not lines[-1].strip():
-                lines.pop()
+            # blank and '#' lines are skipped, as in the trainer's prompt files
+            text = source.read_text(encoding="utf-8").splitlines()
+            lines = [line for line in text if line.strip() and not line.lstrip().startswith("#")]
             if len(lines) != len(videos):
                 raise UsageError(
-                    f"--prompts {str(source)!r} has {len(lines)} lines but {len(videos)} videos were "
+                    f"--prompts {str(source)!r} has {len(lines)} prompts but {len(videos)} videos were "
                     "found; a text file needs one prompt per video, in sorted file-name order"
                 )
             prompts = {video: line.strip() for video, line in zip(videos, lines)}
