@@ -103,6 +103,8 @@ class RLR:
             seeds = {t: randint(generator, 2**62) for t in rest}
             perturb = ParamPerturbation(params, self.es_sigma, seeds)
         traj = rollout(backbone, cond, generator, batch, step_context=perturb.at if perturb else None)
+        if perturb is not None:
+            traj.extras["zo_seeds"] = perturb.seeds  # regenerate u_t without storing it
         calls.forward += T
 
         # FO: the last steps replayed with gradients through decoder and reward.
