@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from rlr_video.backbones.base import DiffusersBackbone, or_default, spatial_size
 from rlr_video.backbones.layout import Layout, resolve_source
 from rlr_video.backbones.options import BackboneOptions
-from rlr_video.backbones.schedulers import ddim_transition
-from rlr_video.backbones.text import ClipPromptEncoder
-from rlr_video.backbones.vae import decode_frames_2d
+from rlr_video.backbones.sd_unet import SDUNetBackbone
 
 
-class AnimateDiffBackbone(DiffusersBackbone):
+class AnimateDiffBackbone(SDUNetBackbone):
     family = "animatediff"
     denoiser_component = "unet"
     pipeline_class_name = "AnimateDiffPipeline"
@@ -27,40 +24,14 @@ class AnimateDiffBackbone(DiffusersBackbone):
     default_num_frames = 16
 
     @classmethod
-    def from_layout(cls, layout: Layout, options: BackboneOptions) -> AnimateDiffBackbone:
-        dtype = options.dtype
-        unet = _load_unet(layout, options)
-        vae = layout.load("vae", "diffusers", "AutoencoderKL", torch_dtype=dtype)
-        encoder = ClipPromptEncoder(
-            layout.load("tokenizer", "transformers", "CLIPTokenizer"),
-            layout.load("text_encoder", "transformers", "CLIPTextModel", torch_dtype=dtype),
-        )
-        transition = ddim_transition(
-            layout.load("scheduler", "diffusers", "DDIMScheduler"), options.num_steps, options.stochasticity(1.0)
-        )
-        scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        height, width = spatial_size(options, unet.config.sample_size * scale, scale, layout.root)
-        frames = options.num_frames or cls.default_num_frames
-        return cls(
-            unet,
-            encoder,
-            vae,
-            transition,
-            options,
-            latent_shape=(unet.config.in_channels, frames, height // scale, width // scale),
-            guidance_scale=or_default(options.guidance_scale, cls.default_guidance_scale),
-            video_shape=(frames, height, width),
-            source=layout.root,
-        )
+    def load_unet(cls, layout: Layout, options: BackboneOptions):
+        return _load_unet(layout, options)
 
     def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
         # UNetMotionModel runs its spatial layers on (B*F, ...) and, unlike UNet3D, expects
         # the text embeddings already repeated per frame (AnimateDiffPipeline does this).
         frames = x.shape[2]
         return self.denoiser(x, t, encoder_hidden_states=embeds.repeat_interleave(frames, dim=0)).sample
-
-    def decode(self, latents: Tensor) -> Tensor:
-        return decode_frames_2d(self.vae, latents, self.options.decode_chunk_size)
 
 
 def _load_unet(layout: Layout, options: BackboneOptions):

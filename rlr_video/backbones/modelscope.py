@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from rlr_video.backbones.base import DiffusersBackbone, or_default, spatial_size
 from rlr_video.backbones.checkpointing import set_block_checkpointing
 from rlr_video.backbones.layout import BackboneLoadError, Layout
 from rlr_video.backbones.options import BackboneOptions
-from rlr_video.backbones.schedulers import ddim_transition
-from rlr_video.backbones.text import ClipPromptEncoder
-from rlr_video.backbones.vae import decode_frames_2d
+from rlr_video.backbones.sd_unet import SDUNetBackbone
 
 
-class ModelScopeBackbone(DiffusersBackbone):
+class ModelScopeBackbone(SDUNetBackbone):
     family = "modelscope"
     denoiser_component = "unet"
     pipeline_class_name = "TextToVideoSDPipeline"
@@ -31,53 +28,27 @@ class ModelScopeBackbone(DiffusersBackbone):
     default_num_frames = 16
 
     @classmethod
-    def from_layout(cls, layout: Layout, options: BackboneOptions) -> ModelScopeBackbone:
-        dtype = options.dtype
-        unet = layout.load("unet", "diffusers", "UNet3DConditionModel", torch_dtype=dtype)
-        vae = _load_vae(layout, unet, options)
-        encoder = ClipPromptEncoder(
-            layout.load("tokenizer", "transformers", "CLIPTokenizer"),
-            layout.load("text_encoder", "transformers", "CLIPTextModel", torch_dtype=dtype),
-        )
-        transition = ddim_transition(
-            layout.load("scheduler", "diffusers", "DDIMScheduler"), options.num_steps, options.stochasticity(1.0)
-        )
-        # TextToVideoSDPipeline assumes a factor of 8 without a VAE; pixel space has none.
-        scale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
-        height, width = spatial_size(options, unet.config.sample_size * scale, scale, layout.root)
-        frames = options.num_frames or cls.default_num_frames
-        return cls(
-            unet,
-            encoder,
-            vae,
-            transition,
-            options,
-            latent_shape=(unet.config.in_channels, frames, height // scale, width // scale),
-            guidance_scale=or_default(options.guidance_scale, cls.default_guidance_scale),
-            video_shape=(frames, height, width),
-            source=layout.root,
+    def load_unet(cls, layout: Layout, options: BackboneOptions):
+        return layout.load("unet", "diffusers", "UNet3DConditionModel", torch_dtype=options.dtype)
+
+    @classmethod
+    def load_vae(cls, layout: Layout, unet, options: BackboneOptions):
+        """The VAE, or None for a pixel-space UNet (3 channels and no VAE in the layout)."""
+        if layout.has("vae"):
+            return layout.load("vae", "diffusers", "AutoencoderKL", torch_dtype=options.dtype)
+        pixel_space = unet.config.in_channels == 3 and unet.config.out_channels == 3
+        if pixel_space and (layout.declares_null("vae") or "vae" not in layout.index):
+            return None
+        raise BackboneLoadError(
+            f"{layout.root} is missing the component 'vae': expected a folder {layout.root / 'vae'} with an "
+            f"AutoencoderKL (only a pixel-space UNet3D, 3 in/out channels, may have none; this one has "
+            f"{unet.config.in_channels})"
         )
 
     def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
         return self.denoiser(x, t, encoder_hidden_states=embeds).sample  # repeats per frame itself
 
-    def decode(self, latents: Tensor) -> Tensor:
-        return decode_frames_2d(self.vae, latents, self.options.decode_chunk_size)
-
     def enable_gradient_checkpointing(self) -> None:
         """Checkpoint each down/mid/up block (diffusers has no switch for UNet3D)."""
         set_block_checkpointing(self.denoiser, True)
 
-
-def _load_vae(layout: Layout, unet, options: BackboneOptions):
-    """The VAE, or None for a pixel-space UNet (3 channels and no VAE in the layout)."""
-    if layout.has("vae"):
-        return layout.load("vae", "diffusers", "AutoencoderKL", torch_dtype=options.dtype)
-    pixel_space = unet.config.in_channels == 3 and unet.config.out_channels == 3
-    if pixel_space and (layout.declares_null("vae") or "vae" not in layout.index):
-        return None
-    raise BackboneLoadError(
-        f"{layout.root} is missing the component 'vae': expected a folder {layout.root / 'vae'} with an "
-        f"AutoencoderKL (only a pixel-space UNet3D, 3 in/out channels, may have none; this one has "
-        f"{unet.config.in_channels})"
-    )
