@@ -275,3 +275,20 @@ def test_a_diffusers_backbone_trains_and_checkpoints_its_lora(tmp_path):
     load_weights(fresh, saved)
     for a, b in zip(fresh.trainable_parameters(), trainer.params, strict=True):
         assert torch.equal(a, b)
+
+
+def test_metrics_go_to_tensorboard_when_asked(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    Trainer(tiny(out, "train.log_with=[tensorboard]")).train()
+    logged = read_metrics(out / "metrics.jsonl")
+    runs = {p.parent for p in out.rglob("events.out.tfevents.*")}
+    scalars = {}
+    for run in runs:
+        events = EventAccumulator(str(run))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in events.Scalars(tag)]
+    assert [v for _, v in scalars["reward_mean"]] == pytest.approx([r["reward_mean"] for r in logged])
+    assert [s for s, _ in scalars["reward_mean"]] == [r["step"] for r in logged]
