@@ -72,8 +72,8 @@ def test_errors_name_key_value_and_allowed(override, key, allowed):
 
 def test_a_tracker_without_its_package_is_a_config_error(monkeypatch):
     # tensorboard is a dev dependency: hide it, as on an install without it
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ConfigError, match="pip install tensorboard"):
         load_config("tiny-shapes", ["train.log_with=[tensorboard]"])
 
