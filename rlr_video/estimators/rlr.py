@@ -41,10 +41,11 @@ class RLR:
 
     Args:
         h: denoiser calls in the half-order sub-chain (more: lower variance, more memory).
-        fo_steps: the last steps covered by backprop (1 in the paper). Low-noise late steps
-            give likelihood ratios with a large variance and pathwise gradients with a small
-            one, so a few more of them here is RLR as unbiased truncated backprop: the
-            truncated steps are AlignProp / VADER's, and HO + ZO remove their bias.
+        fo_steps: the last steps covered by backprop (1 in the paper). A pathwise term has a
+            far smaller variance than a likelihood ratio over the same step, so a few more
+            of them here is the cheapest variance reduction that memory allows; it makes RLR
+            unbiased truncated backprop: the truncated steps are AlignProp / VADER's, and
+            HO + ZO remove their bias.
         zo: how the remaining steps are covered: ``latent_lr`` (default; exact, unbiased),
             ``param_es`` (the paper's perturbation; unbiased for the smoothed objective) or
             ``none`` (biased ablation).
