@@ -1,7 +1,7 @@
 """Stochastic samplers as Gaussian chains: transitions, rollout and replay."""
 
 from rlr_video.chain.flow import FlowSDETransition
-from rlr_video.chain.rollout import Trajectory, chain_step, draw_noise, replay, rollout
+from rlr_video.chain.rollout import Trajectory, chain_step, draw_noise, predict, replay, rollout
 from rlr_video.chain.transitions import (
     DDIMTransition,
     DDPMTransition,
@@ -18,6 +18,7 @@ __all__ = [
     "chain_step",
     "draw_noise",
     "gaussian_log_prob",
+    "predict",
     "replay",
     "rollout",
 ]

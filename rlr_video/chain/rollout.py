@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 
@@ -37,9 +38,21 @@ class Trajectory:
         return self.latents[0]
 
 
-def chain_step(backbone, cond, latents: Tensor, step: int, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One transition x_t -> x_{t-1} = mean + std * noise; returns (x_{t-1}, mean, std)."""
-    output = backbone.predict(latents, step, cond)
+def predict(backbone, latents: Tensor, step: int, cond, checkpoint: bool = False) -> Tensor:
+    """``backbone.predict``; with ``checkpoint`` (and gradients on) the call's activations are
+    recomputed in the backward pass instead of stored (``torch.utils.checkpoint``,
+    non-reentrant: the RNG state is replayed, so dropout masks match)."""
+    if checkpoint and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(backbone.predict, latents, step, cond, use_reentrant=False)
+    return backbone.predict(latents, step, cond)
+
+
+def chain_step(
+    backbone, cond, latents: Tensor, step: int, noise: Tensor, checkpoint: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One transition x_t -> x_{t-1} = mean + std * noise; returns (x_{t-1}, mean, std).
+    ``checkpoint``: recompute the denoiser call in the backward pass (see ``predict``)."""
+    output = predict(backbone, latents, step, cond, checkpoint)
     mean, std = backbone.transition.mean_std(output, step, latents)
     return mean + std * noise, mean, std
 
@@ -78,16 +91,17 @@ def rollout(
     return Trajectory(latents, noises, stds)
 
 
-def replay(backbone, cond, traj: Trajectory, start: int, stop: int) -> Tensor:
+def replay(backbone, cond, traj: Trajectory, start: int, stop: int, checkpoint: bool = False) -> Tensor:
     """Recompute x_stop from the stored x_start through steps start ... stop + 1.
 
     Gradients flow to the parameters if enabled; the stored latent x_start is detached, and
     each step reuses its stored noise, so without parameter changes the result equals
-    ``traj.latents[stop]`` exactly.
+    ``traj.latents[stop]`` exactly. ``checkpoint``: each call is recomputed in the backward
+    pass, so a long span holds one call's activations at a time, not all of them.
     """
     if not 0 <= stop <= start <= traj.num_steps:
         raise ValueError(f"cannot replay from step {start} to {stop} of a {traj.num_steps}-step chain")
     x = traj.latents[start].detach()
     for step in range(start, stop, -1):
-        x, _, _ = chain_step(backbone, cond, x, step, traj.noises[step])
+        x, _, _ = chain_step(backbone, cond, x, step, traj.noises[step], checkpoint)
     return x

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rlr_video.chain import replay, rollout
+from rlr_video.chain import predict, replay, rollout
 from rlr_video.estimators.common import (
     CallCount,
     GradPart,
@@ -55,6 +55,10 @@ class RLR:
         baseline: reward baseline for the likelihood-ratio terms (see ``RewardBaseline``).
         normalize: divide advantages by the batch std (biased; off by default).
         es_sigma: perturbation scale s of ``param_es``.
+        checkpoint_calls: recompute each denoiser call of the FO and HO replays in the backward
+            pass (``torch.utils.checkpoint``): the h calls keep their input latents instead of
+            their activations. Same gradients; about one more forward per call. The memory
+            planner (``rlr_video.memory``) sets it.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class RLR:
         normalize: bool = False,
         es_sigma: float = 1e-3,
         j_temperature: float = 1.0,
+        checkpoint_calls: bool = False,
     ):
         if zo not in ZO_MODES:
             raise ValueError(f"zo={zo!r}: expected one of {ZO_MODES}")
@@ -78,6 +83,7 @@ class RLR:
         if zo_samples is not None and zo_samples < 1:
             raise ValueError(f"zo_samples={zo_samples} must be >= 1 (or None for all steps)")
         self.h, self.zo, self.fo_steps, self.zo_samples, self.es_sigma = h, zo, fo_steps, zo_samples, es_sigma
+        self.checkpoint_calls = checkpoint_calls
         self.start = StartSampler(j, temperature=j_temperature)
         self.baseline = RewardBaseline(baseline, normalize)
         # param_es shares one perturbation across the batch, so its baseline must not use
@@ -111,7 +117,7 @@ class RLR:
         # FO: the last steps replayed with gradients through decoder and reward.
         fo = GradPart(params)
         with torch.enable_grad():
-            x0 = replay(backbone, cond, traj, self.fo_steps, 0)
+            x0 = replay(backbone, cond, traj, self.fo_steps, 0, self.checkpoint_calls)
             rewards = reward(backbone.decode(x0), prompts)
             calls.forward += self.fo_steps
             if not bool(torch.isfinite(rewards).all()):
@@ -123,8 +129,8 @@ class RLR:
         # HO: replay the sub-chain, likelihood ratio of its last transition.
         ho = GradPart(params)
         with torch.enable_grad():
-            x_j = replay(backbone, cond, traj, j + self.h - 1, j)
-            output = backbone.predict(x_j, j, cond)
+            x_j = replay(backbone, cond, traj, j + self.h - 1, j, self.checkpoint_calls)
+            output = predict(backbone, x_j, j, cond, self.checkpoint_calls)
             mean, std = transition.mean_std(output, j, x_j)
             log_prob = transition.log_prob(traj.latents[j - 1].detach(), mean, std)
             ho.add(-(advantages * log_prob).mean())
