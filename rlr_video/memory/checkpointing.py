@@ -1,0 +1,449 @@
+"""Frame-chunked gradient checkpointing of the backprop segment (FO step, HO sub-chain).
+
+Three knobs, all exact (the gradients equal the plain computation's):
+
+- ``checkpoint="call"``: each denoiser call replayed with gradients is recomputed in the
+  backward pass (the estimator does this: ``RLR(checkpoint_calls=True)``), so the h calls of
+  the half-order sub-chain keep only their input latents, not their activations.
+- module *units* inside a denoiser call (``checkpoint="block"``, or whenever ``frame_chunk``
+  is set): every frame-local module of a UNet (spatial resnets, spatial attention
+  transformers, down/up samplers, which see the video as B*F images) runs ``frame_chunk``
+  images at a time, each chunk in its own checkpoint; temporal modules (temporal convs,
+  temporal attention, AnimateDiff's motion modules) are checkpointed whole. A transformer
+  (CogVideoX, Wan) has no frame-local modules: its attention modules are checkpointed whole
+  and its feed-forward layers (token-local) run ``frame_chunk`` latent frames of tokens at
+  a time. Only unit inputs stay alive until the backward pass; a unit's insides exist one
+  unit (one chunk) at a time.
+- the decoder and the reward: a per-frame decoder (2D VAE, pixel space, the toy) decodes
+  ``decode_chunk`` frames per checkpoint; causal 3D VAEs are checkpointed whole. Rewards of
+  the zoo with ``chunk_size`` / ``checkpoint`` options encode ``reward_chunk`` images per
+  checkpoint.
+
+Everything here acts only while gradients are recorded: sampling without gradients runs the
+plain forward. Dropout stays exact: ``torch.utils.checkpoint`` (non-reentrant) replays the
+RNG state, and a frame-local module with active dropout is checkpointed whole rather than
+chunked (chunking would draw its masks in a different order).
+
+Use ``memory_options(backbone, ...)`` as a context manager, or ``apply_memory_options`` and
+the returned handle's ``restore()``. A backbone of one's own may define
+``memory_options(options) -> restore callable`` to take part; otherwise only the
+estimator-level call checkpointing applies to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+CHECKPOINT_MODES = ("none", "block", "call")
+
+# Module classes by what they do to the frame axis (diffusers names; matched by class name so
+# that nothing here imports diffusers).
+UNET_FRAME_LOCAL = ("ResnetBlock2D", "Transformer2DModel", "Downsample2D", "Upsample2D")
+UNET_TEMPORAL = ("TemporalConvLayer", "TransformerTemporalModel", "AnimateDiffTransformer3D")
+TRANSFORMER_TOKEN_LOCAL = ("FeedForward",)
+UNET_MODELS = ("UNet3DConditionModel", "UNetMotionModel")
+TRANSFORMER_MODELS = ("CogVideoXTransformer3DModel", "WanTransformer3DModel")
+
+_STATE = "_rlr_memory_units"
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How the backprop segment trades recomputation for memory.
+
+    Attributes:
+        checkpoint: ``"none"``, ``"block"`` (module units inside each call) or ``"call"``
+            (each replayed call recomputed whole; the units apply inside it when
+            ``frame_chunk`` is set).
+        frame_chunk: images (rows of the B*F axis, so frames across the batch, CFG rows
+            included) per chunk of frame-local denoiser work; ``None``: no chunking.
+        decode_chunk: frames per checkpointed decoder chunk (per-frame decoders);
+            ``None``: ``frame_chunk``.
+        reward_chunk: images per checkpointed reward-encoder chunk; ``None``: ``decode_chunk``.
+    """
+
+    checkpoint: str = "none"
+    frame_chunk: int | None = None
+    decode_chunk: int | None = None
+    reward_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint={self.checkpoint!r}: expected one of {CHECKPOINT_MODES}")
+        for name in ("frame_chunk", "decode_chunk", "reward_chunk"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive integer or None")
+
+    @property
+    def units(self) -> bool:
+        """Module-level checkpoints inside a denoiser call."""
+        return self.checkpoint == "block" or self.frame_chunk is not None
+
+    @property
+    def calls(self) -> bool:
+        """Call-level checkpoints (the estimator's part)."""
+        return self.checkpoint == "call"
+
+    @property
+    def decoder_chunk(self) -> int | None:
+        return self.decode_chunk if self.decode_chunk is not None else self.frame_chunk
+
+    @property
+    def reward_images(self) -> int | None:
+        return self.reward_chunk if self.reward_chunk is not None else self.decoder_chunk
+
+    @property
+    def active(self) -> bool:
+        return self.checkpoint != "none" or self.frame_chunk is not None or self.decoder_chunk is not None
+
+    def replace(self, **changes: Any) -> MemoryOptions:
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- chunked runs
+
+
+def _pick(value: Any, dim: int, size: int, index: slice) -> Any:
+    if isinstance(value, Tensor) and value.dim() > dim and value.shape[dim] == size:
+        return value[(slice(None),) * dim + (index,)]
+    return value
+
+
+def _cat(outputs: list[Any], dim: int) -> Any:
+    first = outputs[0]
+    if isinstance(first, Tensor):
+        return torch.cat(outputs, dim=dim)
+    if isinstance(first, tuple | list):
+        return type(first)(_cat([o[i] for o in outputs], dim) for i in range(len(first)))
+    if dataclasses.is_dataclass(first):  # diffusers' BaseOutput
+        return type(first)(
+            **{f.name: _cat([getattr(o, f.name) for o in outputs], dim) for f in dataclasses.fields(first)}
+        )
+    return first  # a non-tensor output (None, a shape): the same for every chunk
+
+
+def checkpoint_call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``torch.utils.checkpoint`` (non-reentrant) of ``fn(*args, **kwargs)`` with the keyword
+    arguments passed positionally: checkpoint keeps keyword arguments by reference, so a
+    tensor given by keyword would stay alive even inside an outer checkpoint (diffusers calls
+    ``resnet(input_tensor=..., temb=...)``)."""
+    if not kwargs:
+        return checkpoint(fn, *args, use_reentrant=False)
+    names, n = list(kwargs), len(args)
+
+    def call(*flat: Any) -> Any:
+        return fn(*flat[:n], **dict(zip(names, flat[n:])))
+
+    return checkpoint(call, *args, *kwargs.values(), use_reentrant=False)
+
+
+def run_chunked(fn: Callable, args: tuple, kwargs: dict, dim: int, size: int, chunk: int) -> Any:
+    """``fn(*args, **kwargs)`` with every tensor argument whose axis ``dim`` has length ``size``
+    split into ``chunk``-long pieces, each piece's call checkpointed, outputs concatenated.
+
+    Exact for functions that act on each index of that axis independently (frame-local or
+    token-local work)."""
+    outputs = []
+    for start in range(0, size, chunk):
+        index = slice(start, min(start + chunk, size))
+        a = tuple(_pick(v, dim, size, index) for v in args)
+        kw = {k: _pick(v, dim, size, index) for k, v in kwargs.items()}
+        outputs.append(checkpoint_call(fn, *a, **kw))
+    return _cat(outputs, dim)
+
+
+def has_active_dropout(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and m.training for m in module.modules())
+
+
+# --------------------------------------------------------------------------- denoiser units
+
+
+@dataclass
+class UnitState:
+    """Switches shared by the wrappers installed on one denoiser."""
+
+    active: bool = False
+    frame_chunk: int | None = None  # rows of the B*F axis per chunk
+    token_chunk: int | None = None  # tokens per chunk of token-local modules
+
+
+def classify_units(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """The denoiser's checkpoint units as ``(name, module, kind)``, kind ``"frame"``
+    (frame-local: chunked over B*F), ``"token"`` (token-local: chunked over the sequence) or
+    ``"whole"``; outermost modules win, so units never nest."""
+    family = type(model).__name__
+    if family in UNET_MODELS:
+        rules = {**dict.fromkeys(UNET_FRAME_LOCAL, "frame"), **dict.fromkeys(UNET_TEMPORAL, "whole")}
+    elif family in TRANSFORMER_MODELS or _looks_like_transformer(model):
+        rules = dict.fromkeys(TRANSFORMER_TOKEN_LOCAL, "token")
+    else:
+        return []
+    units: list[tuple[str, nn.Module, str]] = []
+    taken: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in taken):
+            continue
+        kind = rules.get(type(module).__name__)
+        if kind is None and family not in UNET_MODELS and _is_block_attention(name, module):
+            kind = "whole"
+        if kind is not None:
+            units.append((name, module, kind))
+            taken.append(name)
+    return units
+
+
+def _looks_like_transformer(model: nn.Module) -> bool:
+    return hasattr(model, "transformer_blocks") or hasattr(model, "blocks")
+
+
+def _is_block_attention(name: str, module: nn.Module) -> bool:
+    """An attention module of a transformer block (``...blocks.N.attn1``)."""
+    cls = type(module).__name__
+    return cls.endswith("Attention") and ".attn" in f".{name.rsplit('.', 1)[-1]}" and "blocks." in name
+
+
+def _unit_forward(module: nn.Module, forward: Callable, kind: str, state: UnitState) -> Callable:
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        if not (state.active and torch.is_grad_enabled()):
+            return forward(*args, **kwargs)
+        x = args[0] if args else next(iter(kwargs.values()))
+        if kind == "frame" and state.frame_chunk and not has_active_dropout(module):
+            rows = x.shape[0]
+            if state.frame_chunk < rows:
+                return run_chunked(forward, args, kwargs, 0, rows, state.frame_chunk)
+        if kind == "token" and state.token_chunk and not has_active_dropout(module):
+            tokens = x.shape[1]
+            if state.token_chunk < tokens:
+                return run_chunked(forward, args, kwargs, 1, tokens, state.token_chunk)
+        return checkpoint_call(forward, *args, **kwargs)
+
+    return wrapped
+
+
+def install_units(model: nn.Module) -> UnitState:
+    """Wrap the denoiser's units once (idempotent); returns the switches (off by default)."""
+    state = getattr(model, _STATE, None)
+    if state is None:
+        state = UnitState()
+        for _, module, kind in classify_units(model):
+            module.forward = _unit_forward(module, module.forward, kind, state)
+        object.__setattr__(model, _STATE, state)  # not a submodule or buffer
+    return state
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+def unwrap(backbone):
+    """The innermost backbone of wrappers such as ``MultiScaleBackbone``."""
+    seen = set()
+    while hasattr(backbone, "backbone") and id(backbone) not in seen:
+        seen.add(id(backbone))
+        inner = backbone.__dict__.get("backbone")
+        if inner is None:
+            break
+        backbone = inner
+    return backbone
+
+
+def decoder_is_frame_local(backbone) -> bool:
+    """Whether ``decode`` maps each frame on its own (2D VAEs, pixel space, the toy)."""
+    family = getattr(backbone, "family", None)
+    if family in ("animatediff", "modelscope"):
+        return True
+    return type(backbone).__name__ == "ToyBackbone"
+
+
+def frame_axis(backbone) -> int:
+    """The frame axis of the backbone's latents (CogVideoX: 1; the others: 2)."""
+    return 1 if getattr(backbone, "family", None) == "cogvideox" else 2
+
+
+def tokens_per_latent_frame(backbone) -> int | None:
+    """Tokens one latent frame becomes in a transformer (patchified h*w), if known."""
+    model = getattr(backbone, "denoiser", None)
+    shape = getattr(backbone, "latent_shape", None)
+    if model is None or shape is None:
+        return None
+    cfg = getattr(model, "config", None)
+    patch = getattr(cfg, "patch_size", None)
+    if patch is None:
+        return None
+    ph, pw = (patch[1], patch[2]) if isinstance(patch, list | tuple) else (patch, patch)
+    h, w = shape[-2], shape[-1]
+    return (h // ph) * (w // pw)
+
+
+def checkpointed_decode(decode: Callable[[Tensor], Tensor], axis: int, chunk: int | None, frame_local: bool):
+    """``decode`` run in checkpointed frame chunks (frame-local decoders) or checkpointed
+    whole, while gradients are recorded; frames come back (B, F, 3, H, W)."""
+
+    @functools.wraps(decode)
+    def wrapped(latents: Tensor) -> Tensor:
+        if not torch.is_grad_enabled():
+            return decode(latents)
+        if frame_local and chunk is not None and chunk < latents.shape[axis]:
+            pieces = latents.split(chunk, dim=axis)
+            return torch.cat([checkpoint(decode, p, use_reentrant=False) for p in pieces], dim=1)
+        return checkpoint(decode, latents, use_reentrant=False)
+
+    return wrapped
+
+
+def chunkable_rewards(reward) -> Iterator[Any]:
+    """Reward objects (inside training wrappers and mixtures) with ``chunk_size`` and
+    ``checkpoint`` options, as the zoo's frame-mean and temporal rewards have."""
+    seen: set[int] = set()
+    stack = [reward]
+    while stack:
+        r = stack.pop()
+        if r is None or id(r) in seen:
+            continue
+        seen.add(id(r))
+        if hasattr(r, "chunk_size") and hasattr(r, "checkpoint") and not callable(r.checkpoint):
+            yield r
+        inner = getattr(r, "reward", None)
+        if inner is not None and not callable(getattr(type(r), "reward", None)):
+            stack.append(inner)
+        terms = getattr(r, "terms", None)
+        if isinstance(terms, dict):
+            stack.extend(v[1] if isinstance(v, tuple) else v for v in terms.values())
+        elif isinstance(terms, list | tuple):
+            stack.extend(v[1] if isinstance(v, tuple) else v for v in terms)
+
+
+class MemoryHandle:
+    """What ``apply_memory_options`` changed; ``restore()`` undoes it."""
+
+    def __init__(self, options: MemoryOptions):
+        self.options = options
+        self._undo: list[Callable[[], None]] = []
+        self.applied: dict[str, Any] = {}
+
+    def on_restore(self, fn: Callable[[], None]) -> None:
+        self._undo.append(fn)
+
+    def restore(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
+def apply_memory_options(backbone, options: MemoryOptions, reward=None, estimator=None) -> MemoryHandle:
+    """Make ``backbone`` (and ``reward``, ``estimator`` if given) honour ``options``.
+
+    Denoiser units and the decoder are the backbone's part; call checkpointing is the
+    estimator's (``checkpoint_calls``); reward chunking is the reward's. Returns a handle whose
+    ``restore()`` puts everything back.
+    """
+    handle = MemoryHandle(options)
+    inner = unwrap(backbone)
+    own = getattr(inner, "memory_options", None)
+    if callable(own):  # a backbone of the user's own that takes part itself
+        undo = own(options)
+        if callable(undo):
+            handle.on_restore(undo)
+        handle.applied["backbone"] = "its own memory_options"
+    else:
+        _apply_to_backbone(inner, options, handle)
+    if estimator is not None and hasattr(estimator, "checkpoint_calls"):
+        calls_before = estimator.checkpoint_calls
+        estimator.checkpoint_calls = options.calls
+        handle.on_restore(lambda: setattr(estimator, "checkpoint_calls", calls_before))
+        handle.applied["calls"] = options.calls
+    if reward is not None and options.reward_images is not None:
+        for r in chunkable_rewards(reward):
+            before = (r.chunk_size, r.checkpoint)
+            r.chunk_size, r.checkpoint = options.reward_images, True
+            handle.on_restore(
+                lambda r=r, before=before: (setattr(r, "chunk_size", before[0]), setattr(r, "checkpoint", before[1]))
+            )
+            handle.applied.setdefault("reward", []).append(getattr(r, "name", type(r).__name__))
+    return handle
+
+
+def _apply_to_backbone(backbone, options: MemoryOptions, handle: MemoryHandle) -> None:
+    model = getattr(backbone, "denoiser", None)
+    if isinstance(model, nn.Module):
+        state = install_units(model)
+        before = dataclasses.replace(state)
+        state.active = options.units
+        state.frame_chunk = options.frame_chunk
+        tokens = tokens_per_latent_frame(backbone)
+        state.token_chunk = options.frame_chunk * tokens if options.frame_chunk and tokens else None
+        handle.on_restore(lambda: _set_state(state, before))
+        handle.applied["units"] = sum(1 for _ in classify_units(model)) if options.units else 0
+        if options.units:
+            _pause_builtin_checkpointing(model, handle)
+    if options.checkpoint != "none" or options.decoder_chunk is not None:
+        original = backbone.__dict__.get("decode")
+        backbone.decode = checkpointed_decode(
+            type(backbone).decode.__get__(backbone) if original is None else original,
+            frame_axis(backbone),
+            options.decoder_chunk,
+            decoder_is_frame_local(backbone),
+        )
+        handle.on_restore(lambda: _reset_attr(backbone, "decode", original))
+        handle.applied["decode"] = options.decoder_chunk if decoder_is_frame_local(backbone) else "whole"
+
+
+def _set_state(state: UnitState, values: UnitState) -> None:
+    state.active, state.frame_chunk, state.token_chunk = values.active, values.frame_chunk, values.token_chunk
+
+
+def _reset_attr(obj, name: str, original) -> None:
+    if original is None:
+        obj.__dict__.pop(name, None)
+    else:
+        setattr(obj, name, original)
+
+
+def _pause_builtin_checkpointing(model: nn.Module, handle: MemoryHandle) -> None:
+    """Units replace diffusers' own checkpointing and the UNet3D block wrappers (nesting them
+    would only recompute twice)."""
+    from rlr_video.backbones.checkpointing import _FLAG, denoiser_blocks
+
+    blocks = [b for b in denoiser_blocks(model) if getattr(b, _FLAG, False)]
+    for b in blocks:
+        setattr(b, _FLAG, False)
+    if blocks:
+        handle.on_restore(lambda: [setattr(b, _FLAG, True) for b in blocks])
+    if getattr(model, "is_gradient_checkpointing", False):
+        model.disable_gradient_checkpointing()
+        handle.on_restore(model.enable_gradient_checkpointing)
+
+
+@contextlib.contextmanager
+def memory_options(
+    backbone,
+    checkpoint: str = "none",
+    frame_chunk: int | None = None,
+    decode_chunk: int | None = None,
+    reward_chunk: int | None = None,
+    reward=None,
+    estimator=None,
+):
+    """Context manager: ``backbone`` (and ``reward`` / ``estimator``) honour the options inside."""
+    options = MemoryOptions(checkpoint, frame_chunk, decode_chunk, reward_chunk)
+    handle = apply_memory_options(backbone, options, reward=reward, estimator=estimator)
+    try:
+        yield handle
+    finally:
+        handle.restore()
+
+
+def chunks(size: int, chunk: int | None) -> int:
+    """How many chunks ``size`` rows make."""
+    return 1 if not chunk or chunk >= size else math.ceil(size / chunk)

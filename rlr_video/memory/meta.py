@@ -1,0 +1,126 @@
+"""Backbones on the meta device: every shape, no weights.
+
+The cost model traces a denoiser call, a decode or a reward on meta tensors (shapes and
+dtypes propagate, nothing is computed or allocated). ``meta_backbone`` loads a diffusers
+backbone through the same code path users take (``load_backbone``) with every model built
+from its ``config.json`` on the meta device, so ``rlr-video plan`` needs a model's config
+files and tokenizer, never its weights. ``meta_twin`` gives the meta copy of a model that is
+already loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+META = torch.device("meta")
+# A denoiser twin this large or larger is rebuilt from its config, never deep-copied.
+_COPY_LIMIT = 50_000_000
+
+
+def meta_twin(model: nn.Module | None) -> nn.Module | None:
+    """``model`` rebuilt on the meta device (diffusers / transformers models from their config;
+    small plain modules by copy). Parameters keep their dtypes; LoRA layers are not copied."""
+    if model is None:
+        return None
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    config = getattr(model, "config", None)
+    with torch.device(META):
+        if hasattr(type(model), "from_config") and config is not None:
+            twin = type(model).from_config(_plain_config(config))
+        elif hasattr(type(model), "_from_config") and config is not None:
+            twin = type(model)._from_config(config)
+        else:
+            twin = None
+    if twin is None:
+        size = sum(p.numel() for p in model.parameters())
+        if size >= _COPY_LIMIT:
+            raise ValueError(f"cannot build a meta copy of {type(model).__name__} ({size} parameters, no config)")
+        twin = copy.deepcopy(model)
+    twin = twin.to(META)
+    twin = twin.to(dtype) if dtype.is_floating_point else twin
+    modes = {name: m.training for name, m in model.named_modules()}
+    for name, m in twin.named_modules():  # dropout on or off as in the real model
+        m.training = modes.get(name, model.training)
+    return twin
+
+
+def _plain_config(config: Any) -> dict[str, Any]:
+    items = dict(config)
+    return {k: v for k, v in items.items() if not k.startswith("_") or k == "_class_name"}
+
+
+def _meta_load(cls: type, folder: Path, torch_dtype: torch.dtype | None = None, **kwargs):
+    """One component: a model built from its config on the meta device, anything else loaded."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return None
+    with torch.device(META):
+        if hasattr(cls, "load_config"):  # diffusers ModelMixin
+            model = cls.from_config(cls.load_config(folder))
+        else:  # transformers PreTrainedModel
+            config = cls.config_class.from_pretrained(folder)
+            model = cls._from_config(config)
+    model = model.to(META)
+    return model.to(torch_dtype) if torch_dtype is not None else model
+
+
+@contextlib.contextmanager
+def meta_layouts() -> Iterator[None]:
+    """Inside, ``Layout.load`` builds models on the meta device from their configs."""
+    from rlr_video.backbones import layout as layout_lib
+
+    original = layout_lib.Layout.load
+
+    def load(self, name: str, library: str, class_name: str, **kwargs):
+        import importlib
+
+        folder = self.root / name
+        lib, cls_name = self.entry(name) or (library, class_name)
+        cls = getattr(importlib.import_module(lib), cls_name, None)
+        if folder.is_dir() and cls is not None:
+            model = _meta_load(cls, folder, kwargs.get("torch_dtype"))
+            if model is not None:
+                return model
+        return original(self, name, library, class_name, **kwargs)
+
+    from diffusers import UNetMotionModel
+
+    # AnimateDiff from an SD-1.5 base plus a motion adapter combines the two models'
+    # weights into a new UNetMotionModel: build that one on the meta device too.
+    combine = UNetMotionModel.__dict__["from_unet2d"]
+
+    def from_unet2d(cls, *args, **kwargs):
+        with torch.device(META):
+            return combine.__func__(cls, *args, **kwargs)
+
+    layout_lib.Layout.load = load
+    UNetMotionModel.from_unet2d = classmethod(from_unet2d)
+    try:
+        yield
+    finally:
+        layout_lib.Layout.load = original
+        UNetMotionModel.from_unet2d = combine
+
+
+def meta_backbone(path: str | Path, family: str | None = None, **options: Any):
+    """``load_backbone(path, ...)`` with every model on the meta device, built from configs.
+
+    LoRA is not injected (``lora_rank=0``): the cost model treats the LoRA targets' inputs as
+    saved activations, which is what LoRA's first projection stores.
+    """
+    from rlr_video.backbones import load_backbone
+
+    options = dict(options, device=META, lora_rank=0, lora_path=None)
+    with meta_layouts():
+        return load_backbone(path, family=family, **options)
+
+
+def is_meta(backbone) -> bool:
+    model = getattr(backbone, "denoiser", None)
+    return isinstance(model, nn.Module) and next(model.parameters()).device.type == "meta"
