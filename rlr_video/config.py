@@ -162,6 +162,23 @@ class RenderConfig:
 
 
 @dataclass
+class MemoryConfig:
+    """Memory planning (``rlr_video.memory``; ``rlr-video plan`` prints the same plan).
+
+    With ``budget`` set, the trainer predicts each setting's peak memory and picks the largest
+    RLR ``h`` that fits (``estimator.h`` is replaced; ``max_h`` caps it), then the cheapest
+    checkpointing and frame chunks; the ZO mode changes only if the configured one cannot fit.
+    Without a budget, ``checkpoint`` and ``frame_chunk`` (if set) are applied as given.
+    """
+
+    budget: str | int | None = None  # "24GiB", "40GB", bytes, or "auto" (this GPU's free memory)
+    max_h: int | None = field(default=None, metadata=_meta(1))  # largest h to plan (None: num_steps - 1)
+    checkpoint: Literal["auto", "none", "block", "call"] = "auto"  # auto: the planner's choice
+    frame_chunk: int | None = field(default=None, metadata=_meta(1))  # images of B*F per chunk (None: planner's)
+    probe: bool = False  # calibrate the cost model with one measured call before planning
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
@@ -171,6 +188,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -400,12 +418,28 @@ def validate(config: Config) -> None:
 
         if stage_j_range(T, e.h, p.ho_stage) is None:
             raise ConfigError("prompts.ho_stage", p.ho_stage, f"a third of the {T} steps that fits h={e.h}")
+    _validate_memory(config)
     for name in t.log_with:
         module = {"tensorboard": "tensorboard", "wandb": "wandb"}[name]
         if importlib.util.find_spec(module) is None:
             raise ConfigError(
                 "train.log_with", t.log_with, f"trackers whose package is installed (pip install {module})"
             )
+
+
+def _validate_memory(config: Config) -> None:
+    from rlr_video.memory.budget import FORMAT, parse_size  # no torch
+
+    mem = config.memory
+    if mem.budget is not None:
+        try:
+            parse_size(mem.budget)
+        except ValueError:
+            raise ConfigError("memory.budget", mem.budget, FORMAT) from None
+        if config.estimator.name != "rlr":
+            raise ConfigError("memory.budget", mem.budget, "null unless estimator.name is rlr (the planner picks h)")
+    if mem.checkpoint == "call" and config.estimator.name != "rlr":
+        raise ConfigError("memory.checkpoint", mem.checkpoint, "auto, none or block unless estimator.name is rlr")
 
 
 def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from rlr_video.train.distributed import (
     set_rng_state,
 )
 from rlr_video.train.estimator import build_estimator, estimator_state, load_estimator_state
+from rlr_video.train.memory import plan_run
 from rlr_video.train.metrics import CURVE_FILE, MetricsWriter, plot_reward_curve
 from rlr_video.train.model import build_backbone, load_weights, save_weights
 from rlr_video.train.multiscale import MultiScaleBackbone
@@ -87,12 +88,16 @@ class Trainer:
         self.backbone = MultiScaleBackbone(self.model) if multiscale else self.model
         self.params = self.model.trainable_parameters()
         broadcast_parameters(self.params)
+        # memory.budget: plans h, checkpointing and frame chunks (sets cfg.estimator.h / .zo)
+        memory = plan_run(cfg, self.model, acc.device, self.output_dir if self.is_main else None,
+                          print if self.is_main else None)
         j_range = None
         if cfg.prompts.ho_stage is not None:
             j_range = stage_j_range(self.model.num_steps, cfg.estimator.h, cfg.prompts.ho_stage)
         self.estimator = build_estimator(cfg.estimator, j_range)
         self.baseline = PromptBaseline(cfg.train.baseline_window) if cfg.train.prompt_baseline else None
         self.reward = TrainingReward(build_reward(cfg.reward), self.baseline)
+        self.memory = memory.apply(self.backbone, self.reward, self.estimator) if memory else None
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps

@@ -1,0 +1,130 @@
+"""``rlr-video plan [CONFIG] [key=value ...] --budget 24GiB``: the memory plan, without training.
+
+Prints the setting the trainer would use with ``memory.budget`` (h, checkpoint granularity,
+frame chunks, ZO mode), the predicted peak per phase and the fixed cost, one denoiser call's
+activations by component (spatial / temporal attention, convolutions, feed-forward), the
+temporal attention share, the recompute time multiplier and why each choice was made.
+
+The model is built on the meta device from its config files (``unet/config.json`` ...; no
+weights are read), so a hub id only needs its configs and tokenizer in the cache. The
+reward is costed by name from its default vision tower unless its weights load.
+``--probe`` loads the real weights and calibrates the prediction with one measured call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="predict memory and choose h, checkpointing and frame chunks for a budget",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("args", nargs="*", metavar="CONFIG | key=value", help="a YAML file or preset, then overrides")
+    parser.add_argument("--budget", default=None, help="bytes, a size (24GiB, 40GB) or 'auto' (default: memory.budget)")
+    parser.add_argument("--device", default=None, help="where training will run (default: cuda if present, else cpu)")
+    parser.add_argument(
+        "--attention",
+        default=None,
+        choices=["math", "flash", "efficient", "cudnn", "xformers"],
+        help="the attention kernel to assume (default: what SDPA picks on the device)",
+    )
+    parser.add_argument("--probe", action="store_true", help="load the weights and calibrate with one measured call")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the plan as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rlr_video.commands.train import split_args
+    from rlr_video.config import ConfigError, load_config
+
+    config_name, overrides = split_args(args.args)
+    try:
+        config = load_config(config_name, overrides)
+    except ConfigError as err:
+        print(f"rlr-video plan: {err}", file=sys.stderr)
+        return 2
+    budget = args.budget if args.budget is not None else config.memory.budget
+    if budget is None:
+        print("rlr-video plan: give --budget (e.g. --budget 24GiB) or set memory.budget", file=sys.stderr)
+        return 2
+    from rlr_video.memory.budget import FORMAT, parse_size
+
+    try:
+        parse_size(budget)
+    except ValueError:
+        print(f"rlr-video plan: --budget {budget!r}: expected {FORMAT}", file=sys.stderr)
+        return 2
+    if config.estimator.name != "rlr":
+        print("rlr-video plan: the planner chooses RLR's h; set estimator.name=rlr", file=sys.stderr)
+        return 2
+    try:
+        plan = make_plan(config, budget, args.device, args.attention, args.probe)
+    except Exception as err:  # noqa: BLE001 - a missing config file, a budget too small: say it plainly
+        from rlr_video.backbones.layout import BackboneLoadError
+        from rlr_video.memory.planner import BudgetTooSmall
+
+        if isinstance(err, BudgetTooSmall | BackboneLoadError | FileNotFoundError | ValueError):
+            print(f"rlr-video plan: {err}", file=sys.stderr)
+            return 1
+        raise
+    print(plan.table())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(plan.as_dict(), f, indent=2)
+    return 0
+
+
+def make_plan(config, budget, device: str | None, attention: str | None, probe: bool):
+    import torch
+
+    from rlr_video.memory.cost_model import CostModel, reward_stubs
+    from rlr_video.memory.planner import Planner
+    from rlr_video.train.model import backbone_options, build_backbone
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m, e, mem = config.model, config.estimator, config.memory
+    if probe or m.toy is not None:
+        backbone = build_backbone(m, device if probe else "cpu")
+        reward = _load_reward(config.reward) if probe else None
+    else:
+        from rlr_video.memory.meta import meta_backbone
+
+        options = backbone_options(m, "meta")
+        backbone = meta_backbone(m.path, family=m.family, **options)
+        backbone.options.lora_rank = m.lora_rank  # costed, not injected
+        reward = None
+    if reward is None:
+        itemsize = 2 if m.dtype in ("bfloat16", "float16") or config.train.mixed_precision == "bf16" else 4
+        reward = _RewardMix(reward_stubs(config.reward, itemsize))
+    cost_model = CostModel(backbone, reward, device=device, attention=attention)
+    if probe:
+        from rlr_video.memory.probe import calibrate
+
+        calibrate(cost_model, batch=config.train.batch_size, device=device)
+    planner = Planner(cost_model, config.train.batch_size, 1, e.zo, e.zo_samples, mem.max_h)
+    modes = ("none", "block", "call") if mem.checkpoint == "auto" else (mem.checkpoint,)
+    return planner.plan(budget, modes=modes, chunk=mem.frame_chunk)
+
+
+class _RewardMix:
+    """Reward stubs as one reward (the cost model sums its terms)."""
+
+    def __init__(self, stubs):
+        self.terms = [(1.0, s) for s in stubs]
+
+
+def _load_reward(spec):
+    from rewards import build_reward
+
+    try:
+        return build_reward(spec)
+    except Exception as err:  # noqa: BLE001 - missing reward weights: cost it by name
+        warnings.warn(f"reward not loaded ({err}); costed from its default vision tower", stacklevel=2)
+        return None
