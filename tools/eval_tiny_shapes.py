@@ -61,6 +61,21 @@ def prompts_for(combos: list[shapes.Combo], per_combo: int) -> list[str]:
     return out
 
 
+def training_summary(info: dict) -> dict:
+    """The run that produced the weights, and the runs it was initialised from (``--init``)."""
+    keys = ("command", "device", "threads", "steps", "seconds", "batch_size", "parameters")
+    summary = {k: info.get(k) for k in keys}
+    stages, inner = [], info.get("init_info")
+    while inner:
+        stages.append({k: inner.get(k) for k in keys})
+        inner = inner.get("init_info")
+    if stages:
+        summary["initialised_from"] = stages  # nearest first
+        summary["total_steps"] = info.get("steps", 0) + sum(st.get("steps") or 0 for st in stages)
+        summary["total_seconds"] = round(info.get("seconds", 0) + sum(st.get("seconds") or 0 for st in stages), 1)
+    return summary
+
+
 def summarise(scores: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean of every score, rounded (size and speed: over valid videos; None if none)."""
     out = {}
@@ -103,10 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     info_path = args.model / "train_info.json"
     if info_path.exists():
-        info = json.loads(info_path.read_text())
-        report["training"] = {
-            k: info.get(k) for k in ("command", "device", "threads", "steps", "seconds", "batch_size", "parameters")
-        }
+        report["training"] = training_summary(json.loads(info_path.read_text()))
     videos_by_split = {}
     for split, combos in (("heldout", heldout), ("train", train)):
         prompts = prompts_for(combos, args.per_combo)

@@ -15,6 +15,14 @@ text-to-video folder that ``TextToVideoSDPipeline.from_pretrained`` loads like a
   layout needs a VAE; the latents *are* the pixels, so ``decode`` is (nearly) a no-op.
   Code that trains the model through its decoder may call :func:`latents_to_video`
   instead, which is the exact identity this VAE approximates.
+
+How the shipped weights were made (commands, devices, times, loss curve) is recorded in
+``tiny-shapes/train_info.json``; their prompt-following, measured by the analytic scorer,
+in ``benchmarks/tiny_shapes_eval.json`` (``tools/eval_tiny_shapes.py``).
+
+Sample with guidance about 2: with this small model, guidance 4 over-saturates samples
+into colour washes that no longer show a shape (colour accuracy fell from ~100% to 0%
+on a 16-video check), while guidance 1 loses some colour fidelity.
 """
 
 from __future__ import annotations
