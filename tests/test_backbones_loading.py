@@ -101,8 +101,6 @@ def test_packaged_tiny_shapes_resolves_to_the_assets_directory(tmp_path, monkeyp
 
 
 def test_the_shipped_tiny_shapes_model_loads():
-    if not (layout_module.assets_dir() / "tiny-shapes").is_dir():
-        pytest.skip("rlr_video/assets/tiny-shapes is not built yet")
     backbone = load_backbone("tiny-shapes", num_steps=2)
     frames = backbone.decode(backbone.initial_latents(1, torch.Generator().manual_seed(0)))
     assert frames.shape[:3] == (1, backbone.num_frames, 3)

@@ -25,9 +25,6 @@ from rlr_video.testbed.clip import (
     save_shapes_clip,
 )
 
-SHIPPED_T2V = (tm.TINY_SHAPES_DIR / "model_index.json").exists()
-SHIPPED_CLIP = (SHAPES_CLIP_DIR / "open_clip_model.safetensors").exists()
-
 
 def _folder_mb(path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
@@ -85,7 +82,6 @@ def test_training_encodes_prompts_like_the_pipeline(saved_pipeline) -> None:
     assert torch.allclose(ours, theirs)
 
 
-@pytest.mark.skipif(not SHIPPED_T2V, reason="tiny-shapes weights not built")
 def test_shipped_tiny_shapes_loads_through_diffusers() -> None:
     assert _folder_mb(tm.TINY_SHAPES_DIR) <= 20
     assert not list(tm.TINY_SHAPES_DIR.rglob("*.bin")) and not list(tm.TINY_SHAPES_DIR.rglob("*.pt"))
@@ -126,7 +122,6 @@ def test_shapes_clip_builds_saves_and_loads(tmp_path) -> None:
         assert torch.allclose(loaded(b.videos, b.captions), clip(b.videos, b.captions), atol=2e-2)
 
 
-@pytest.mark.skipif(not SHIPPED_CLIP, reason="shapes CLIP weights not built")
 def test_shipped_shapes_clip_prefers_true_colour() -> None:
     assert _folder_mb(SHAPES_CLIP_DIR) <= 10
     clip = load_shapes_clip()
