@@ -63,7 +63,8 @@ _MODULE_COMPONENT = {
 }
 _KEEP_PARENT = ("temporal_conv", "spatial_attention", "temporal_attention", "feed_forward")
 TRANSIENT = 0.5  # gradient buffers at the start of a backward pass, x the largest saved activation
-RECOMPUTE = 1.5  # gradient buffers inside a recomputed unit's backward, x its largest activation
+RECOMPUTE = 2.0  # gradient buffers inside a recomputed unit's backward, x its largest activation
+GRAD_IO = 1.0  # a unit's output gradient (full size even when chunked), x its input size
 SCORE_GRADS = 1.0  # materialised attention: dS, in units of the largest score tensor
 
 
@@ -181,6 +182,7 @@ class UnitCost:
     largest: int  # largest single saved tensor inside
     scores: int  # largest materialised score tensor inside
     before: int = 0  # unit-mode kept bytes created up to this unit's entry (alive at its backward)
+    io: int = 0  # bytes of its main input (its output's gradient is as large, and never chunked)
 
 
 @dataclass
@@ -215,6 +217,7 @@ class _Tracer:
         self.virtual: list[tuple[int, str | None, str, int]] = []
         self.unit_inputs: dict[str, dict[int, tuple[int, Tensor]]] = {}
         self.unit_rows: dict[str, tuple[str, int]] = {}
+        self.unit_io: dict[str, int] = {}
         self.comp: list[str] = [label or "other"]
         self.seq = 0
         self.first_seen: dict[int, int] = {}
@@ -249,6 +252,7 @@ class _Tracer:
                 self.unit_entry.setdefault(name, self.seq)
                 first = tensors[0] if tensors else None
                 if first is not None:
+                    self.unit_io.setdefault(name, _nbytes(first))
                     axis = 1 if kind == "token" else 0
                     self.unit_rows[name] = (kind, first.shape[axis] if first.dim() > axis else 1)
             return None
@@ -334,7 +338,7 @@ class _Tracer:
             b, largest, scores = internal.get(name, [0, 0, 0])
             entry = self.unit_entry.get(name, 0)
             before = sum(kept[k] for k in order if self.first_seen.get(k, 0) <= entry)
-            tr.units.append(UnitCost(name, kind, b, rows, largest, scores, before))
+            tr.units.append(UnitCost(name, kind, b, rows, largest, scores, before, self.unit_io.get(name, 0)))
         return tr
 
 
@@ -472,8 +476,9 @@ class CallCost:
         worst = tr.kept_units + self.transient * tr.largest
         for u in tr.units:
             part = 1.0 / self._chunks(u, options)
-            inside = (u.internal + SCORE_GRADS * u.scores + RECOMPUTE * self.transient / TRANSIENT * u.largest) * part
-            worst = max(worst, u.before + inside)
+            buffers = RECOMPUTE * self.transient / TRANSIENT * u.largest
+            inside = (u.internal + SCORE_GRADS * u.scores + buffers) * part
+            worst = max(worst, u.before + inside + GRAD_IO * u.io)
         return int(self.scale * worst)
 
     def _chunks(self, unit: UnitCost, options: MemoryOptions) -> int:

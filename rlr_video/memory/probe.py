@@ -34,7 +34,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-MMAP_THRESHOLD = "65536"
+MMAP_THRESHOLD = "16384"
 
 
 class TensorMemoryTracker(TorchDispatchMode):
