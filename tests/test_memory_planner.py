@@ -217,13 +217,14 @@ def test_calibration_brings_predictions_to_measurements():
 
 def test_plan_command(capsys, tmp_path):
     out = tmp_path / "plan.json"
-    assert cli.main(["plan", "tiny-shapes", "--budget", "2MiB", "--json", str(out)]) == 0
+    toy = ["model.path=null", "model.toy.hidden=8"]  # the toy backbone, whatever the preset's model
+    assert cli.main(["plan", "tiny-shapes", *toy, "--budget", "2MiB", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "memory plan for 4 video(s)" in printed and "why" in printed
     assert json.loads(out.read_text())["h"] >= 1
-    assert cli.main(["plan", "tiny-shapes", "--budget", "1KiB"]) == 1
+    assert cli.main(["plan", "tiny-shapes", *toy, "--budget", "1KiB"]) == 1
     assert "too small for even h = 1" in capsys.readouterr().err
-    assert cli.main(["plan", "tiny-shapes", "--budget", "lots"]) == 2
+    assert cli.main(["plan", "tiny-shapes", *toy, "--budget", "lots"]) == 2
     # a diffusers model, built from its config files on the meta device
     path = tiny_model_dir("modelscope")
     args = [
@@ -251,6 +252,8 @@ def test_training_uses_the_plan(tmp_path):
             "train.progress=false",
             "train.steps=1",
             "train.batch_size=2",
+            "model.path=null",
+            "model.toy.hidden=8",
             "memory.budget=1MiB",
             "memory.max_h=5",
         ],
