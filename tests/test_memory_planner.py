@@ -263,3 +263,13 @@ def test_training_uses_the_plan(tmp_path):
     assert trainer.estimator.h == plan["h"] == config.estimator.h == 5
     assert trainer.estimator.checkpoint_calls == (plan["checkpoint"] == "call")
     trainer.train()
+
+
+def test_training_with_a_budget_too_small_is_a_clear_error(tmp_path, capsys):
+    from rlr_video import cli
+
+    argv = ["train", f"train.output_dir={tmp_path}", "train.progress=false", "model.path=null",
+            "model.toy.hidden=8", "memory.budget=1KiB"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "memory.budget" in err and "the smallest plan needs" in err

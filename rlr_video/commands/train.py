@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(config_yaml(config), end="")
         return 0
+    from rlr_video.memory.planner import BudgetTooSmall
     from rlr_video.train import train
 
     try:
@@ -63,4 +64,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileExistsError, FileNotFoundError) as err:  # a run folder in use, a bad --resume path
         print(f"rlr-video train: {err}", file=sys.stderr)
         return 2
+    except BudgetTooSmall as err:  # memory.budget below what even h = 1 needs
+        print(f"rlr-video train: memory.budget: {err}", file=sys.stderr)
+        return 1
     return 0
