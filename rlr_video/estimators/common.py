@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rlr_video.chain import predict
+
 BASELINES = ("loo", "running", "none")
 
 
@@ -124,11 +126,14 @@ def reward_stats(rewards: Tensor) -> dict[str, float]:
     }
 
 
-def step_log_prob(backbone, cond, traj, step: int) -> Tensor:
-    """log N(x_{t-1}; mean_theta(x_t, t), std_t^2) at a stored transition, with gradients to
-    the parameters only (both stored latents are detached)."""
-    x_t = traj.latents[step].detach()
-    output = backbone.predict(x_t, step, cond)
+def step_log_prob(backbone, cond, traj, step: int, latents: Tensor | None = None, checkpoint: bool = False) -> Tensor:
+    """log N(x_{t-1}; mean_theta(x_t, t), std_t^2) at a stored transition.
+
+    x_t is the stored latent (detached: gradients reach the parameters only) unless
+    ``latents`` gives a replayed one; the stored x_{t-1} is always detached.
+    """
+    x_t = traj.latents[step].detach() if latents is None else latents
+    output = predict(backbone, x_t, step, cond, checkpoint)
     mean, std = backbone.transition.mean_std(output, step, x_t)
     return backbone.transition.log_prob(traj.latents[step - 1].detach(), mean, std)
 

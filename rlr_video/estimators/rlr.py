@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rlr_video.chain import predict, replay, rollout
+from rlr_video.chain import replay, rollout
 from rlr_video.estimators.common import (
     CallCount,
     GradPart,
@@ -130,9 +130,7 @@ class RLR:
         ho = GradPart(params)
         with torch.enable_grad():
             x_j = replay(backbone, cond, traj, j + self.h - 1, j, self.checkpoint_calls)
-            output = predict(backbone, x_j, j, cond, self.checkpoint_calls)
-            mean, std = transition.mean_std(output, j, x_j)
-            log_prob = transition.log_prob(traj.latents[j - 1].detach(), mean, std)
+            log_prob = step_log_prob(backbone, cond, traj, j, latents=x_j, checkpoint=self.checkpoint_calls)
             ho.add(-(advantages * log_prob).mean())
         calls.forward += self.h
         calls.backward += self.h
