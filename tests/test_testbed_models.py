@@ -23,6 +23,7 @@ from rlr_video.testbed.clip import (
     model_config,
     register_config,
     save_shapes_clip,
+    video_clip_folder,
 )
 
 
@@ -117,6 +118,7 @@ def test_shapes_clip_builds_saves_and_loads(tmp_path) -> None:
     sims = clip(b.videos, b.captions)
     assert sims.shape == (3,) and sims.requires_grad
     save_shapes_clip(model, tmp_path)
+    assert video_clip_folder(f"local-dir:{tmp_path}") == tmp_path
     loaded = load_shapes_clip(tmp_path)
     with torch.no_grad():  # float16 storage: close, not equal
         assert torch.allclose(loaded(b.videos, b.captions), clip(b.videos, b.captions), atol=2e-2)
@@ -132,3 +134,38 @@ def test_shipped_shapes_clip_prefers_true_colour() -> None:
     with torch.no_grad():
         right_sims, wrong_sims = clip(b.videos, b.captions), clip(b.videos, wrong)
     assert (right_sims > wrong_sims).float().mean() >= 0.9
+
+
+def test_clip_reward_with_the_shapes_clip_scores_whole_videos_and_sees_direction() -> None:
+    from rewards import build_reward
+
+    reward = build_reward("clip", model="shapes-clip", scale=2.0)
+    b = shapes.make_batch(8, 3, "heldout")
+    flipped = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    wrong = [
+        c.replace(s.direction, flipped[s.direction]) if s.direction in flipped else c.replace("still", "moving left")
+        for c, s in zip(b.captions, b.specs, strict=True)
+    ]
+    frames = b.videos.clone().requires_grad_(True)
+    right = reward(frames, b.captions)
+    assert right.shape == (8,)
+    # The reward is the video CLIP's cosine (scaled), not a mean over frames.
+    with torch.no_grad():
+        assert torch.allclose(right, 2.0 * load_shapes_clip()(b.videos, b.captions), atol=1e-5)
+        assert (right > reward(b.videos, wrong)).float().mean() >= 0.75
+    # Differentiable in the frames, frozen in its own weights.
+    right.sum().backward()
+    assert frames.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in reward.video_clip.parameters())
+
+
+def test_video_clip_folder_tells_video_from_image_clips(tmp_path) -> None:
+    assert video_clip_folder("shapes-clip") == SHAPES_CLIP_DIR
+    assert video_clip_folder("ViT-B-32") is None
+    image_clip = tmp_path / "image"
+    image_clip.mkdir()
+    (image_clip / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
+    assert video_clip_folder(f"local-dir:{image_clip}") is None
+    (image_clip / "open_clip_config.json").write_text(json.dumps({"rlr_video": {"video_grid": [4, 4]}}))
+    with pytest.raises(ValueError, match=r"open_clip_config.json: video_grid \[4, 4\] is not supported"):
+        video_clip_folder(str(image_clip))

@@ -141,8 +141,36 @@ def load_shapes_clip(path: str | Path | None = None, device: str = "cpu") -> Sha
     return ShapesClip(model, tokenizer)
 
 
+def video_clip_folder(model: str) -> Path | None:
+    """The folder of the frame-grid video CLIP that ``model`` names, or ``None``.
+
+    ``"shapes-clip"`` is the shipped one; ``"local-dir:PATH"`` (or a bare folder path) counts
+    when its ``open_clip_config.json`` carries ``rlr_video.video_grid`` (written by
+    :func:`save_shapes_clip`). Anything else is an image CLIP name for open_clip.
+    """
+    if model == MODEL_NAME:
+        return SHAPES_CLIP_DIR
+    folder = Path(model.removeprefix("local-dir:")).expanduser()
+    config = folder / "open_clip_config.json"
+    if not config.is_file():
+        return None
+    try:
+        extra = json.loads(config.read_text()).get("rlr_video", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config}: not valid JSON ({err})") from err
+    if "video_grid" not in extra:
+        return None
+    if list(extra["video_grid"]) != list(GRID):
+        raise ValueError(f"{config}: video_grid {extra['video_grid']} is not supported (expected {list(GRID)})")
+    return folder
+
+
 def save_shapes_clip(model, folder: str | Path, extra: dict | None = None) -> Path:
-    """Save ``model`` as an open_clip ``local-dir`` folder (float16 safetensors)."""
+    """Save ``model`` as an open_clip ``local-dir`` folder (float16 safetensors).
+
+    ``open_clip_config.json`` gets an ``rlr_video`` section with ``video_grid`` (which marks
+    the folder as a video CLIP for the ``clip`` reward) and ``extra`` (training facts).
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -150,8 +178,7 @@ def save_shapes_clip(model, folder: str | Path, extra: dict | None = None) -> Pa
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
     cfg = {"model_cfg": model_config(), "preprocess_cfg": preprocess_config()}
-    if extra:
-        cfg["rlr_video"] = extra
+    cfg["rlr_video"] = {"video_grid": list(GRID), **(extra or {})}
     (folder / "open_clip_config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     return folder
 
@@ -167,4 +194,5 @@ __all__ = [
     "model_config",
     "register_config",
     "save_shapes_clip",
+    "video_clip_folder",
 ]
