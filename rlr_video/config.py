@@ -90,6 +90,9 @@ class EstimatorConfig:
 
     name: Literal["rlr", "full_bp", "truncated_bp", "lr"] = "rlr"
     h: int = field(default=2, metadata=_meta(1))
+    # rlr: the last steps taken pathwise (1 in the paper). Their LR terms would have the
+    # smallest noise std and so the largest variance; backprop through them is cheap there.
+    fo_steps: int = field(default=1, metadata=_meta(1))
     zo: Literal["latent_lr", "param_es", "none"] = "latent_lr"
     zo_samples: int | None = field(default=None, metadata=_meta(1))
     j: Literal["uniform", "grad_norm"] | list[int] = "uniform"
@@ -386,14 +389,15 @@ def validate(config: Config) -> None:
         raise ConfigError("model.toy.latent_shape", m.toy.latent_shape, "4 positive integers [C, F, H, W]")
     T = m.num_steps
     if e.name == "rlr":
-        if e.h > T - 1:
-            raise ConfigError("estimator.h", e.h, f"1 ... {T - 1} (model.num_steps - 1; step 1 is FO)")
+        fo = e.fo_steps
+        if e.h > T - fo:
+            raise ConfigError("estimator.h", e.h, f"1 ... {T - fo} (model.num_steps - fo_steps: those are FO)")
         if isinstance(e.j, list):
-            lo, hi = 2, T - e.h + 1
+            lo, hi = fo + 1, T - e.h + 1
             if len(e.j) != 2 or not lo <= e.j[0] <= e.j[1] <= hi:
                 raise ConfigError("estimator.j", e.j, f"uniform, grad_norm or [a, b] with {lo} <= a <= b <= {hi}")
-        if e.zo_samples is not None and e.zo_samples > T - 1 - e.h:
-            raise ConfigError("estimator.zo_samples", e.zo_samples, f"null or 1 ... {T - 1 - e.h}")
+        if e.zo_samples is not None and e.zo_samples > T - fo - e.h:
+            raise ConfigError("estimator.zo_samples", e.zo_samples, f"null or 1 ... {T - fo - e.h}")
     if e.name == "rlr" and e.zo == "param_es" and e.es_sigma <= 0:
         raise ConfigError("estimator.es_sigma", e.es_sigma, "numbers > 0 with zo: param_es")
     if e.name == "lr" and e.inner_epochs > 1:
@@ -416,8 +420,9 @@ def validate(config: Config) -> None:
             raise ConfigError("estimator.j", e.j, "uniform when prompts.ho_stage picks the range")
         from rlr_video.train.prompts import stage_j_range  # pure arithmetic, no torch
 
-        if stage_j_range(T, e.h, p.ho_stage) is None:
-            raise ConfigError("prompts.ho_stage", p.ho_stage, f"a third of the {T} steps that fits h={e.h}")
+        if stage_j_range(T, e.h, p.ho_stage, e.fo_steps) is None:
+            allowed = f"a third of the {T} steps that fits h={e.h} above the fo_steps"
+            raise ConfigError("prompts.ho_stage", p.ho_stage, allowed)
     _validate_memory(config)
     for name in t.log_with:
         module = {"tensorboard": "tensorboard", "wandb": "wandb"}[name]

@@ -15,7 +15,8 @@ PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 
 def test_presets_exist():
     names = {p.stem for p in PRESETS}
-    assert {"tiny-shapes", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"} <= names
+    expected = {"tiny-shapes", "toy", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"}
+    assert expected <= names
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -24,7 +25,8 @@ def test_every_preset_loads_and_validates(preset: Path):
     assert config.estimator.name in ("rlr", "full_bp", "truncated_bp", "lr")
     assert Path(config.prompts.path).is_file()  # resolved against the preset's folder
     if config.model.path is not None:  # a real family: the paper's defaults
-        assert config.estimator.h == 2 and 25 <= config.model.num_steps <= 50
+        steps = (10, 10) if config.model.path == "tiny-shapes" else (25, 50)  # the CPU testbed: short chains
+        assert config.estimator.h == 2 and steps[0] <= config.model.num_steps <= steps[1]
         assert 4 <= config.model.lora_rank <= 16
         from rlr_video.backbones import BackboneOptions
         from rlr_video.train.model import backbone_options
@@ -33,12 +35,12 @@ def test_every_preset_loads_and_validates(preset: Path):
 
 
 def test_default_is_the_cpu_preset():
-    assert load_config(None).model.toy is not None
+    assert load_config(None).model.path == "tiny-shapes"
 
 
 def test_overrides_are_typed():
     c = load_config(
-        "tiny-shapes",
+        "toy",
         ["estimator.h=3", "train.mixed_precision=no", "reward={brightness: 1, redness: 0.5}", "estimator.j=[2,4]"],
     )
     assert c.estimator.h == 3 and c.train.mixed_precision == "no"
@@ -51,6 +53,7 @@ def test_overrides_are_typed():
         ("estimator.name=rrl", "estimator.name", "rlr, full_bp, truncated_bp, lr"),
         ("estimator.h=0", "estimator.h", ">= 1"),
         ("estimator.h=12", "estimator.h", "1 ... 9"),
+        ("estimator.fo_steps=9", "estimator.h", "1 ... 1"),
         ("estimator.h=two", "estimator.h", "an integer"),
         ("train.stesp=3", "train.stesp", "did you mean 'steps'"),
         ("reward=aesthtic", "reward", "did you mean 'aesthetic'"),
@@ -64,7 +67,7 @@ def test_overrides_are_typed():
 )
 def test_errors_name_key_value_and_allowed(override, key, allowed):
     with pytest.raises(ConfigError) as info:
-        load_config("tiny-shapes", [override])
+        load_config("toy", [override])
     assert info.value.key == key
     assert allowed in str(info.value) and key in str(info.value)
     assert repr(info.value.value) in str(info.value)
@@ -106,3 +109,19 @@ def test_multiscale_stage_validation(tmp_path):
             "tiny-shapes",
             [f"prompts.path={prompts}", "prompts.ho_stage=fine", "model.num_steps=4", "estimator.zo_samples=null"],
         )
+    # 10 steps: the fine third is steps 1-3; with fo_steps 2 only j = 3 is left, too few for h = 2.
+    fine = [f"prompts.path={prompts}", "prompts.ho_stage=fine", "estimator.zo_samples=null"]
+    assert load_config("toy", [*fine, "estimator.h=1", "estimator.fo_steps=2"]).estimator.fo_steps == 2
+    with pytest.raises(ConfigError, match="above the fo_steps"):
+        load_config("toy", [*fine, "estimator.fo_steps=2"])
+
+
+def test_fo_steps_reaches_the_estimator_and_moves_the_ranges():
+    from rlr_video.train.estimator import build_estimator
+
+    c = load_config("toy", ["estimator.fo_steps=3", "estimator.j=[4,5]", "estimator.zo_samples=5"])
+    assert build_estimator(c.estimator).fo_steps == 3
+    with pytest.raises(ConfigError, match="4 <= a <= b <= 9"):
+        load_config("toy", ["estimator.fo_steps=3", "estimator.j=[3,5]"])
+    with pytest.raises(ConfigError, match="null or 1 ... 5"):
+        load_config("toy", ["estimator.fo_steps=3", "estimator.zo_samples=6"])

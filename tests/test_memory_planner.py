@@ -217,19 +217,18 @@ def test_calibration_brings_predictions_to_measurements():
 
 def test_plan_command(capsys, tmp_path):
     out = tmp_path / "plan.json"
-    toy = ["model.path=null", "model.toy.hidden=8"]  # the toy backbone, whatever the preset's model
-    assert cli.main(["plan", "tiny-shapes", *toy, "--budget", "2MiB", "--json", str(out)]) == 0
+    assert cli.main(["plan", "toy", "--budget", "2MiB", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "memory plan for 4 video(s)" in printed and "why" in printed
     assert json.loads(out.read_text())["h"] >= 1
-    assert cli.main(["plan", "tiny-shapes", *toy, "--budget", "1KiB"]) == 1
+    assert cli.main(["plan", "toy", "--budget", "1KiB"]) == 1
     assert "too small for even h = 1" in capsys.readouterr().err
-    assert cli.main(["plan", "tiny-shapes", *toy, "--budget", "lots"]) == 2
+    assert cli.main(["plan", "toy", "--budget", "lots"]) == 2
     # a diffusers model, built from its config files on the meta device
     path = tiny_model_dir("modelscope")
     args = [
         "plan",
-        "tiny-shapes",
+        "toy",
         "model.toy=null",
         f"model.path={path}",
         "model.height=16",
@@ -246,14 +245,12 @@ def test_plan_command(capsys, tmp_path):
 
 def test_training_uses_the_plan(tmp_path):
     config = load_config(
-        "tiny-shapes",
+        "toy",
         [
             f"train.output_dir={tmp_path}",
             "train.progress=false",
             "train.steps=1",
             "train.batch_size=2",
-            "model.path=null",
-            "model.toy.hidden=8",
             "memory.budget=1MiB",
             "memory.max_h=5",
         ],
@@ -268,8 +265,7 @@ def test_training_uses_the_plan(tmp_path):
 def test_training_with_a_budget_too_small_is_a_clear_error(tmp_path, capsys):
     from rlr_video import cli
 
-    argv = ["train", f"train.output_dir={tmp_path}", "train.progress=false", "model.path=null",
-            "model.toy.hidden=8", "memory.budget=1KiB"]
+    argv = ["train", "toy", f"train.output_dir={tmp_path}", "train.progress=false", "memory.budget=1KiB"]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "memory.budget" in err and "the smallest plan needs" in err

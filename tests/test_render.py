@@ -29,12 +29,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 def test_render_gallery(tmp_path, capsys):
     run = tmp_path / "run"
-    Trainer(load_config("tiny-shapes", [f"train.output_dir={run}", "train.steps=2", "train.progress=false"])).train()
+    Trainer(load_config("toy", [f"train.output_dir={run}", "train.steps=2", "train.progress=false"])).train()
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     out = tmp_path / "gallery"
     lora = run / "checkpoints" / "step-000002"
-    argv = ["render", "tiny-shapes", "--prompts", str(prompts), "--lora", str(lora), "--out", str(out), "--no-progress"]
+    argv = ["render", "toy", "--prompts", str(prompts), "--lora", str(lora), "--out", str(out), "--no-progress"]
     assert cli.main(argv) == 0
 
     labels = ["base", "step-000002"]

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 def tiny(out: Path, *overrides: str):
     return load_config(
-        "tiny-shapes",
+        "toy",
         [
             f"train.output_dir={out}",
             "train.progress=false",
@@ -67,7 +67,7 @@ KILLED_RUN = textwrap.dedent(
     from rlr_video.train.trainer import Trainer
 
     mode, out = sys.argv[1], sys.argv[2]
-    config = load_config("tiny-shapes", [f"train.output_dir={out}", "train.progress=false",
+    config = load_config("toy", [f"train.output_dir={out}", "train.progress=false",
                                          "train.steps=6", "train.checkpoint_every=2", "train.batch_size=2"])
 
     class Run(Trainer):
@@ -177,8 +177,10 @@ def test_nonfinite_reward_skips_the_update(tmp_path, value):
 
 
 def test_cpu_default_trains_from_the_command_line(tmp_path):
+    # The default preset is tiny-shapes (the shipped model and CLIP); made small to be quick.
     out = tmp_path / "run"
-    assert cli.main(["train", "train.steps=3", f"train.output_dir={out}", "train.progress=false"]) == 0
+    small = ["train.steps=3", "train.batch_size=2", "model.num_steps=4"]
+    assert cli.main(["train", *small, f"train.output_dir={out}", "train.progress=false"]) == 0
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     for row in rows:

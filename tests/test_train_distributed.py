@@ -65,7 +65,7 @@ WORKER = textwrap.dedent(
             if step == 0:
                 torch.save([p.grad.clone() for p in self.params], dumps / f"grads-rank{self.rank}.pt")
 
-    config = load_config("tiny-shapes", [f"train.output_dir={out}", *sys.argv[3:]])
+    config = load_config("toy", [f"train.output_dir={out}", *sys.argv[3:]])
     trainer = Dump(config)
     assert trainer.world == 2, trainer.world
     trainer.train()
@@ -96,7 +96,7 @@ def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
     # One process, two micro-batches of 2 == two processes, one micro-batch of 2 each. The
     # launcher gives each worker one thread, as the module fixture gives this process: the
     # thread count changes the order of float sums inside convolutions (~1e-4 relative here).
-    config = load_config("tiny-shapes", [f"train.output_dir={tmp_path / 'one'}", *COMMON, "train.grad_accum=2"])
+    config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *COMMON, "train.grad_accum=2"])
     single = FirstGradients(config)
     single.train()
 

@@ -23,6 +23,7 @@ def build_estimator(cfg: EstimatorConfig, j_range: tuple[int, int] | None = None
         j = tuple(j_range) if j_range is not None else (tuple(cfg.j) if isinstance(cfg.j, list) else cfg.j)
         return RLR(
             h=cfg.h,
+            fo_steps=cfg.fo_steps,
             zo=cfg.zo,
             zo_samples=cfg.zo_samples,
             j=j,

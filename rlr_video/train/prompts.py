@@ -124,9 +124,9 @@ def stage_of(step: int, num_steps: int) -> int:
     raise ValueError(f"step {step} is outside the chain 1..{num_steps}")
 
 
-def stage_j_range(num_steps: int, h: int, stage: str) -> tuple[int, int] | None:
+def stage_j_range(num_steps: int, h: int, stage: str, fo_steps: int = 1) -> tuple[int, int] | None:
     """The range [a, b] of HO starts j whose sub-chain j+h-1 ... j lies in ``stage`` (and
-    above step 1, which belongs to FO), or None when the third is too short for h."""
+    above the last ``fo_steps``, which belong to FO), or None when that is too short for h."""
     low, high = stage_ranges(num_steps)[stage]
-    a, b = max(low, 2), high - h + 1
+    a, b = max(low, fo_steps + 1), high - h + 1
     return (a, b) if a <= b else None

@@ -93,7 +93,8 @@ class Trainer:
                           print if self.is_main else None)
         j_range = None
         if cfg.prompts.ho_stage is not None:
-            j_range = stage_j_range(self.model.num_steps, cfg.estimator.h, cfg.prompts.ho_stage)
+            e = cfg.estimator
+            j_range = stage_j_range(self.model.num_steps, e.h, cfg.prompts.ho_stage, e.fo_steps)
         self.estimator = build_estimator(cfg.estimator, j_range)
         self.baseline = PromptBaseline(cfg.train.baseline_window) if cfg.train.prompt_baseline else None
         self.reward = TrainingReward(build_reward(cfg.reward), self.baseline)
