@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint demo bench
+DEMO_DIR := runs/demo
+
+.PHONY: install test lint demo bench bench-training
 
 $(BIN)/rlr-video: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,4 +28,14 @@ lint: install
 bench: install
 	$(BIN)/python tools/bench_estimators.py
 
-demo: bench
+bench-training: install
+	$(BIN)/python tools/bench_training.py
+
+# Fine-tune the shipped tiny-shapes model with RLR on the CPU (configs/tiny-shapes.yaml), render
+# base vs fine-tuned previews (runs/demo/preview/index.html) and compare them on a fixed set.
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(BIN)/rlr-video train tiny-shapes train.output_dir=$(DEMO_DIR)
+	$(BIN)/rlr-video render $(DEMO_DIR)/config.yaml --no-progress --out $(DEMO_DIR)/preview \
+		--lora $$(ls -d $(DEMO_DIR)/checkpoints/step-* | tail -n 1)
+	$(BIN)/python tools/demo_report.py $(DEMO_DIR)
