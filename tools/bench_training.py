@@ -113,7 +113,7 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("samples", "reward"), ("seconds", "reward"), ("samples", "all"), ("samples", "direction")]
+    panels = [("samples", "reward"), ("seconds", "reward"), ("samples", "colour"), ("samples", "all")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), dpi=100)
     for ax, (x_key, y_key) in zip(axes, panels, strict=True):
         for i, method in enumerate(dict.fromkeys(r["method"] for r in runs)):
@@ -144,7 +144,11 @@ def main() -> None:
     parser.add_argument("--eval-videos", type=int, default=30)
     parser.add_argument("--out", default="benchmarks/training.json")
     parser.add_argument("--plot", default="benchmarks/training.png")
+    parser.add_argument("--replot", action="store_true", help="only redraw --plot from the runs in --out")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.out).read_text())["runs"], Path(args.plot))
+        return
 
     runs, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
