@@ -1,13 +1,13 @@
 """Fine-tuning the testbed model with each estimator: reward and ground truth vs samples and time.
 
 Every estimator trains the same config (by default the ``tiny-shapes`` preset: the shipped
-text-to-video model, the shapes-CLIP reward) from the same seeds. Every ``--eval-every``
+text-to-video model and its reward; ``reward=...`` overrides it) from the same seeds. Every ``--eval-every``
 steps the current weights sample a fixed evaluation set (the same prompts and seeds for every
 run and every step) which is scored by the training reward and by the analytic ground truth,
 so a reward that rises while the ground truth falls is reward hacking. Wall-clock counts
 training steps only, not evaluations.
 
-    python tools/bench_training.py [--seeds 0 1 2] [--steps 40] [--estimators rlr truncated_bp lr full_bp]
+    python tools/bench_training.py [--seeds 0 1 2] [--steps 20] [--estimators rlr truncated_bp lr full_bp]
         [key=value ...]    # config overrides for every run, e.g. train.batch_size=4
 
 writes ``benchmarks/training.json`` and ``benchmarks/training.png``.
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--config", default="tiny-shapes")
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--eval-videos", type=int, default=30)
     parser.add_argument("--out", default="benchmarks/training.json")
@@ -169,7 +169,7 @@ def main() -> None:
             [*args.overrides, f"--config {args.config}", f"--seeds {' '.join(map(str, args.seeds))}",
              f"--steps {args.steps}", f"--eval-every {args.eval_every}", f"--eval-videos {args.eval_videos}"]),
         "config": load_config(args.config, args.overrides).to_dict(),
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
+        "machine": {"torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__},
         "total_seconds": round(time.perf_counter() - start, 1),
         "summary": table,
