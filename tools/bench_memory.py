@@ -100,24 +100,19 @@ def build_denoiser(family: str, channels: tuple[int, ...], heads: int, groups: i
     n = len(channels)
     down = ("CrossAttnDownBlock3D",) * (n - 1) + ("DownBlock3D",)
     up = ("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (n - 1)
-    if family == "modelscope":
-        return UNet3DConditionModel(
-            block_out_channels=channels,
-            layers_per_block=1,
-            down_block_types=down,
-            up_block_types=up,
-            cross_attention_dim=cross,
-            attention_head_dim=heads,
-            norm_num_groups=groups,
-        )
-    unet2d = UNet2DConditionModel(
+    shared = dict(
         block_out_channels=channels,
         layers_per_block=1,
-        down_block_types=tuple(b.replace("3D", "2D") for b in down),
-        up_block_types=tuple(b.replace("3D", "2D") for b in up),
         cross_attention_dim=cross,
         attention_head_dim=heads,
         norm_num_groups=groups,
+    )
+    if family == "modelscope":
+        return UNet3DConditionModel(**shared, down_block_types=down, up_block_types=up)
+    unet2d = UNet2DConditionModel(
+        **shared,
+        down_block_types=tuple(b.replace("3D", "2D") for b in down),
+        up_block_types=tuple(b.replace("3D", "2D") for b in up),
     )
     adapter = MotionAdapter(
         block_out_channels=channels,

@@ -29,7 +29,6 @@ import torch
 from rewards import build_reward
 from rlr_video.config import load_config
 from rlr_video.testbed.evaluate import GROUND_TRUTH_KEYS, eval_set, evaluate
-from rlr_video.train.prompts import load_prompts
 from rlr_video.train.trainer import Trainer
 
 # What each method changes in the config; everything else (lr, batch, steps) is shared.
@@ -42,11 +41,12 @@ ESTIMATORS = {
 
 
 class EvaluatingTrainer(Trainer):
-    """A trainer that evaluates the fixed set every ``every`` steps (and at step 0)."""
+    """A trainer that evaluates a fixed set of its prompts every ``every`` steps (and at step 0)."""
 
-    def __init__(self, config, prompts, seeds, every: int):
+    def __init__(self, config, eval_videos: int, every: int):
         super().__init__(config)
-        self.eval_prompts, self.eval_seeds, self.every = prompts, seeds, every
+        self.eval_prompts, self.eval_seeds = eval_set(self.prompts, eval_videos)
+        self.every = every
         self.eval_reward = build_reward(config.reward)
         self.train_seconds = 0.0
         self.curve = [self._evaluate(0)]
@@ -70,9 +70,7 @@ def run(config_name: str, overrides: list[str], method: str, seed: int, args, wo
         *overrides, *ESTIMATORS[method], f"train.seed={seed}", f"train.steps={args.steps}",
         f"train.output_dir={out}", "train.progress=false", f"train.checkpoint_every={args.steps}",
     ])
-    prompts = load_prompts(config.prompts.path) if config.prompts.path else list(config.prompts.items)
-    eval_prompts, eval_seeds = eval_set(prompts, args.eval_videos)
-    trainer = EvaluatingTrainer(config, eval_prompts, eval_seeds, args.eval_every)
+    trainer = EvaluatingTrainer(config, args.eval_videos, args.eval_every)
     records = trainer.train()
     shutil.rmtree(out, ignore_errors=True)
     return {

@@ -24,7 +24,7 @@ from rlr_video.testbed.evaluate import GROUND_TRUTH_KEYS, eval_set, evaluate
 from rlr_video.train.checkpoint import latest_checkpoint, weights_dir
 from rlr_video.train.metrics import read_metrics
 from rlr_video.train.model import build_backbone, load_weights
-from rlr_video.train.prompts import load_prompts
+from rlr_video.train.prompts import config_prompts
 
 
 def mean_sd(values: list[float]) -> str:
@@ -41,8 +41,7 @@ def main() -> None:
     checkpoint = latest_checkpoint(args.run)
     if checkpoint is None:
         raise SystemExit(f"{args.run}: no checkpoint to evaluate (did training finish?)")
-    prompts = load_prompts(config.prompts.path) if config.prompts.path else list(config.prompts.items)
-    prompts, seeds = eval_set(prompts, args.videos)
+    prompts, seeds = eval_set(config_prompts(config.prompts), args.videos)
     reward = build_reward(config.reward)
     torch.manual_seed(config.train.seed)
     model = build_backbone(config.model)

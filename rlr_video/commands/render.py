@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rlr_video.commands.train import split_args
     from rlr_video.config import ConfigError, load_config
-    from rlr_video.train.prompts import PromptError, load_prompts
+    from rlr_video.train.prompts import PromptError, config_prompts, load_prompts
 
     config_name, overrides = split_args(args.args)
     try:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rlr-video render: {err}", file=sys.stderr)
         return 2
     if prompts is None:
-        prompts = load_prompts(config.prompts.path) if config.prompts.path else list(config.prompts.items)
+        prompts = config_prompts(config.prompts)
     if args.limit is not None:
         prompts = prompts[: args.limit]
     for lora in args.lora:

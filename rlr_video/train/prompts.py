@@ -51,6 +51,13 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
+def config_prompts(prompts_config) -> list[Prompt]:
+    """The prompts a config's ``prompts`` section names: its file, else its inline ``items``."""
+    if prompts_config.path:
+        return load_prompts(prompts_config.path)
+    return list(prompts_config.items)
+
+
 def _parse_jsonl_line(line: str, where: str) -> Prompt:
     try:
         row = json.loads(line)

@@ -46,7 +46,7 @@ from rlr_video.train.memory import plan_run
 from rlr_video.train.metrics import CURVE_FILE, MetricsWriter, plot_reward_curve
 from rlr_video.train.model import build_backbone, load_weights, save_weights
 from rlr_video.train.multiscale import MultiScaleBackbone
-from rlr_video.train.prompts import load_prompts, prompts_at, stage_j_range
+from rlr_video.train.prompts import config_prompts, prompts_at, stage_j_range
 from rlr_video.train.rewards import TrainingReward
 
 # Estimator diagnostics that add up over micro-batches; the others are averaged.
@@ -81,7 +81,7 @@ class Trainer:
         self.is_main = acc.is_main_process
         checkpoint = self._find_checkpoint(resume)
 
-        self.prompts = load_prompts(cfg.prompts.path) if cfg.prompts.path else list(cfg.prompts.items)
+        self.prompts = config_prompts(cfg.prompts)
         torch.manual_seed(cfg.train.seed)  # LoRA initialisation, identical in every process
         self.model = build_backbone(cfg.model, acc.device)
         multiscale = any(isinstance(p, tuple) for p in self.prompts)
