@@ -244,10 +244,19 @@ def sample(
     guidance_scale: float = 2.0,
     seed: int = 0,
     eta: float = 0.0,
+    same_noise: bool = False,
 ) -> Tensor:
-    """Sample videos (B, F, 3, H, W) in [0, 1] through ``TextToVideoSDPipeline``."""
+    """Sample videos (B, F, 3, H, W) in [0, 1] through ``TextToVideoSDPipeline``.
+
+    ``same_noise`` starts every video from the same noise, so that with ``eta`` 0 the
+    prompts are the only difference between them.
+    """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     cfg = pipe.unet.config
+    latents = None
+    if same_noise:
+        shape = (1, cfg.in_channels, NUM_FRAMES, cfg.sample_size, cfg.sample_size)
+        latents = torch.randn(shape, generator=generator).expand(len(prompts), -1, -1, -1, -1).contiguous()
     out = pipe(
         prompt=prompts,
         num_frames=NUM_FRAMES,
@@ -257,6 +266,7 @@ def sample(
         guidance_scale=guidance_scale,
         eta=eta,
         generator=generator,
+        latents=None if latents is None else latents.to(pipe.device),
         output_type="pt",
     )
     return out.frames.float().cpu()
