@@ -117,3 +117,22 @@ def test_bad_arguments_are_named():
     transition = DDIMTransition.from_scheduler(DDIMScheduler(), 5)
     with pytest.raises(ValueError, match="step 6"):
         transition.timestep(6)
+
+
+def test_lr_term_scale_is_the_closed_form_and_flags_the_step_onto_t_1():
+    from rlr_video.chain.lr_scale import lr_term_scale, lr_term_scales
+
+    sd = DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, set_alpha_to_one=False
+    )
+    transition = DDIMTransition.from_scheduler(sd, 25, eta=1.0)
+    step = 2  # t = 41 -> 1
+    a_t, a_prev = (float(sd.alphas_cumprod[t]) for t in (41, 1))
+    std = math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    slope = -math.sqrt(a_prev * (1 - a_t) / a_t) + math.sqrt(1 - a_prev - std**2)
+    assert lr_term_scale(transition, step) == pytest.approx(abs(slope) / std, rel=1e-4)
+    scales = lr_term_scales(transition, 25)
+    assert max(range(25), key=scales.__getitem__) == step - 1
+    assert scales[step - 1] > 5 * sorted(scales)[12]  # far above the median step
+    with pytest.raises(ValueError, match="step 2 is deterministic"):
+        lr_term_scale(DDIMTransition.from_scheduler(sd, 25, eta=0.0), 2)
