@@ -52,26 +52,49 @@ def test_latent_video_round_trip() -> None:
 
 @pytest.fixture(scope="module")
 def saved_pipeline(tmp_path_factory):
-    from diffusers import TextToVideoSDPipeline
+    return _save_random_pipeline(tmp_path_factory, "unet3d")
 
-    folder = tmp_path_factory.mktemp("tiny-shapes")
-    comps = tm.build_components(folder / "tokenizer")
-    pipe = TextToVideoSDPipeline(**comps)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+
+def _save_random_pipeline(tmp_path_factory, unet: str):
+    folder = tmp_path_factory.mktemp(f"tiny-shapes-{unet}")
+    tm.make_pipeline(tm.build_components(folder / "tokenizer", unet=unet)).save_pretrained(
+        str(folder), safe_serialization=True
+    )
     return folder
 
 
-def test_random_pipeline_saves_and_loads_like_a_hub_model(saved_pipeline) -> None:
+@pytest.mark.parametrize(
+    ("unet", "pipeline", "unet_class"),
+    [("unet3d", "TextToVideoSDPipeline", "UNet3DConditionModel"), ("motion", "AnimateDiffPipeline", "UNetMotionModel")],
+)
+def test_random_pipeline_saves_and_loads_like_a_hub_model(tmp_path_factory, unet, pipeline, unet_class) -> None:
+    saved_pipeline = _save_random_pipeline(tmp_path_factory, unet)
     index = json.loads((saved_pipeline / "model_index.json").read_text())
-    assert index["_class_name"] == "TextToVideoSDPipeline"
-    assert index["unet"] == ["diffusers", "UNet3DConditionModel"]
+    assert index["_class_name"] == pipeline
+    assert index["unet"] == ["diffusers", unet_class]
     assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
     assert index["tokenizer"][1] == "CLIPTokenizer"
     assert not list(saved_pipeline.rglob("*.bin")) and list(saved_pipeline.rglob("*.safetensors"))
     pipe = tm.load_pipeline(saved_pipeline)
+    assert type(pipe).__name__ == pipeline
     video = tm.sample(pipe, ["a red circle moving left on a black background"] * 2, 1, 2.0)
     assert video.shape == (2, 8, 3, 16, 16)
     assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0
+
+
+def test_training_denoises_like_the_motion_pipeline(tmp_path) -> None:
+    """``denoise`` gives UNetMotionModel the text per frame, as AnimateDiffPipeline does."""
+    pipe = tm.make_pipeline(tm.build_components(tmp_path / "tokenizer", unet="motion"))
+    prompts = ["a red circle moving left on a black background", "a blue square standing still"]
+    embeds = tm.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
+    latents = torch.randn(2, 3, tm.NUM_FRAMES, 16, 16)
+    with torch.no_grad():
+        out = tm.denoise(pipe.unet, latents, torch.tensor([500, 500]), embeds)
+        second_alone = tm.denoise(pipe.unet, latents[1:], torch.tensor([500]), embeds[1:])
+    assert out.shape == latents.shape
+    assert torch.allclose(out[1:], second_alone, atol=1e-5)  # each video sees its own caption
+    with pytest.raises(ValueError, match="'transformer'"):
+        tm.build_unet("transformer")
 
 
 def test_training_encodes_prompts_like_the_pipeline(saved_pipeline) -> None:

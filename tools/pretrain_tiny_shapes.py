@@ -39,8 +39,11 @@ from rlr_video.testbed.tiny_model import (  # noqa: E402
     NUM_FRAMES,
     RESOLUTION,
     TINY_SHAPES_DIR,
+    UNET_KINDS,
     build_components,
+    denoise,
     encode_prompts,
+    make_pipeline,
     video_to_latents,
 )
 
@@ -60,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the UNet pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="start from a saved folder's UNet and text encoder")
+    p.add_argument(
+        "--unet",
+        choices=UNET_KINDS,
+        default="unet3d",
+        help="denoiser class: unet3d (UNet3DConditionModel, the shipped model) or motion (UNetMotionModel)",
+    )
     p.add_argument("--out", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--save-every", type=int, default=250, help="also save mid-run (0: off)")
     p.add_argument(
@@ -110,21 +119,13 @@ def _time_progress(args: argparse.Namespace, start: float) -> float:
 
 
 def save_pipeline(components: dict, ema: dict, out: Path, info: dict) -> None:
-    """Save the EMA weights as a ``TextToVideoSDPipeline`` folder (safetensors)."""
-    from diffusers import TextToVideoSDPipeline
-
+    """Save the EMA weights as a pipeline folder (safetensors; see ``make_pipeline``)."""
     unet = copy.deepcopy(components["unet"]).cpu()
     text_encoder = copy.deepcopy(components["text_encoder"]).cpu()
     # EMA holds parameters only; buffers (position ids) come from the live modules.
     unet.load_state_dict(ema["unet"], strict=False)
     text_encoder.load_state_dict(ema["text_encoder"], strict=False)
-    pipe = TextToVideoSDPipeline(
-        vae=components["vae"].cpu(),
-        text_encoder=text_encoder,
-        tokenizer=components["tokenizer"],
-        unet=unet,
-        scheduler=components["scheduler"],
-    )
+    pipe = make_pipeline({**components, "unet": unet, "text_encoder": text_encoder, "vae": components["vae"].cpu()})
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(str(out), safe_serialization=True)
     (out / "train_info.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -141,13 +142,12 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    comps = build_components(out / "tokenizer", seed=args.seed)
+    comps = build_components(out / "tokenizer", seed=args.seed, unet=args.unet)
     comps["device"] = device
     if args.init is not None:
-        from diffusers import UNet3DConditionModel
         from transformers import CLIPTextModel
 
-        comps["unet"] = UNet3DConditionModel.from_pretrained(args.init, subfolder="unet")
+        comps["unet"] = type(comps["unet"]).from_pretrained(args.init, subfolder="unet")
         comps["text_encoder"] = CLIPTextModel.from_pretrained(args.init, subfolder="text_encoder")
         print(f"initialised from {args.init}")
     comps["vae"].to(device)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
             g["lr"] = lr_at(step, args.steps, args.warmup, args.lr, _time_progress(args, start))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             emb = encode_prompts(tokenizer, text_encoder, captions, token_cache)
-            pred = unet(xt, t, encoder_hidden_states=emb).sample
+            pred = denoise(unet, xt, t, emb)
         loss = F.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
