@@ -63,15 +63,9 @@ UNET_CONFIG: dict = {
 # shape, and its direction word changed the motion in 30% of word-swap groups against 13%,
 # though not yet in the asked-for direction (benchmarks/tiny_shapes_motion_word_swap.json).
 MOTION_UNET_CONFIG: dict = {
-    "sample_size": RESOLUTION,
-    "in_channels": 3,
-    "out_channels": 3,
+    **{k: v for k, v in UNET_CONFIG.items() if not k.endswith("_types") and k != "attention_head_dim"},
     "down_block_types": ("DownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion"),
     "up_block_types": ("CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion", "UpBlockMotion"),
-    "block_out_channels": (16, 32, 64),
-    "layers_per_block": 1,
-    "norm_num_groups": 8,
-    "cross_attention_dim": TEXT_WIDTH,
     "num_attention_heads": 4,
     "motion_max_seq_length": NUM_FRAMES,
     "motion_num_attention_heads": 4,
@@ -301,7 +295,7 @@ def sample(
     eta: float = 0.0,
     same_noise: bool = False,
 ) -> Tensor:
-    """Sample videos (B, F, 3, H, W) in [0, 1] through ``TextToVideoSDPipeline``.
+    """Sample videos (B, F, 3, H, W) in [0, 1] through the folder's pipeline.
 
     ``same_noise`` starts every video from the same noise, so that with ``eta`` 0 the
     prompts are the only difference between them.
