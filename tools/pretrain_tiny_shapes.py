@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
             prefetch_factor=4 if args.workers else None,
         )
     )
-    bar = tqdm(range(args.steps), desc="unet3d", mininterval=10)
+    bar = tqdm(range(args.steps), desc=args.unet, mininterval=10)
     steps_done = 0
     data_wait = 0.0
     for step in bar:
