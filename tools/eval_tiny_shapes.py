@@ -57,7 +57,7 @@ def prompts_for(combos: list[shapes.Combo], per_combo: int) -> list[str]:
     for colour, shape, direction in combos:
         for i in range(per_combo):
             bg = shapes.BACKGROUNDS[i % len(shapes.BACKGROUNDS)]
-            out.append(f"a {colour} {shape} {shapes.motion_phrase(direction)} on a {bg} background")
+            out.append(shapes.combo_prompt(colour, shape, direction, bg))
     return out
 
 

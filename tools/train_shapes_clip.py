@@ -150,7 +150,7 @@ def _values(attr: str) -> tuple[str, ...]:
 
 def _caption(key: tuple[str, str, str, str]) -> str:
     colour, shape, direction, background = key
-    return f"a {colour} {shape} {shapes.motion_phrase(direction)} on a {background} background"
+    return shapes.combo_prompt(colour, shape, direction, background)
 
 
 def main(argv: list[str] | None = None) -> dict:

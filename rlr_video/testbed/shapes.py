@@ -128,6 +128,12 @@ def motion_phrase(direction: str) -> str:
     return "standing still" if direction == "still" else f"moving {direction}"
 
 
+def combo_prompt(colour: str, shape: str, direction: str, background: str | None = None) -> str:
+    """The plain caption of a combination: ``"a red circle moving left on a black background"``."""
+    on = f" on a {background} background" if background else ""
+    return f"a {colour} {shape} {motion_phrase(direction)}{on}"
+
+
 def caption(spec: ShapeSpec, detailed: bool = False) -> str:
     """The caption of ``spec``; ``detailed`` adds size ("small"/"big") and speed words."""
     size_word = speed_word = ""
@@ -255,7 +261,7 @@ def heldout_prompts(background: str | None = None) -> list[str]:
     prompts = []
     for i, (colour, shape, direction) in enumerate(sorted(HELDOUT_COMBOS)):
         bg = background or BACKGROUNDS[i % len(BACKGROUNDS)]
-        prompts.append(f"a {colour} {shape} {motion_phrase(direction)} on a {bg} background")
+        prompts.append(combo_prompt(colour, shape, direction, bg))
     return prompts
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from torch import Tensor
 
 from rlr_video.testbed.scorer import ATTRIBUTES, measure, parse_prompt
-from rlr_video.testbed.shapes import COLOURS, DIRECTIONS, SHAPES, motion_phrase
+from rlr_video.testbed.shapes import COLOURS, DIRECTIONS, SHAPES, combo_prompt
 
 VALUES: dict[str, Sequence[str]] = {"colour": tuple(COLOURS), "shape": SHAPES, "direction": DIRECTIONS}
 
@@ -37,8 +37,7 @@ def swapped_prompts(prompt: str, attribute: str) -> list[str]:
     out = []
     for value in VALUES[attribute]:
         words = {"colour": parsed.colour, "shape": parsed.shape, "direction": parsed.direction, attribute: value}
-        background = f" on a {parsed.background} background" if parsed.background else ""
-        out.append(f"a {words['colour']} {words['shape']} {motion_phrase(words['direction'])}{background}")
+        out.append(combo_prompt(**words, background=parsed.background))
     return out
 
 
