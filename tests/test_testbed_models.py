@@ -192,3 +192,16 @@ def test_video_clip_folder_tells_video_from_image_clips(tmp_path) -> None:
     (image_clip / "open_clip_config.json").write_text(json.dumps({"rlr_video": {"video_grid": [4, 4]}}))
     with pytest.raises(ValueError, match=r"open_clip_config.json: video_grid \[4, 4\] is not supported"):
         video_clip_folder(str(image_clip))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_training_target_is_what_the_sampler_reads(tmp_path, prediction_type) -> None:
+    """Fed the exact training target, the pipeline's DDIM step recovers the clean video."""
+    scheduler = tm.build_components(tmp_path / "tokenizer", prediction_type=prediction_type)["scheduler"]
+    scheduler.set_timesteps(10)
+    x0 = tm.video_to_latents(shapes.make_batch(2, 0).videos)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = scheduler.timesteps[2]
+    xt = scheduler.add_noise(x0, noise, t.expand(2))
+    target = tm.training_target(scheduler, x0, noise, t.expand(2))
+    assert torch.allclose(scheduler.step(target, t, xt).pred_original_sample, x0, atol=1e-4)

@@ -2,15 +2,17 @@
 
 The model works in pixel space; the pipeline layout's ``AutoencoderKL`` is built to be
 the identity (``rlr_video.testbed.tiny_model.build_identity_vae``; its error is checked
-and logged). ``UNet3DConditionModel`` + ``CLIPTextModel`` are trained jointly with the standard
-   epsilon-prediction MSE objective on the DDPM forward process, and the caption dropped
-   (replaced by "") with probability ``--cfg-dropout`` so classifier-free guidance works.
-   Data are drawn fresh every step from the *training* combinations only; held-out
-   colour x shape x direction combinations are never seen. An EMA of the weights is
-   what gets saved.
+and logged). The UNet (``--unet``: ``UNet3DConditionModel`` or ``UNetMotionModel``) and the
+``CLIPTextModel`` are trained jointly with the MSE objective on the DDPM forward process,
+predicting the noise (the shipped model) or, with ``--prediction-type v_prediction``, the
+velocity, whose loss weighs x0 errors at high noise where epsilon's barely counts them.
+The caption is dropped (replaced by "") with probability ``--cfg-dropout`` so
+classifier-free guidance works. Data are drawn fresh every step from the *training*
+combinations only; held-out colour x shape x direction combinations are never seen. An
+EMA of the weights is what gets saved.
 
-The output folder is a ``TextToVideoSDPipeline`` (safetensors) plus ``train_info.json``
-with the command, the run time and the loss curve.
+The output folder is a ``TextToVideoSDPipeline`` or ``AnimateDiffPipeline`` (safetensors)
+plus ``train_info.json`` with the command, the run time and the loss curve.
 
     HF_HUB_OFFLINE=1 .venv/bin/python tools/pretrain_tiny_shapes.py --steps 2000 \
         --threads 1 --out rlr_video/assets/tiny-shapes
@@ -44,6 +46,7 @@ from rlr_video.testbed.tiny_model import (  # noqa: E402
     denoise,
     encode_prompts,
     make_pipeline,
+    training_target,
     video_to_latents,
 )
 
@@ -68,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=UNET_KINDS,
         default="unet3d",
         help="denoiser class: unet3d (UNet3DConditionModel, the shipped model) or motion (UNetMotionModel)",
+    )
+    p.add_argument(
+        "--prediction-type",
+        choices=("epsilon", "v_prediction"),
+        default="epsilon",
+        help="what the UNet predicts; v_prediction weights x0 errors at high noise, where the motion is decided",
     )
     p.add_argument("--out", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--save-every", type=int, default=250, help="also save mid-run (0: off)")
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    comps = build_components(out / "tokenizer", seed=args.seed, unet=args.unet)
+    comps = build_components(out / "tokenizer", seed=args.seed, unet=args.unet, prediction_type=args.prediction_type)
     comps["device"] = device
     if args.init is not None:
         from transformers import CLIPTextModel
@@ -222,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             emb = encode_prompts(tokenizer, text_encoder, captions, token_cache)
             pred = denoise(unet, xt, t, emb)
-        loss = F.mse_loss(pred.float(), noise)
+        loss = F.mse_loss(pred.float(), training_target(scheduler, x0, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

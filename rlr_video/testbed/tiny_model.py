@@ -203,7 +203,9 @@ def build_unet(kind: str = "unet3d"):
     raise ValueError(f"unknown UNet kind {kind!r}; use one of {', '.join(UNET_KINDS)}")
 
 
-def build_components(tokenizer_dir: str | Path, seed: int = 0, unet: str = "unet3d") -> dict:
+def build_components(
+    tokenizer_dir: str | Path, seed: int = 0, unet: str = "unet3d", prediction_type: str = "epsilon"
+) -> dict:
     """Fresh, randomly initialised pipeline components (what pretraining starts from)."""
     from diffusers import DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -222,7 +224,7 @@ def build_components(tokenizer_dir: str | Path, seed: int = 0, unet: str = "unet
         "text_encoder": CLIPTextModel(text_config),
         "tokenizer": tokenizer,
         "vae": build_identity_vae(),
-        "scheduler": DDIMScheduler(**SCHEDULER_CONFIG),
+        "scheduler": DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": prediction_type}),
     }
 
 
@@ -245,6 +247,17 @@ def denoise(unet, latents: Tensor, t: Tensor, text_embeds: Tensor) -> Tensor:
     if isinstance(unet, UNetMotionModel):
         text_embeds = text_embeds.repeat_interleave(latents.shape[2], dim=0)
     return unet(latents, t, encoder_hidden_states=text_embeds).sample
+
+
+def training_target(scheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """What the denoiser learns to output for ``x_t = add_noise(x0, noise, t)``: the noise
+    or the velocity, as the scheduler's ``prediction_type`` says its sampler will read it."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"prediction_type {kind!r}: the tiny-shapes tools train 'epsilon' or 'v_prediction'")
 
 
 def tokenize(tokenizer, prompts: list[str]) -> Tensor:
