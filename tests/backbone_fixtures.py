@@ -223,7 +223,12 @@ def tiny_modelscope_pipeline(seed: int = 0, pixel_space: bool | str = False):
         attention_head_dim=4,
         norm_num_groups=4,
     )
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
+    # ModelScope's own scheduler config. steps_offset 1 matters: with 0 the last DDIM step
+    # goes from alpha_0 to alpha_0 (set_alpha_to_one is off), an identity that ignores the
+    # model, so a gradient through it is rounding noise.
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
     vae = None if pixel_space else tiny_vae_2d()
     if pixel_space == "vae":
         from diffusers import AutoencoderKL
