@@ -130,6 +130,42 @@ class ShapesClip(torch.nn.Module):
         return (self.encode_video(frames) * self.encode_text(prompts)).sum(-1)
 
 
+class CaptionWordReward:
+    """The shapes CLIP's probability of reading each attribute word of the caption right.
+
+    For every attribute (colour, shape, direction) the caption competes with its copies in
+    which that word is swapped for each other value (``word_swap.swapped_prompts``); the
+    reward is the softmax probability, at the CLIP's own logit scale, of the true caption,
+    averaged over the attributes. It lies in [0, 1] and rewards the words equally, so it
+    asks for the direction as much as for the colour, unlike the plain cosine, on which a
+    colour already earns most of the score. Differentiable: a pathwise estimator can
+    backpropagate it into the video.
+    """
+
+    name = "clip_words"
+    differentiable = True
+    needs_prompts = True
+
+    def __init__(self, clip: ShapesClip, attributes: Sequence[str] = ("colour", "shape", "direction")) -> None:
+        self.clip, self.attributes = clip, tuple(attributes)
+
+    def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
+        from rlr_video.testbed.scorer import parse_prompt
+        from rlr_video.testbed.word_swap import VALUES, swapped_prompts
+
+        video = self.clip.encode_video(frames.float())  # (B, D)
+        scale = self.clip.model.logit_scale.exp()
+        parsed = [parse_prompt(p) for p in prompts]
+        per_attribute = []
+        for attribute in self.attributes:
+            variants = [v for p in prompts for v in swapped_prompts(p, attribute)]
+            text = self.clip.encode_text(variants).view(len(prompts), len(VALUES[attribute]), -1)
+            logits = scale * torch.einsum("bd,bvd->bv", video, text)
+            truth = torch.tensor([VALUES[attribute].index(getattr(p, attribute)) for p in parsed])
+            per_attribute.append(logits.softmax(-1).gather(1, truth.to(logits.device)[:, None])[:, 0])
+        return torch.stack(per_attribute).mean(0)
+
+
 def load_shapes_clip(path: str | Path | None = None, device: str = "cpu") -> ShapesClip:
     """Load a saved shapes CLIP folder through open_clip's own ``local-dir`` loader."""
     import open_clip
@@ -184,6 +220,7 @@ def save_shapes_clip(model, folder: str | Path, extra: dict | None = None) -> Pa
 
 
 __all__ = [
+    "CaptionWordReward",
     "GRID",
     "MODEL_NAME",
     "NUM_FRAMES",
