@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlr_video.testbed.scorer import ATTRIBUTES, parse_prompt
 from rlr_video.testbed.tiny_model import ASSETS_DIR, NUM_FRAMES, RESOLUTION
+from rlr_video.testbed.word_swap import VALUES, swapped_prompts
 
 SHAPES_CLIP_DIR = ASSETS_DIR / "shapes-clip"
 MODEL_NAME = "shapes-clip"
@@ -146,13 +148,10 @@ class CaptionWordReward:
     differentiable = True
     needs_prompts = True
 
-    def __init__(self, clip: ShapesClip, attributes: Sequence[str] = ("colour", "shape", "direction")) -> None:
+    def __init__(self, clip: ShapesClip, attributes: Sequence[str] = ATTRIBUTES) -> None:
         self.clip, self.attributes = clip, tuple(attributes)
 
     def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
-        from rlr_video.testbed.scorer import parse_prompt
-        from rlr_video.testbed.word_swap import VALUES, swapped_prompts
-
         video = self.clip.encode_video(frames.float())  # (B, D)
         scale = self.clip.model.logit_scale.exp()
         parsed = [parse_prompt(p) for p in prompts]
