@@ -51,16 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def prompts_for(combos: list[shapes.Combo], per_combo: int) -> list[str]:
-    """``per_combo`` prompts per combination, cycling through the backgrounds."""
-    out = []
-    for colour, shape, direction in combos:
-        for i in range(per_combo):
-            bg = shapes.BACKGROUNDS[i % len(shapes.BACKGROUNDS)]
-            out.append(shapes.combo_prompt(colour, shape, direction, bg))
-    return out
-
-
 def training_summary(info: dict) -> dict:
     """The run that produced the weights, and the runs it was initialised from (``--init``)."""
     keys = ("command", "device", "threads", "steps", "seconds", "batch_size", "parameters")
@@ -121,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["training"] = training_summary(json.loads(info_path.read_text()))
     videos_by_split = {}
     for split, combos in (("heldout", heldout), ("train", train)):
-        prompts = prompts_for(combos, args.per_combo)
+        prompts = shapes.combo_prompts(combos, args.per_combo)
         videos = torch.cat(
             [
                 sample(pipe, prompts[i : i + args.batch], args.steps, args.guidance, seed=args.seed + i, eta=args.eta)

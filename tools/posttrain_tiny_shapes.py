@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -92,26 +91,7 @@ def training_prompts() -> list[str]:
 
 def heldout_eval_prompts(per_combo: int) -> list[str]:
     """``per_combo`` prompts per held-out combination, cycling through the backgrounds."""
-    return [
-        shapes.combo_prompt(*combo, shapes.BACKGROUNDS[i % len(shapes.BACKGROUNDS)])
-        for combo in shapes.combos_for("heldout")
-        for i in range(per_combo)
-    ]
-
-
-def merge_lora(unet: torch.nn.Module) -> torch.nn.Module:
-    """Fold every LoRA layer into its base weight and put the base layer back in its place."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(unet.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(unet.get_submodule(parent), child, module.get_base_layer())
-    for attr in ("peft_config", "_hf_peft_config_loaded"):
-        if hasattr(unet, attr):
-            delattr(unet, attr)
-    return unet
+    return shapes.combo_prompts(shapes.combos_for("heldout"), per_combo)
 
 
 def save_merged(model: Path, lora_dir: Path, out: Path, info: dict) -> None:
@@ -120,7 +100,7 @@ def save_merged(model: Path, lora_dir: Path, out: Path, info: dict) -> None:
 
     pipe = DiffusionPipeline.from_pretrained(str(model))
     lora_lib.load_lora(pipe.unet, lora_dir / lora_lib.WEIGHT_NAME, "unet")
-    merge_lora(pipe.unet).requires_grad_(True)
+    lora_lib.merge_lora(pipe.unet).requires_grad_(True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
@@ -149,8 +129,6 @@ def main(argv: list[str] | None = None) -> dict:
     )
     params = backbone.trainable_parameters()
     reward = CaptionWordReward(load_shapes_clip(), args.attributes)
-    for p in reward.clip.parameters():
-        p.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     estimator = FullBP()
     prompts = training_prompts()
@@ -189,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         opt.zero_grad(set_to_none=True)
         generator = torch.Generator().manual_seed(derive_seed(args.seed, "train", step))
         stats = estimator.estimate(backbone, reward, batch, generator)
-        if not math.isfinite(stats.get("reward_mean", float("nan"))):
+        if stats["skipped"]:
             tqdm.write(f"step {step}: non-finite reward, update skipped")
             continue
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from diffusers.loaders import PeftAdapterMixin
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from torch import nn
 
@@ -186,3 +187,17 @@ def load_lora(model: nn.Module, path: str | Path, prefix: str) -> list[nn.Parame
     dtype = lora_parameters(model)[0].dtype
     set_peft_model_state_dict(model, {k: v.to(dtype) for k, v in state.items()}, adapter_name=ADAPTER)
     return lora_parameters(model)
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA layer into its base weight and put the base layer back in its place:
+    ``model`` becomes a plain model again (saved with ``save_pretrained``, no adapter)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    return model

@@ -140,8 +140,8 @@ class CaptionWordReward:
     reward is the softmax probability, at the CLIP's own logit scale, of the true caption,
     averaged over the attributes. It lies in [0, 1] and rewards the words equally, so it
     asks for the direction as much as for the colour, unlike the plain cosine, on which a
-    colour already earns most of the score. Differentiable: a pathwise estimator can
-    backpropagate it into the video.
+    colour already earns most of the score. Differentiable in the video, so a pathwise
+    estimator can backpropagate it; the CLIP itself is frozen.
     """
 
     name = "clip_words"
@@ -149,7 +149,17 @@ class CaptionWordReward:
     needs_prompts = True
 
     def __init__(self, clip: ShapesClip, attributes: Sequence[str] = ATTRIBUTES) -> None:
-        self.clip, self.attributes = clip, tuple(attributes)
+        self.clip, self.attributes = clip.eval().requires_grad_(False), tuple(attributes)
+        # The CLIP is frozen and the captions come from a small grammar: each caption's text
+        # embedding is computed once, not at every call.
+        self._text: dict[str, Tensor] = {}
+
+    def _encode_text(self, captions: list[str]) -> Tensor:
+        missing = [c for c in dict.fromkeys(captions) if c not in self._text]
+        if missing:
+            with torch.no_grad():
+                self._text.update(zip(missing, self.clip.encode_text(missing), strict=True))
+        return torch.stack([self._text[c] for c in captions])
 
     def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
         video = self.clip.encode_video(frames.float())  # (B, D)
@@ -158,7 +168,7 @@ class CaptionWordReward:
         per_attribute = []
         for attribute in self.attributes:
             variants = [v for p in prompts for v in swapped_prompts(p, attribute)]
-            text = self.clip.encode_text(variants).view(len(prompts), len(VALUES[attribute]), -1)
+            text = self._encode_text(variants).view(len(prompts), len(VALUES[attribute]), -1)
             logits = scale * torch.einsum("bd,bvd->bv", video, text)
             truth = torch.tensor([VALUES[attribute].index(getattr(p, attribute)) for p in parsed])
             per_attribute.append(logits.softmax(-1).gather(1, truth.to(logits.device)[:, None])[:, 0])

@@ -256,6 +256,11 @@ def make_batch(
     return Batch(videos, captions, specs)
 
 
+def combo_prompts(combos: list[Combo], per_combo: int) -> list[str]:
+    """``per_combo`` prompts per combination, cycling through the backgrounds."""
+    return [combo_prompt(*combo, BACKGROUNDS[i % len(BACKGROUNDS)]) for combo in combos for i in range(per_combo)]
+
+
 def heldout_prompts(background: str | None = None) -> list[str]:
     """One caption per held-out combination (``background`` defaults to rotating)."""
     prompts = []
