@@ -6,6 +6,8 @@ and logged). The UNet (``--unet``: ``UNet3DConditionModel`` or ``UNetMotionModel
 ``CLIPTextModel`` are trained jointly with the MSE objective on the DDPM forward process,
 predicting the noise (the shipped model) or, with ``--prediction-type v_prediction``, the
 velocity, whose loss weighs x0 errors at high noise where epsilon's barely counts them.
+``--t-focus`` and ``--x0-weight-cap`` put the steps and the loss where the motion is
+decided (t ~ 480-760, measured by ``tools/probe_decision_time.py``).
 The caption is dropped (replaced by "") with probability ``--cfg-dropout`` so
 classifier-free guidance works. Data are drawn fresh every step from the *training*
 combinations only; held-out colour x shape x direction combinations are never seen. An
@@ -31,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -78,6 +79,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="epsilon",
         help="what the UNet predicts; v_prediction weights x0 errors at high noise, where the motion is decided",
     )
+    p.add_argument(
+        "--t-focus",
+        type=int,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=None,
+        help="draw --t-focus-frac of the timesteps from [LO, HI) instead of [0, 1000): where the motion is decided",
+    )
+    p.add_argument("--t-focus-frac", type=float, default=0.7)
+    p.add_argument(
+        "--x0-weight-cap",
+        type=float,
+        default=0.0,
+        help="weigh each video's loss by 1/SNR(t) clipped to [1, CAP] (0: unweighted); for epsilon this is "
+        "the x0 error wherever 1 < 1/SNR < CAP",
+    )
     p.add_argument("--out", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--save-every", type=int, default=250, help="also save mid-run (0: off)")
     p.add_argument(
@@ -121,6 +138,30 @@ def lr_at(step: int, total: int, warmup: int, peak: float, time_progress: float 
         return peak * (step + 1) / warmup
     progress = max((step - warmup) / max(1, total - warmup), time_progress)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def sample_timesteps(n: int, num_train: int, focus: tuple[int, int] | None, frac: float, gen) -> torch.Tensor:
+    """Uniform training timesteps, or with ``focus`` a share ``frac`` of them drawn from [lo, hi)."""
+    t = torch.randint(0, num_train, (n,), generator=gen)
+    if focus is None:
+        return t
+    lo, hi = focus
+    if not 0 <= lo < hi <= num_train:
+        raise ValueError(f"--t-focus {lo} {hi}: need 0 <= LO < HI <= {num_train}")
+    focused = torch.randint(lo, hi, (n,), generator=gen)
+    return torch.where(torch.rand(n, generator=gen) < frac, focused, t)
+
+
+def x0_weights(alpha_bar: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-video loss weights 1/SNR clipped to [1, cap] (all ones for cap 0).
+
+    The epsilon loss is SNR times the x0 loss, so it barely sees how well the clean video
+    is predicted at high noise, where the motion is decided; this weight makes it the x0
+    loss there, up to ``cap``, and leaves the low-noise steps as they were.
+    """
+    if cap <= 0:
+        return torch.ones_like(alpha_bar)
+    return ((1 - alpha_bar) / alpha_bar).clamp(1.0, cap)
 
 
 def _time_progress(args: argparse.Namespace, start: float) -> float:
@@ -222,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]  # classifier-free guidance: learn the unconditional model too
         x0 = video_to_latents(videos).to(device, non_blocking=True)
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=gen)
+        t = sample_timesteps(len(x0), scheduler.config.num_train_timesteps, args.t_focus, args.t_focus_frac, gen)
         t = t.to(device)
         a = alphas_cumprod[t].view(-1, 1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -231,7 +272,9 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             emb = encode_prompts(tokenizer, text_encoder, captions, token_cache)
             pred = denoise(unet, xt, t, emb)
-        loss = F.mse_loss(pred.float(), training_target(scheduler, x0, noise, t))
+        per_video = (pred.float() - training_target(scheduler, x0, noise, t)).pow(2).flatten(1).mean(1)
+        w = x0_weights(a.flatten(), args.x0_weight_cap)
+        loss = (w * per_video).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

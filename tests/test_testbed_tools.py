@@ -1,0 +1,76 @@
+"""The testbed's tools: pretrain_tiny_shapes.py (which makes the shipped weights) and the
+decision-time probe.
+
+The pretraining's timestep sampling and loss weights are checked directly; a two-step run
+(and one continuing from it with ``--init``) must save a folder that diffusers loads like a
+hub model. The probe runs on the shipped model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, TextToVideoSDPipeline
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+def _tool(name: str = "pretrain_tiny_shapes"):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_timesteps_are_uniform_or_focused_where_asked() -> None:
+    tool = _tool()
+    plain = tool.sample_timesteps(64, 1000, None, 0.7, torch.Generator().manual_seed(0))
+    # Without a focus the draws are torch.randint's: runs made before the option repeat.
+    assert torch.equal(plain, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(0)))
+    t = tool.sample_timesteps(20000, 1000, (400, 800), 0.7, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() < 1000
+    inside = ((t >= 400) & (t < 800)).float().mean().item()
+    assert inside == pytest.approx(0.7 + 0.3 * 0.4, abs=0.02)
+    with pytest.raises(ValueError, match="--t-focus 800 400"):
+        tool.sample_timesteps(4, 1000, (800, 400), 0.7, torch.Generator())
+
+
+def test_x0_weights_turn_the_epsilon_loss_into_the_x0_loss_up_to_the_cap() -> None:
+    tool = _tool()
+    alpha_bar = DDIMScheduler(beta_schedule="linear").alphas_cumprod[[100, 600, 999]]
+    assert torch.equal(tool.x0_weights(alpha_bar, 0.0), torch.ones(3))
+    w = tool.x0_weights(alpha_bar, 100.0)
+    inverse_snr = (1 - alpha_bar[1]) / alpha_bar[1]
+    assert w[0] == 1.0  # low noise: the epsilon loss as it was
+    assert w[1] == pytest.approx(inverse_snr.item()) and 10 < w[1] < 100
+    assert w[2] == 100.0
+
+
+def test_a_short_run_saves_a_pipeline_and_another_continues_it(tmp_path) -> None:
+    tool = _tool()
+    common = ["--steps", "2", "--batch-size", "2", "--warmup", "1", "--save-every", "0", "--threads", "1"]
+    first = tmp_path / "first"
+    info = tool.main([*common, "--t-focus", "400", "800", "--x0-weight-cap", "100", "--out", str(first)])
+    assert info["steps"] == 2 and all(torch.isfinite(torch.tensor(info["loss_curve"])))
+    second = tmp_path / "second"
+    tool.main([*common, "--init", str(first), "--seed", "1", "--out", str(second)])
+    saved = json.loads((second / "train_info.json").read_text())
+    assert saved["init_info"]["command"] == info["command"]
+    pipes = [TextToVideoSDPipeline.from_pretrained(str(d)) for d in (first, second)]
+    before, after = (dict(p.unet.named_parameters()) for p in pipes)
+    assert any(not torch.equal(before[k], after[k]) for k in before), "--init run did not train"
+
+
+def test_decision_time_probe_keeps_a_lightly_noised_video(tmp_path) -> None:
+    probe = _tool("probe_decision_time")
+    out = tmp_path / "probe.json"
+    report = probe.main(["--videos", "3", "--kept-steps", "2", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    (level,) = report["levels"]
+    # 2 of 25 leading DDIM steps start at t = 41: the real video shows through the noise.
+    assert level["start_timestep"] == 41 and level["steps_run"] == 2
+    assert level["colour"] == 1.0 and level["direction"] == 1.0

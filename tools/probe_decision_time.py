@@ -1,0 +1,107 @@
+"""At which noise level does the tiny-shapes model settle each attribute of a video?
+
+SDEdit as a probe: real held-out testbed videos are noised to timestep t and denoised back
+by the model with their own caption (diffusers' ``VideoToVideoSDPipeline`` on the same
+folder, ``strength`` choosing t). The ground-truth scorer then says how often the result
+still has the real video's colour, shape and direction. Where an attribute is still kept,
+the noisy video decided it; where it is lost, the model had to decide it from the caption
+and (for a model that follows prompts badly) the noise decided instead. Training effort
+for an attribute belongs at the timesteps where it flips from kept to lost.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/probe_decision_time.py --threads 2
+
+writes ``benchmarks/tiny_shapes_decision_time.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rlr_video.testbed import scorer, shapes  # noqa: E402
+from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR, load_pipeline  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR)
+    p.add_argument("--videos", type=int, default=90, help="real held-out videos")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps of the full schedule")
+    p.add_argument(
+        "--kept-steps",
+        default="25,23,20,18,15,13,8",
+        help="comma-separated numbers of the schedule's last steps to run (25 of 25: from the top)",
+    )
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "tiny_shapes_decision_time.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Noise, denoise and score at every level; write and return the report."""
+    from diffusers import VideoToVideoSDPipeline
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    pipe = VideoToVideoSDPipeline(**load_pipeline(args.model).components)
+    pipe.set_progress_bar_config(disable=True)
+    real = shapes.make_batch(args.videos, args.seed, "heldout")
+    report: dict = {
+        "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
+        "videos": args.videos,
+        "guidance_scale": args.guidance,
+        "command": "python tools/probe_decision_time.py " + " ".join(argv or sys.argv[1:]),
+        "levels": [],
+    }
+    pipe.scheduler.set_timesteps(args.steps)
+    schedule = pipe.scheduler.timesteps.tolist()
+    for kept in tqdm([int(k) for k in args.kept_steps.split(",")], desc="noise levels"):
+        if not 0 < kept <= args.steps:
+            raise ValueError(f"--kept-steps {kept}: must be in 1..{args.steps}")
+        # One video per call: the pipeline's noising step only broadcasts over a batch of one.
+        frames = torch.cat(
+            [
+                pipe(
+                    prompt=caption,
+                    video=video[None],
+                    strength=kept / args.steps,
+                    num_inference_steps=args.steps,
+                    guidance_scale=args.guidance,
+                    generator=torch.Generator().manual_seed(args.seed + i),
+                    output_type="pt",
+                ).frames.float()
+                for i, (caption, video) in enumerate(zip(real.captions, real.videos))
+            ]
+        )
+        scores = scorer.score_batch(frames, real.captions)
+        level = {
+            "start_timestep": schedule[args.steps - kept],
+            "steps_run": kept,
+            **{a: round(float(scores[a].mean()), 4) for a in ("valid", *scorer.ATTRIBUTES)},
+        }
+        report["levels"].append(level)
+        print(level, flush=True)
+    report["seconds"] = round(time.time() - start, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out} in {report['seconds']:.0f}s")
+    return report
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
