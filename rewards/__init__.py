@@ -15,7 +15,7 @@ from rewards import aesthetic, clip, flicker, hps, pickscore, pixels, temporal  
 from rewards.base import Reward
 from rewards.composite import CompositeReward
 from rewards.loading import MissingWeightsError, clear_cache
-from rewards.registry import FunctionReward, available_rewards, build_reward, register_reward
+from rewards.registry import FunctionReward, available_rewards, build_reward, check_reward_spec, register_reward
 
 __all__ = [
     "CompositeReward",
@@ -24,6 +24,7 @@ __all__ = [
     "Reward",
     "available_rewards",
     "build_reward",
+    "check_reward_spec",
     "clear_cache",
     "register_reward",
 ]

@@ -157,12 +157,16 @@ def _check_options(name: str, make: Callable[..., Any], options: Mapping[str, An
             )
 
 
-def _build_one(name: str, options: Mapping[str, Any]) -> Reward:
+def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         hint = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
         raise KeyError(f"unknown reward {name!r}.{did_you_mean} Registered: {', '.join(available_rewards())}")
-    entry = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def _build_one(name: str, options: Mapping[str, Any]) -> Reward:
+    entry = _entry(name)
     _check_options(name, entry.factory, options)
     reward = entry.factory(**options)
     for attr, default in (
@@ -190,6 +194,21 @@ def _parse_term(label: str, value: Any) -> tuple[str, float, dict[str, Any]]:
     return str(options.pop("reward", label)), float(weight), options
 
 
+def _dict_terms(spec: Mapping[str, Any]) -> list[tuple[str, str, float, dict[str, Any]]]:
+    """(label, registered name, weight, options) of each entry of a dict spec."""
+    if not spec:
+        raise ValueError("empty reward spec: name at least one reward")
+    return [(str(label), *_parse_term(str(label), value)) for label, value in spec.items()]
+
+
+def check_reward_spec(spec: str | Mapping[str, Any]) -> None:
+    """Raise what :func:`build_reward` would for an unknown name, a bad weight or an unknown
+    option, without building anything: configs are checked before any model loads."""
+    terms = [(spec, 1.0, {})] if isinstance(spec, str) else [t[1:] for t in _dict_terms(spec)]
+    for name, _, options in terms:
+        _check_options(name, _entry(name).factory, options)
+
+
 def build_reward(spec: str | Mapping[str, Any] | Reward, **options: Any) -> Reward:
     """Build a reward from a name or a ``{name: weight | {weight, **options}}`` dict.
 
@@ -207,16 +226,13 @@ def build_reward(spec: str | Mapping[str, Any] | Reward, **options: Any) -> Rewa
                 "{'clip': {'weight': 0.5, 'model': 'ViT-B-32'}}; "
                 f"got extra options {sorted(options)}"
             )
-        if not spec:
-            raise ValueError("empty reward spec: name at least one reward")
         from rewards.composite import CompositeReward
 
         terms = []
-        for label, value in spec.items():
-            name, weight, term_options = _parse_term(str(label), value)
+        for label, name, weight, term_options in _dict_terms(spec):
             reward = _build_one(name, term_options)
-            if str(label) != name:
-                reward.name = str(label)
+            if label != name:
+                reward.name = label
             terms.append((weight, reward))
         if len(terms) == 1 and terms[0][0] == 1.0:
             return terms[0][1]

@@ -396,8 +396,11 @@ def validate(config: Config) -> None:
             lo, hi = fo + 1, T - e.h + 1
             if len(e.j) != 2 or not lo <= e.j[0] <= e.j[1] <= hi:
                 raise ConfigError("estimator.j", e.j, f"uniform, grad_norm or [a, b] with {lo} <= a <= b <= {hi}")
-        if e.zo_samples is not None and e.zo_samples > T - fo - e.h:
-            raise ConfigError("estimator.zo_samples", e.zo_samples, f"null or 1 ... {T - fo - e.h}")
+        rest = T - fo - e.h  # the steps left to ZO
+        if e.zo_samples is not None and e.zo_samples > rest:
+            allowed = f"null or 1 ... {rest}" if rest else "null"
+            why = f"the steps that estimator.h={e.h} leaves to ZO"
+            raise ConfigError("estimator.zo_samples", e.zo_samples, f"{allowed} ({why})")
     if e.name == "rlr" and e.zo == "param_es" and e.es_sigma <= 0:
         raise ConfigError("estimator.es_sigma", e.es_sigma, "numbers > 0 with zo: param_es")
     if e.name == "lr" and e.inner_epochs > 1:
@@ -448,7 +451,7 @@ def _validate_memory(config: Config) -> None:
 
 
 def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:
-    from rewards import available_rewards  # registers names only: no model loads
+    from rewards import available_rewards, check_reward_spec  # registers names only: no model loads
 
     if isinstance(spec, str):
         names = [spec]
@@ -461,7 +464,12 @@ def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(key, name, f"{', '.join(sorted(known))}{hint}")
+            imports = "; custom rewards: register them in a module and pass --import MODULE"
+            raise ConfigError(key, name, f"{', '.join(sorted(known))}{hint}{imports}")
+    try:  # options and weights, checked against each reward's signature
+        check_reward_spec(spec)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(key, spec, str(err)) from None
 
 
 def _validate_prompts(config: Config) -> None:

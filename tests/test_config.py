@@ -63,6 +63,10 @@ def test_overrides_are_typed():
         ("model.path=some/model", "model", "exactly one of model.toy or model.path"),
         ("train.log_with=[tensorbored]", "train.log_with[0]", "tensorboard, wandb"),
         ("prompts.ho_stage=fine", "prompts.ho_stage", "multi-scale"),
+        ("estimator.h=9", "estimator.zo_samples", "null (the steps that estimator.h=9 leaves to ZO)"),
+        ("reward={color_match: {weight: 1, gain: 2}}", "reward", "reward 'color_match' has no option 'gain'"),
+        ("reward={flicker: {weight: one}}", "reward", "weight must be a number"),
+        ("reward=saturation", "reward", "--import MODULE"),
     ],
 )
 def test_errors_name_key_value_and_allowed(override, key, allowed):
