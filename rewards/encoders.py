@@ -32,8 +32,9 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def follow_device(module: torch.nn.Module, device: torch.device) -> None:
-    """Move a (shared, cached) model to the device of the frames it is asked to score."""
-    if next(module.parameters()).device != device:
+    """Move a (shared, cached) model to the device of the frames it is asked to score; never
+    to the meta device (a memory trace), which would leave the shared model without weights."""
+    if device.type != "meta" and next(module.parameters()).device != device:
         module.to(device)
 
 

@@ -243,6 +243,35 @@ def test_plan_command(capsys, tmp_path):
     assert "temporal_attention" in printed and "spatial_attention" in printed
 
 
+def test_the_plan_leaves_the_fo_steps_to_fo(tmp_path, capsys):
+    # A roomy budget: the largest h is the chain minus the configured fo_steps, not minus 1.
+    steps = load_config("toy").model.num_steps
+    out = tmp_path / "plan.json"
+    overrides = ["estimator.fo_steps=2", "estimator.zo_samples=null"]
+    assert cli.main(["plan", "toy", *overrides, "--budget", "1GiB", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["h"] == steps - 2
+    run = ["train", "toy", *overrides, "memory.budget=1GiB", "train.steps=1", "train.progress=false"]
+    assert cli.main([*run, f"train.output_dir={tmp_path / 'run'}"]) == 0
+    assert json.loads((tmp_path / "run" / "memory_plan.json").read_text())["h"] == steps - 2
+    capsys.readouterr()
+
+
+def test_costing_a_reward_leaves_its_shared_model_where_it_was():
+    """The shapes CLIP follows its frames' device; costing it must not move it to the meta device."""
+    from rewards import build_reward
+
+    reward = build_reward("clip", model="shapes-clip")
+    before = {k: v.clone() for k, v in reward.video_clip.state_dict().items()}
+    backbone = ToyBackbone.create(num_steps=4, latent_shape=(3, 8, 16, 16), hidden=8)
+    cost = CostModel(backbone, reward)
+    plan = Planner(cost, batch=2, zo="latent_lr").plan(parse_size("1GiB"))
+    assert plan.h >= 1 and cost.fixed().details["reward:clip"] > 0  # its weights are counted
+    after = reward.video_clip.state_dict()
+    assert all(v.device.type == "cpu" and torch.equal(v, before[k]) for k, v in after.items())
+    frames = torch.rand(2, 8, 3, 16, 16)
+    assert torch.isfinite(reward(frames, ["a red circle moving left on a black background"] * 2)).all()
+
+
 def test_training_uses_the_plan(tmp_path):
     config = load_config(
         "toy",

@@ -714,9 +714,10 @@ class CostModel:
         for name, m in zip(("denoiser", "vae", "text_encoder"), models):
             details[name] = sum(p.numel() * p.element_size() for p in m.parameters())
         for r in _leaf_rewards(self.reward):
-            for m in _reward_modules(r):
+            params = {id(p): p for m in _reward_modules(r) for p in m.parameters()}.values()
+            if params:
                 details[f"reward:{getattr(r, 'name', type(r).__name__)}"] = sum(
-                    p.numel() * p.element_size() for p in m.parameters()
+                    p.numel() * p.element_size() for p in params
                 )
         if trainable_numel is None:
             trainable_numel = _trainable_numel(b)
@@ -823,12 +824,17 @@ def _leaf_rewards(reward) -> list[Any]:
 
 
 def _reward_modules(reward) -> list[nn.Module]:
+    """The models a reward holds: itself if it is one, its attributes that are, and its
+    encoder's model. Any reward with a model is costed, never traced: tracing runs it on meta
+    frames, and a reward that follows its frames' device would move its (shared) model there."""
+    if isinstance(reward, nn.Module):
+        return [reward]
     encoder = getattr(reward, "encoder", None)
-    model = getattr(encoder, "model", None)
-    out = [model] if isinstance(model, nn.Module) else []
-    head = getattr(reward, "head", None)
-    if isinstance(head, nn.Module):
-        out.append(head)
+    found = [getattr(encoder, "model", None), *vars(reward).values()] if hasattr(reward, "__dict__") else []
+    out: list[nn.Module] = []
+    for m in found:
+        if isinstance(m, nn.Module) and all(m is not o for o in out):
+            out.append(m)
     return out
 
 

@@ -44,7 +44,7 @@ def meta_twin(model: nn.Module | None) -> nn.Module | None:
             raise ValueError(f"cannot build a meta copy of {type(model).__name__} ({size} parameters, no config)")
         twin = copy.deepcopy(model)
     twin = twin.to(META)
-    twin = twin.to(dtype) if dtype.is_floating_point else twin
+    twin = nn.Module.to(twin, dtype) if dtype.is_floating_point else twin  # (see _meta_load)
     modes = {name: m.training for name, m in model.named_modules()}
     for name, m in twin.named_modules():  # dropout on or off as in the real model
         m.training = modes.get(name, model.training)
@@ -67,7 +67,9 @@ def _meta_load(cls: type, folder: Path, torch_dtype: torch.dtype | None = None, 
             config = cls.config_class.from_pretrained(folder)
             model = cls._from_config(config)
     model = model.to(META)
-    return model.to(torch_dtype) if torch_dtype is not None else model
+    # nn.Module.to, not diffusers' override: that one warns about fp32 modules on every cast
+    # (even an empty list of them), which only matters for real weights.
+    return nn.Module.to(model, torch_dtype) if torch_dtype is not None else model
 
 
 @contextlib.contextmanager

@@ -53,9 +53,7 @@ def plan_run(config: Config, backbone, device, output_dir: str | Path | None = N
         from rlr_video.memory.probe import calibrate
 
         calibrate(cost_model, batch=config.train.batch_size, device=device)
-    planner = Planner(
-        cost_model, config.train.batch_size, fo_steps=1, zo=est.zo, zo_samples=est.zo_samples, max_h=mem.max_h
-    )
+    planner = Planner(cost_model, config.train.batch_size, est.fo_steps, est.zo, est.zo_samples, mem.max_h)
     modes = ("none", "block", "call") if mem.checkpoint == "auto" else (mem.checkpoint,)
     plan = planner.plan(mem.budget, modes=modes, chunk=mem.frame_chunk)
     h, zo, options = gather_objects((plan.h, plan.zo, plan.options))[0]
