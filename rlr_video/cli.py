@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 # Sub-command modules under rlr_video.commands, in the order --help lists them.
 COMMANDS = ["train", "reward", "render", "plan", "bench"]
@@ -24,8 +25,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"rlr-video: warning: {message}\n"  # users need the message, not our source line
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
+    parser = build_parser()
+    # parse_known_args, then give leftover words to the sub-command's positional list, so that
+    # `train toy --print-config steps=3` and `reward a.mp4 -r clip b.mp4` work (argparse's own
+    # parse_intermixed_args does not support sub-commands).
+    args, extra = parser.parse_known_args(argv)
+    rest = next((name for name in ("args", "videos") if isinstance(getattr(args, name, None), list)), None)
+    if extra:
+        if rest is None or any(word.startswith("-") for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        getattr(args, rest).extend(extra)
+    if getattr(args, "no_progress", False):
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()  # its "Loading weights" bar
+    if getattr(args, "imports", None):
+        from rlr_video.commands import import_modules
+
+        try:
+            import_modules(args.imports)
+        except ImportError as err:
+            print(f"rlr-video {args.command}: error: {err}", file=sys.stderr)
+            return 2
     return int(args.func(args) or 0)
 
 

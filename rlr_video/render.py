@@ -81,8 +81,6 @@ def render(
 
     r = config.render
     out = Path(out_dir or r.output_dir or Path(config.train.output_dir) / "render")
-    (out / "videos").mkdir(parents=True, exist_ok=True)
-    (out / "contact").mkdir(parents=True, exist_ok=True)
     encoded = [encode_prompt(p) for p in prompts]
     labels = variant_labels(loras)
 
@@ -91,7 +89,11 @@ def render(
     model = build_backbone(config.model, device)
     backbone = MultiScaleBackbone(model) if any(split_prompt(p) for p in encoded) else model
     base = [p.detach().clone() for p in model.trainable_parameters()]
+    for lora in loras:  # a LoRA of another model fails here, before anything is written
+        load_weights(model, weights_dir(lora))
     seeds = [derive_seed(r.seed, "render", i) for i in range(len(encoded))]
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "contact").mkdir(parents=True, exist_ok=True)
 
     videos: dict[tuple[int, str], Tensor] = {}
     batches = [range(s, min(s + r.batch_size, len(encoded))) for s in range(0, len(encoded), r.batch_size)]
@@ -109,6 +111,8 @@ def render(
                 stem = out / "videos" / f"{i:03d}-{label}"
                 write_video(stem.with_suffix(".mp4"), video, fps=r.fps)
                 write_gif(stem.with_suffix(".gif"), video, fps=r.fps)
+                # The sidecar caption that `rlr-video reward` reads for NAME.mp4.
+                stem.with_suffix(".txt").write_text(final_prompt(encoded[i]) + "\n", encoding="utf-8")
             bar.update(len(batch))
     bar.close()
 

@@ -39,9 +39,12 @@ def test_render_gallery(tmp_path, capsys):
 
     labels = ["base", "step-000002"]
     videos = [f"videos/{i:03d}-{label}.{ext}" for i in range(2) for label in labels for ext in ("mp4", "gif")]
+    captions = [f"videos/{i:03d}-{label}.txt" for i in range(2) for label in labels]
     expected = {*videos, "contact/000.png", "contact/001.png", "scores.json"}
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"index.html"}
-    assert written == expected
+    assert written == expected | set(captions)
+    # each video's sidecar caption, the fine part of a multi-scale prompt, as `rlr-video reward` reads it
+    assert [(out / c).read_text() for c in captions] == [f"{FINAL[i]}\n" for i in range(2) for _ in labels]
 
     for name in videos:  # every video decodes back to the sampled shape: 4 frames of 8x8
         assert tuple(read_video(out / name).shape) == (4, 3, 8, 8), name
@@ -71,6 +74,22 @@ def test_render_gallery(tmp_path, capsys):
     capsys.readouterr()
     by_file = {row["path"].rsplit("/", 1)[-1]: row["scores"] for row in json.loads(result.read_text())["videos"]}
     assert by_file == scores
+
+
+def test_bad_arguments_fail_before_anything_is_written(tmp_path, capsys):
+    foreign = tmp_path / "not-a-lora"
+    foreign.mkdir()
+    out = tmp_path / "gallery"
+    assert cli.main(["render", "toy", "--lora", str(foreign), "--out", str(out), "--no-progress"]) == 2
+    assert "not-a-lora holds no trainable_parameters.safetensors" in capsys.readouterr().err
+    other = tmp_path / "other"  # a run of a narrower toy model: the same names, other shapes
+    Trainer(load_config("toy", [f"train.output_dir={other}", "train.steps=1", "model.toy.hidden=4"])).train()
+    assert cli.main(["render", "toy", "--lora", str(other / "checkpoints" / "step-000001"), "--out", str(out)]) == 2
+    assert "saved from another model or LoRA rank" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        cli.main(["render", "toy", "--limit", "0", "--out", str(out)])
+    assert "--limit: '0': expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_every_video_depends_on_its_seed_only():

@@ -161,7 +161,8 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
     assert run_cli(videos / "a.mp4", videos / "truncated.mp4", "--reward", "flicker", "--strict") == 1
     capsys.readouterr()
     usage_errors = [
-        ([tmp_path / "empty*.mp4", "--reward", "flicker"], "no videos found"),
+        ([tmp_path / "empty*.mp4", "--reward", "flicker"], f"no videos found in '{tmp_path / 'empty*.mp4'}'"),
+        ([videos / "a.mp4", "--reward", "flicker", "--device", "cuda:99"], "--device 'cuda:99': torch sees"),
         ([videos / "a.mp4"], "at least one reward"),
         ([videos / "a.mp4", "--reward", "flickr"], "Did you mean 'flicker'"),
         ([videos / "a.mp4", "--reward", "flicker", "-O", "flicker.chunk=2"], "no option 'chunk'"),
@@ -209,6 +210,29 @@ def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, monkeypatc
         registry_module._REGISTRY.clear()
         registry_module._REGISTRY.update(saved)
         sys.modules.pop("my_rewards", None)
+
+
+def test_import_finds_a_module_in_the_working_directory(tmp_path: Path, videos: Path, monkeypatch) -> None:
+    """As ``python -m`` would: the console script itself does not put the working directory on sys.path."""
+    saved = dict(registry_module._REGISTRY)
+    (tmp_path / "cwd_rewards.py").write_text(
+        "from rewards import register_reward\n\n"
+        "@register_reward('cwd_luma', needs_prompts=False)\n"
+        "def cwd_luma(frames, prompts):\n"
+        "    return frames.mean(dim=(1, 2, 3, 4))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    try:
+        # options before and after the videos: leftover words go back to the positional list
+        out = tmp_path / "r.json"
+        rc = run_cli(videos / "a.mp4", "--import", "cwd_rewards", "-r", "cwd_luma", videos / "b.webm", "--out", out)
+        assert rc == 0
+        assert [Path(v["path"]).name for v in json.loads(out.read_text())["videos"]] == ["a.mp4", "b.webm"]
+    finally:
+        registry_module._REGISTRY.clear()
+        registry_module._REGISTRY.update(saved)
+        sys.modules.pop("cwd_rewards", None)
 
 
 def test_console_entry_point_from_another_directory(videos: Path, tmp_path: Path) -> None:

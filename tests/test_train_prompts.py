@@ -32,6 +32,23 @@ def test_txt_and_jsonl(tmp_path):
         load_prompts(bad)
 
 
+def test_csv_needs_a_prompt_column_and_other_formats_are_refused(tmp_path):
+    table = tmp_path / "p.csv"
+    table.write_text('path,prompt\na.mp4,a red circle\nb.mp4," a blue square, moving "\n')
+    assert load_prompts(table) == ["a red circle", "a blue square, moving"]
+    stages = tmp_path / "s.csv"
+    stages.write_text("coarse,mid,fine\na shape,a red shape,a red circle\n")
+    assert load_prompts(stages) == [("a shape", "a red shape", "a red circle")]
+    headless = tmp_path / "headless.csv"
+    headless.write_text("a red circle\na blue square\n")
+    with pytest.raises(PromptError, match="headless.csv: a CSV needs a header row"):
+        load_prompts(headless)
+    spec = tmp_path / "p.json"
+    spec.write_text('["a red circle"]')
+    with pytest.raises(PromptError, match=r"p.json: prompts come as \.txt"):
+        load_prompts(spec)
+
+
 def test_stream_is_a_function_of_position():
     prompts = [f"p{i}" for i in range(5)]
     whole = prompts_at(prompts, 3, 12, seed=1, shuffle=True)

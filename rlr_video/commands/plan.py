@@ -18,6 +18,8 @@ import json
 import sys
 import warnings
 
+from rlr_video.commands import add_import_option, check_device
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -37,6 +39,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--probe", action="store_true", help="load the weights and calibrate with one measured call")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the plan as JSON")
+    add_import_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         parse_size(budget)
     except ValueError:
         print(f"rlr-video plan: --budget {budget!r}: expected {FORMAT}", file=sys.stderr)
+        return 2
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        print(f"rlr-video plan: {err}", file=sys.stderr)
         return 2
     if config.estimator.name != "rlr":
         print("rlr-video plan: the planner chooses RLR's h; set estimator.name=rlr", file=sys.stderr)
@@ -108,7 +116,7 @@ def make_plan(config, budget, device: str | None, attention: str | None, probe: 
         from rlr_video.memory.probe import calibrate
 
         calibrate(cost_model, batch=config.train.batch_size, device=device)
-    planner = Planner(cost_model, config.train.batch_size, 1, e.zo, e.zo_samples, mem.max_h)
+    planner = Planner(cost_model, config.train.batch_size, e.fo_steps, e.zo, e.zo_samples, mem.max_h)
     modes = ("none", "block", "call") if mem.checkpoint == "auto" else (mem.checkpoint,)
     return planner.plan(budget, modes=modes, chunk=mem.frame_chunk)
 

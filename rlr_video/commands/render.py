@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rlr_video.commands import add_import_option, positive_int
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -24,8 +26,9 @@ def add_parser(subparsers) -> None:
         "--lora", nargs="+", action="extend", default=[], metavar="DIR", help="checkpoint or LoRA folders to compare"
     )
     parser.add_argument("--out", help="output folder (default: render.output_dir or <train.output_dir>/render)")
-    parser.add_argument("--limit", type=int, help="render only the first N prompts")
+    parser.add_argument("--limit", type=positive_int, help="render only the first N prompts")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_import_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -51,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
         if not Path(lora).is_dir():
             print(f"rlr-video render: --lora {lora}: no such folder", file=sys.stderr)
             return 2
+    from rlr_video.backbones.layout import BackboneLoadError
     from rlr_video.render import render
 
-    index = render(config, prompts, args.lora, args.out, progress=not args.no_progress)
+    try:
+        index = render(config, prompts, args.lora, args.out, progress=not args.no_progress)
+    except (BackboneLoadError, FileNotFoundError, ValueError) as err:  # a missing model, a foreign LoRA
+        print(f"rlr-video render: {err}", file=sys.stderr)
+        return 2
     print(index)
     return 0

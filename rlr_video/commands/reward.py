@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlr_video.commands import add_import_option, check_device
+
 PROMPT_PATH_KEYS = ("path", "video", "file", "filename")
 PROMPT_TEXT_KEYS = ("prompt", "caption", "text")
 
@@ -36,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         default=[],
         metavar="SPEC",
-        help="a reward name (aesthetic, clip, temporal, flicker, hpsv2, pickscore, or registered), "
+        help="a reward name (see --list-rewards), "
         "'name=weight,name=weight', a JSON dict spec, or a .json/.yaml file holding one; repeatable",
     )
     parser.add_argument(
@@ -56,14 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--strict", action="store_true", help="exit 1 if any file failed")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first (to register custom rewards); repeatable",
-    )
+    add_import_option(parser)
     parser.add_argument("--list-rewards", action="store_true", help="list the registered rewards and exit")
     parser.set_defaults(func=run)
     return parser
@@ -399,14 +394,7 @@ def write_results(
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib
-
     try:
-        for module in args.imports:
-            try:
-                importlib.import_module(module)
-            except ImportError as err:
-                raise UsageError(f"--import {module}: {err}") from err
         if args.list_rewards:
             from rewards import available_rewards
 
@@ -430,7 +418,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--frames and --fps must be positive")
     videos = sorted(list_videos(args.videos, recursive=args.recursive), key=_sort_key)
     if not videos:
-        raise UsageError("no videos found (give files, folders or glob patterns)")
+        given = ", ".join(repr(v) for v in args.videos) or "nothing: give files, folders or glob patterns"
+        folder = not args.recursive and any(Path(v).is_dir() for v in args.videos)
+        raise UsageError(f"no videos found in {given}{' (--recursive searches sub-folders)' if folder else ''}")
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     prompts = load_prompts(args.prompts, videos)
     try:
         rewards = build_rewards(args)

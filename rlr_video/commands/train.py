@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rlr_video.commands import add_import_option
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,6 +34,7 @@ def add_parser(subparsers) -> None:
         help="continue a run: from CHECKPOINT, or (no value) the latest one in train.output_dir",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_import_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -56,12 +59,14 @@ def run(args: argparse.Namespace) -> int:
 
         print(config_yaml(config), end="")
         return 0
+    from rlr_video.backbones.layout import BackboneLoadError
     from rlr_video.memory.planner import BudgetTooSmall
     from rlr_video.train import train
 
     try:
         train(config, resume=args.resume)
-    except (FileExistsError, FileNotFoundError) as err:  # a run folder in use, a bad --resume path
+    # A run folder in use, a bad --resume path, a model or reward weights that are not there.
+    except (FileExistsError, FileNotFoundError, BackboneLoadError) as err:
         print(f"rlr-video train: {err}", file=sys.stderr)
         return 2
     except BudgetTooSmall as err:  # memory.budget below what even h = 1 needs

@@ -95,6 +95,12 @@ def load_weights(backbone, directory: str | Path) -> None:
         params = _named_trainable(backbone)
         if set(tensors) != set(params):
             raise ValueError(f"{directory / TRAINABLE_FILE} holds {sorted(tensors)}, the model trains {sorted(params)}")
+        for name, p in params.items():
+            if tensors[name].shape != p.shape:
+                raise ValueError(
+                    f"{directory / TRAINABLE_FILE}: {name} has shape {tuple(tensors[name].shape)}, the model's "
+                    f"{tuple(p.shape)}: the weights were saved from another model or LoRA rank"
+                )
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(tensors[name].to(p.device, p.dtype))
@@ -102,4 +108,7 @@ def load_weights(backbone, directory: str | Path) -> None:
     if hasattr(backbone, "load_lora"):
         backbone.load_lora(directory)
         return
-    raise FileNotFoundError(f"{directory} holds no {TRAINABLE_FILE} and the backbone cannot load a LoRA")
+    raise FileNotFoundError(
+        f"{directory} holds no {TRAINABLE_FILE}, and a {type(backbone).__name__} cannot load a LoRA folder: "
+        "were these weights saved from another model?"
+    )

@@ -14,6 +14,7 @@ This module imports no torch, so config validation can use it.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
@@ -30,13 +31,18 @@ class PromptError(ValueError):
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
-    """Prompts from a ``.txt`` (one per line, ``#`` comments) or ``.jsonl`` file.
+    """Prompts from a ``.txt`` (one per line, ``#`` comments), ``.jsonl`` or ``.csv`` file.
 
-    JSONL lines are ``{"prompt": "..."}`` or ``{"coarse": ..., "mid": ..., "fine": ...}``.
+    JSONL lines are ``{"prompt": "..."}`` or ``{"coarse": ..., "mid": ..., "fine": ...}``; a CSV
+    has a header row naming a ``prompt`` column, or ``coarse``, ``mid`` and ``fine`` columns.
     """
     path = Path(path)
     if not path.is_file():
         raise PromptError(f"no prompt file at {path}")
+    if path.suffix.lower() in (".json", ".yaml", ".yml"):
+        raise PromptError(f"{path}: prompts come as .txt (one per line), .jsonl or .csv")
+    if path.suffix.lower() == ".csv":
+        return _load_csv(path)
     prompts: list[Prompt] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.strip()
@@ -46,6 +52,20 @@ def load_prompts(path: str | Path) -> list[Prompt]:
             prompts.append(_parse_jsonl_line(line, f"{path}:{number}"))
         else:
             prompts.append(line)
+    if not prompts:
+        raise PromptError(f"{path} holds no prompts")
+    return prompts
+
+
+def _load_csv(path: Path) -> list[Prompt]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows, columns = list(reader), reader.fieldnames or []
+    if "prompt" not in columns and not all(s in columns for s in STAGES):
+        wanted = f"a 'prompt' column (or {', '.join(STAGES)})"
+        raise PromptError(f"{path}: a CSV needs a header row with {wanted}; its header is {columns}")
+    prompts = [_parse_row(row, f"{path}:{n}") for n, row in enumerate(rows, start=2)]
+    prompts = [p for p in prompts if p]
     if not prompts:
         raise PromptError(f"{path} holds no prompts")
     return prompts
@@ -63,10 +83,15 @@ def _parse_jsonl_line(line: str, where: str) -> Prompt:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise PromptError(f"{where}: not JSON ({err.msg})") from None
+    return _parse_row(row, where)
+
+
+def _parse_row(row: object, where: str) -> Prompt:
+    """A JSONL object or CSV row: ``prompt``, or ``coarse``, ``mid`` and ``fine``."""
     if isinstance(row, dict) and isinstance(row.get("prompt"), str):
-        return row["prompt"]
+        return row["prompt"].strip()
     if isinstance(row, dict) and all(isinstance(row.get(s), str) for s in STAGES):
-        parts = tuple(row[s] for s in STAGES)
+        parts = tuple(row[s].strip() for s in STAGES)
         if any(SEPARATOR in part for part in parts):
             raise PromptError(f"{where}: a multi-scale part contains a newline")
         return parts  # type: ignore[return-value]

@@ -299,7 +299,10 @@ class Trainer:
 
         t = self.config.train
         records = []
-        bar = tqdm(total=t.steps, initial=self.step, disable=not (self.is_main and t.progress), desc="train")
+        done = self.step >= t.steps
+        if done and self.is_main:
+            print(f"{self.output_dir}: already at step {self.step} of train.steps={t.steps}; raise it to go on")
+        bar = tqdm(total=t.steps, initial=self.step, disable=done or not (self.is_main and t.progress), desc="train")
         while self.step < t.steps:
             record = self.train_step()
             records.append(record)
