@@ -50,7 +50,7 @@ def profile(scheduler: DDIMScheduler, num_steps: int, last: int = 4) -> dict:
     steps = range(min(last, num_steps), 0, -1)
     return {
         "num_steps": num_steps,
-        "median_scale": median,
+        "median_scale": float(f"{median:.6g}"),  # more digits are float noise across machines
         "last_steps": [
             {
                 "step": s,
