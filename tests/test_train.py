@@ -219,6 +219,13 @@ def test_the_command_trains_a_custom_reward_and_says_what_stops_it(tmp_path, mon
     missing = ["train", "toy", "model.toy=null", f"model.path={tmp_path / 'no-model'}", f"train.output_dir={out}2"]
     assert cli.main(missing) == 2
     assert "no-model" in capsys.readouterr().err
+    # what `accelerate launch --cpu --num_processes 2` leaves without mpirun: one process
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert cli.main(["train", "toy", f"train.output_dir={out}3"]) == 2
+    assert "started a single process" in capsys.readouterr().err
 
 
 def test_composite_reward_logs_every_term_and_multiscale_prompts_train(tmp_path):

@@ -338,6 +338,10 @@ def train(config: Config, resume: str | Path | None = None) -> list[dict[str, An
 # ---------------------------------------------------------------------- helpers
 
 
+class LaunchError(RuntimeError):
+    """A launch that would not run what was asked for (see ``_check_launch``)."""
+
+
 def _check_launch() -> None:
     """Refuse the one launch that silently trains with a single process.
 
@@ -352,7 +356,7 @@ def _check_launch() -> None:
         and "MASTER_ADDR" in env
         and not any(k in env for k in ranks)
     ):
-        raise RuntimeError(
+        raise LaunchError(
             "`accelerate launch --cpu --num_processes N` started a single process (it needs mpirun for more). "
             "For N CPU processes use `accelerate launch --multi_gpu --num_processes N -m rlr_video train ...` "
             "(without a GPU the trainer forms a gloo CPU group) or `torchrun --nproc_per_node N -m rlr_video train ...`"
