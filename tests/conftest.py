@@ -1,6 +1,7 @@
-"""Shared test settings: never reach the network; an opt-in one-thread fixture."""
+"""Shared test settings: never reach the network; opt-in fixtures."""
 
 import os
+import sys
 
 import pytest
 
@@ -21,3 +22,25 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def reward_module(tmp_path, monkeypatch):
+    """``write(name, source)``: a module of custom rewards in the working directory (``tmp_path``,
+    not on ``sys.path``: ``--import`` must find it there, as ``python -m`` would). Its
+    registrations and the imported module are undone afterwards."""
+    from rewards import registry
+
+    saved, names = dict(registry._REGISTRY), []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+        names.append(name)
+
+    yield write
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+    for name in names:
+        sys.modules.pop(name, None)

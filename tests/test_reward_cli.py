@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from reward_fixtures import TINY, open_clip_weights, register_tiny_open_clip, smooth_videos
 
-from rewards import registry as registry_module
 from rlr_video.cli import main
 from rlr_video.video_io import write_gif, write_video
 
@@ -188,51 +187,24 @@ def test_json_spec_with_per_reward_options_and_fps(videos: Path, tmp_path: Path)
     assert scores["2*flicker+-1*smooth"] == pytest.approx(2 * scores["flicker"] - scores["smooth"])
 
 
-def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, monkeypatch, capsys) -> None:
-    saved = dict(registry_module._REGISTRY)
-    (tmp_path / "my_rewards.py").write_text(
+def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, reward_module, capsys) -> None:
+    reward_module(
+        "my_rewards",
         "from rewards import register_reward\n\n"
         "@register_reward('luma', needs_prompts=False)\n"
         "def luma(frames, prompts, gain=1.0):\n"
-        "    return gain * frames.mean(dim=(1, 2, 3, 4))\n"
+        "    return gain * frames.mean(dim=(1, 2, 3, 4))\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        assert main(["reward", "--import", "my_rewards", "--list-rewards"]) == 0
-        assert "luma" in capsys.readouterr().out.split()
-        out = tmp_path / "r.json"
-        rc = run_cli(videos / "a.mp4", "--import", "my_rewards", "--reward", "luma", "-O", "luma.gain=2",
-                     "--out", out)  # fmt: skip
-        assert rc == 0
-        [video] = json.loads(out.read_text())["videos"]
-        assert 0 < video["scores"]["luma"] < 2
-    finally:
-        registry_module._REGISTRY.clear()
-        registry_module._REGISTRY.update(saved)
-        sys.modules.pop("my_rewards", None)
-
-
-def test_import_finds_a_module_in_the_working_directory(tmp_path: Path, videos: Path, monkeypatch) -> None:
-    """As ``python -m`` would: the console script itself does not put the working directory on sys.path."""
-    saved = dict(registry_module._REGISTRY)
-    (tmp_path / "cwd_rewards.py").write_text(
-        "from rewards import register_reward\n\n"
-        "@register_reward('cwd_luma', needs_prompts=False)\n"
-        "def cwd_luma(frames, prompts):\n"
-        "    return frames.mean(dim=(1, 2, 3, 4))\n"
-    )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
-    try:
-        # options before and after the videos: leftover words go back to the positional list
-        out = tmp_path / "r.json"
-        rc = run_cli(videos / "a.mp4", "--import", "cwd_rewards", "-r", "cwd_luma", videos / "b.webm", "--out", out)
-        assert rc == 0
-        assert [Path(v["path"]).name for v in json.loads(out.read_text())["videos"]] == ["a.mp4", "b.webm"]
-    finally:
-        registry_module._REGISTRY.clear()
-        registry_module._REGISTRY.update(saved)
-        sys.modules.pop("cwd_rewards", None)
+    assert main(["reward", "--import", "my_rewards", "--list-rewards"]) == 0
+    assert "luma" in capsys.readouterr().out.split()
+    # options before and after the videos: leftover words go back to the positional list
+    out = tmp_path / "r.json"
+    rc = run_cli(videos / "a.mp4", "--import", "my_rewards", "-r", "luma", "-O", "luma.gain=2", videos / "b.webm",
+                 "--out", out)  # fmt: skip
+    assert rc == 0
+    scored = json.loads(out.read_text())["videos"]
+    assert [Path(v["path"]).name for v in scored] == ["a.mp4", "b.webm"]
+    assert all(0 < v["scores"]["luma"] < 2 for v in scored)
 
 
 def test_console_entry_point_from_another_directory(videos: Path, tmp_path: Path) -> None:

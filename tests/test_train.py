@@ -191,31 +191,22 @@ def test_cpu_default_trains_from_the_command_line(tmp_path):
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000003"]
 
 
-def test_the_command_trains_a_custom_reward_and_says_what_stops_it(tmp_path, monkeypatch, capsys):
-    from rewards import registry
-
-    saved = dict(registry._REGISTRY)
-    (tmp_path / "train_rewards.py").write_text(
+def test_the_command_trains_a_custom_reward_and_says_what_stops_it(tmp_path, reward_module, monkeypatch, capsys):
+    reward_module(
+        "train_rewards",
         "from rewards import register_reward\n\n"
         "@register_reward('mean_green', needs_prompts=False)\n"
         "def mean_green(frames, prompts):\n"
-        "    return frames[:, :, 1].mean(dim=(1, 2, 3))\n"
+        "    return frames[:, :, 1].mean(dim=(1, 2, 3))\n",
     )
-    monkeypatch.chdir(tmp_path)  # found there, as `python -m` would find it
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
     out = tmp_path / "run"
     argv = ["train", "toy", "--import", "train_rewards", "reward=mean_green", "train.steps=1", "train.progress=false"]
     argv.append(f"train.output_dir={out}")
-    try:
-        assert cli.main(argv) == 0
-        assert 0 < read_metrics(out / "metrics.jsonl")[0]["reward_mean"] < 1
-        capsys.readouterr()
-        assert cli.main([*argv, "--resume"]) == 0  # nothing left to do: said so
-        assert "already at step 1 of train.steps=1" in capsys.readouterr().out
-    finally:
-        registry._REGISTRY.clear()
-        registry._REGISTRY.update(saved)
-        sys.modules.pop("train_rewards", None)
+    assert cli.main(argv) == 0
+    assert 0 < read_metrics(out / "metrics.jsonl")[0]["reward_mean"] < 1
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume"]) == 0  # nothing left to do: said so
+    assert "already at step 1 of train.steps=1" in capsys.readouterr().out
     missing = ["train", "toy", "model.toy=null", f"model.path={tmp_path / 'no-model'}", f"train.output_dir={out}2"]
     assert cli.main(missing) == 2
     assert "no-model" in capsys.readouterr().err
