@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rewards.frames import check_frames
 from rewards.registry import register_reward
 
 COLORS = {
@@ -28,11 +29,13 @@ COLORS = {
 
 @register_reward("brightness", needs_prompts=False)
 def brightness(frames: Tensor, prompts: Sequence[str]) -> Tensor:
+    check_frames(frames, None, "brightness")
     return frames.float().mean(dim=(1, 2, 3, 4))
 
 
 @register_reward("redness", needs_prompts=False)
 def redness(frames: Tensor, prompts: Sequence[str]) -> Tensor:
+    check_frames(frames, None, "redness")
     r, g, b = frames.float().unbind(2)
     return (r - 0.5 * (g + b)).mean(dim=(1, 2, 3))
 
@@ -40,6 +43,7 @@ def redness(frames: Tensor, prompts: Sequence[str]) -> Tensor:
 @register_reward("color_match")
 def color_match(frames: Tensor, prompts: Sequence[str]) -> Tensor:
     """1 - mean |pixel - the colour named in the prompt|; 0 for prompts that name none."""
+    check_frames(frames, prompts, "color_match")
     scores = []
     for video, prompt in zip(frames.float(), prompts, strict=True):
         color = next((COLORS[w] for w in prompt.lower().split() if w in COLORS), None)

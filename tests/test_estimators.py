@@ -29,6 +29,7 @@ def _run(estimator, backbone, reward=None, seed=0):
     [
         (RLR(h=2), 6 + 1 + 2 + 3, 1 + 2 + 3),  # rollout, FO, HO (h calls), ZO on |C| = 5 - 2 steps
         (RLR(h=1, zo_samples=2), 6 + 1 + 1 + 2, 1 + 1 + 2),
+        (RLR(h=2, zo_samples=9), 6 + 1 + 2 + 3, 1 + 2 + 3),  # more samples than steps left: all of them
         (RLR(h=3, zo="param_es"), 6 + 1 + 3, 1 + 3),  # ES is forward-only, inside the rollout
         (RLR(h=2, zo="none"), 6 + 1 + 2, 1 + 2),
         (RLR(h=1, fo_steps=3), 6 + 3 + 1 + 2, 3 + 1 + 2),
@@ -36,7 +37,7 @@ def _run(estimator, backbone, reward=None, seed=0):
         (TruncatedBP(K=2), 6, 2),
         (LR(), 6 + 6, 6),
     ],
-    ids=["rlr", "rlr-sampled", "rlr-es", "rlr-none", "rlr-fo3", "full", "trunc", "lr"],
+    ids=["rlr", "rlr-sampled", "rlr-oversampled", "rlr-es", "rlr-none", "rlr-fo3", "full", "trunc", "lr"],
 )
 def test_diagnostics_and_call_counts(backbone, estimator, forward, backward):
     stats = _run(estimator, backbone)
@@ -97,6 +98,20 @@ def test_clear_errors(backbone):
         LR(inner_epochs=2)
     with pytest.raises(ValueError, match=r"j range \(9, 12\) has no valid start"):
         _run(RLR(h=1, j=(9, 12)), backbone)
+
+
+@pytest.mark.parametrize("estimator", [RLR(h=2), FullBP(), LR()], ids=["rlr", "full", "lr"])
+def test_a_reward_must_give_one_score_per_video_and_prompts_a_list(backbone, estimator):
+    class Column(DistanceReward):  # (B, 1) would broadcast against the (B,) advantages: a wrong gradient
+        name = "column"
+
+        def __call__(self, frames, prompts):
+            return super().__call__(frames, prompts)[:, None]
+
+    with pytest.raises(ValueError, match=r"reward 'column' returned \(3, 1\); .* shape \(3,\)"):
+        _run(estimator, backbone, Column())
+    with pytest.raises(TypeError, match="a non-empty list of strings, one per video"):
+        estimator.estimate(backbone, DistanceReward(), "a red circle", torch.Generator().manual_seed(0))
 
 
 def test_ppo_clip_is_reinforce_on_policy_and_clips_when_reused(backbone):

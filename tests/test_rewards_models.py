@@ -354,6 +354,12 @@ def test_bad_inputs_are_named() -> None:
         build_reward("clip", model="no-such-model", pretrained=None)
     with pytest.raises(ValueError, match="backbone must be"):
         build_reward("temporal", backbone="resnet")
+    for pixel in ("brightness", "redness", "color_match"):  # channels last, or a single frame
+        for frames in (torch.rand(2, 4, 32, 32, 3), torch.rand(2, 3, 32, 32)):
+            with pytest.raises(ValueError, match=f"'{pixel}'.*shape \\(B, F, 3, H, W\\)"):
+                build_reward(pixel)(frames, PROMPTS)
+    with pytest.raises(ValueError, match="2 videos but 1 prompts"):
+        build_reward("color_match")(torch.rand(2, 2, 3, 32, 32), PROMPTS[:1])
 
 
 def test_pair_terms() -> None:

@@ -21,9 +21,11 @@ from rlr_video.estimators.common import (
     CallCount,
     GradPart,
     RewardBaseline,
+    check_prompts,
     grad_norm,
     randint,
     reward_stats,
+    score,
     skipped_stats,
     step_log_prob,
 )
@@ -43,6 +45,7 @@ def sample_with_grad(backbone, cond, generator: torch.Generator, batch: int, gra
 
 
 def _pathwise(backbone, reward, prompts, generator, grad_steps: int) -> dict[str, float]:
+    check_prompts(prompts)
     params = backbone.trainable_parameters()
     if not reward.differentiable:
         raise ValueError(f"backpropagation needs a differentiable reward; {reward.name!r} is not")
@@ -51,7 +54,7 @@ def _pathwise(backbone, reward, prompts, generator, grad_steps: int) -> dict[str
     part = GradPart(params)
     with torch.enable_grad():
         x0 = sample_with_grad(backbone, cond, generator, len(prompts), grad_steps)
-        rewards = reward(backbone.decode(x0), prompts)
+        rewards = score(reward, backbone.decode(x0), prompts)
         if not bool(torch.isfinite(rewards).all()):
             return skipped_stats(rewards.detach())
         part.add(-rewards.mean())
@@ -133,7 +136,7 @@ class LR:
         with torch.no_grad():
             cond = backbone.encode(prompts)
             traj = rollout(backbone, cond, generator, len(prompts))
-            rewards = reward(backbone.decode(traj.sample), prompts)
+            rewards = score(reward, backbone.decode(traj.sample), prompts)
         calls.forward += backbone.num_steps
         if not bool(torch.isfinite(rewards).all()):
             return skipped_stats(rewards)
@@ -141,6 +144,7 @@ class LR:
         return _Batch(list(prompts), cond, traj, rewards, advantages, {}, self.inner_epochs)
 
     def estimate(self, backbone, reward, prompts: Sequence[str], generator: torch.Generator) -> dict[str, float]:
+        check_prompts(prompts)
         params = backbone.trainable_parameters()
         calls = CallCount()
         batch = self._batch

@@ -102,6 +102,24 @@ class CallCount:
         return self.forward + 2 * self.backward
 
 
+def check_prompts(prompts: Sequence[str]) -> None:
+    """One prompt per video: a bare string would be a batch of its characters."""
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts) or not prompts:
+        raise TypeError(f"prompts: expected a non-empty list of strings, one per video; got {prompts!r:.80}")
+
+
+def score(reward, frames: Tensor, prompts: Sequence[str]) -> Tensor:
+    """``reward(frames, prompts)``, checked to be one score per video: a (B, 1) or (B, F) output
+    would broadcast against (B,) advantages and silently give a wrong gradient."""
+    rewards = reward(frames, prompts)
+    if not isinstance(rewards, Tensor) or tuple(rewards.shape) != (len(prompts),):
+        got = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
+        name = getattr(reward, "name", type(reward).__name__)
+        want = f"one score per video, shape ({len(prompts)},)"
+        raise ValueError(f"reward {name!r} returned {got}; a reward returns {want}")
+    return rewards
+
+
 def grad_norm(params: Sequence[torch.nn.Parameter]) -> float:
     sq = sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None)
     return math.sqrt(sq)

@@ -23,10 +23,12 @@ from rlr_video.estimators.common import (
     CallCount,
     GradPart,
     RewardBaseline,
+    check_prompts,
     grad_norm,
     randint,
     require_noise,
     reward_stats,
+    score,
     skipped_stats,
     step_log_prob,
 )
@@ -91,6 +93,7 @@ class RLR:
         self.es_baseline: float | None = None
 
     def estimate(self, backbone, reward, prompts: Sequence[str], generator: torch.Generator) -> dict[str, float]:
+        check_prompts(prompts)
         params = backbone.trainable_parameters()
         T, transition, batch = backbone.num_steps, backbone.transition, len(prompts)
         if not reward.differentiable:
@@ -118,7 +121,7 @@ class RLR:
         fo = GradPart(params)
         with torch.enable_grad():
             x0 = replay(backbone, cond, traj, self.fo_steps, 0, self.checkpoint_calls)
-            rewards = reward(backbone.decode(x0), prompts)
+            rewards = score(reward, backbone.decode(x0), prompts)
             calls.forward += self.fo_steps
             if not bool(torch.isfinite(rewards).all()):
                 return skipped_stats(rewards.detach())
