@@ -50,6 +50,9 @@ def test_explicit_family_must_match_the_layout():
 def test_unknown_option_lists_the_known_ones():
     with pytest.raises(TypeError, match=r"unknown backbone option\(s\) \['guidance'\].*guidance_scale"):
         load_backbone(tiny_model_dir("modelscope"), guidance=3.0)
+    for name in ("num_steps", "num_frames", "height", "width"):  # 0 is not "the default"
+        with pytest.raises(ValueError, match=f"{name}=0 must be >= 1"):
+            load_backbone(tiny_model_dir("modelscope"), **{name: 0})
 
 
 def test_directory_that_is_no_video_layout(tmp_path):
@@ -103,7 +106,9 @@ def test_packaged_tiny_shapes_resolves_to_the_assets_directory(tmp_path, monkeyp
 def test_the_shipped_tiny_shapes_model_loads():
     backbone = load_backbone("tiny-shapes", num_steps=2)
     frames = backbone.decode(backbone.initial_latents(1, torch.Generator().manual_seed(0)))
-    assert frames.shape[:3] == (1, backbone.num_frames, 3)
+    # by name it samples as it was trained, not with TextToVideoSDPipeline's 16 frames, guidance 9
+    assert frames.shape == (1, 8, 3, 16, 16) and backbone.guidance_scale == 2.0
+    assert load_backbone("tiny-shapes", num_steps=2, num_frames=16, guidance_scale=4.0).latent_shape[1] == 16
 
 
 def test_sd_base_with_motion_adapter_is_animatediff(tmp_path):

@@ -93,6 +93,36 @@ def test_lora_of_another_rank_is_a_clear_error(tmp_path):
         other.load_lora(tmp_path / "lora")
     with pytest.raises(FileNotFoundError, match="pytorch_lora_weights.safetensors"):
         other.load_lora(tmp_path / "nowhere")
+    # lora_path brings its own rank: the default lora_rank=4 does not get in the way
+    options = tiny_options("modelscope", lora_path=str(tmp_path / "lora"))
+    loaded = load_backbone(tiny_model_dir("modelscope"), **options)
+    assert {p.shape[0] for n, p in loaded.denoiser.named_parameters() if "lora_A" in n} == {2}
+
+
+def test_a_lora_that_does_not_fit_leaves_the_model_as_it_was(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = tiny_model_dir("modelscope")
+    saved = load_backbone(path, **tiny_options("modelscope", lora_rank=2))
+    file = saved.save_lora(tmp_path / "lora")
+    model = load_backbone(path, **tiny_options("modelscope", lora_rank=0))
+    before = probe(model)
+    # The same file less one tensor: injected from its metadata, found short, taken out again.
+    tensors = load_file(file)
+    with safe_open(str(file), framework="pt") as f:
+        metadata = f.metadata()
+    tensors.pop(sorted(tensors)[0])
+    (tmp_path / "short").mkdir()
+    save_file(tensors, tmp_path / "short" / file.name, metadata=metadata)
+    with pytest.raises(ValueError, match="1 missing keys"):
+        model.load_lora(tmp_path / "short")
+    assert model.trainable_parameters() == [] and torch.equal(probe(model), before)
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / file.name).write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt/pytorch_lora_weights.safetensors: not a readable safetensors"):
+        model.load_lora(tmp_path / "corrupt")
+    model.load_lora(tmp_path / "lora")  # the right file still loads
+    assert len(model.trainable_parameters()) == len(saved.trainable_parameters())
 
 
 def test_lora_targets_and_rank_are_configurable():

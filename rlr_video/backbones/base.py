@@ -73,11 +73,11 @@ class DiffusersBackbone:
 
         for module in self._models():
             module.requires_grad_(False)
-        if options.lora_rank:
+        if options.lora_path:  # the file's own rank, alpha and targets (lora_rank is for a new LoRA)
+            self.load_lora(options.lora_path)
+        elif options.lora_rank:
             config = lora_lib.lora_config(options.lora_rank, options.lora_alpha, options.lora_targets)
             lora_lib.add_lora(self.denoiser, config)
-        if options.lora_path:
-            self.load_lora(options.lora_path)
         if options.gradient_checkpointing:
             self.enable_gradient_checkpointing()
         self._set_modes()

@@ -16,6 +16,9 @@ from typing import Any
 
 # Packaged backbones: names that resolve to directories shipped inside rlr_video/assets.
 PACKAGED = {"tiny-shapes": "tiny-shapes"}
+# How a packaged model was trained and evaluated, where that differs from its pipeline's
+# defaults (TextToVideoSDPipeline's 16 frames and guidance 9): options left unset take these.
+PACKAGED_DEFAULTS = {"tiny-shapes": {"num_frames": 8, "guidance_scale": 2.0}}
 
 # Raw checkpoints some hub repositories carry next to the diffusers folders; never needed.
 _HUB_IGNORE = ["*.ckpt", "*.pth", "*.pt", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.gguf"]

@@ -131,9 +131,12 @@ def read_lora(path: str | Path, prefix: str) -> tuple[dict[str, torch.Tensor], d
     file = path / WEIGHT_NAME if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"no LoRA weights at {file} (expected {WEIGHT_NAME} as save_lora writes)")
-    with safe_open(str(file), framework="pt") as f:
-        raw_meta = (f.metadata() or {}).get(METADATA_KEY)
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            raw_meta = (f.metadata() or {}).get(METADATA_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"{file}: not a readable safetensors file ({err})") from None
     state = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     if not state:
         found = sorted({k.split(".")[0] for k in tensors})
@@ -171,33 +174,50 @@ def load_lora(model: nn.Module, path: str | Path, prefix: str) -> list[nn.Parame
     ranks); its weights are replaced. Returns the LoRA parameters.
     """
     state, meta = read_lora(path, prefix)
-    if not has_lora(model):
+    injected = not has_lora(model)
+    if injected:
         add_lora(model, config_from_file(state, meta))
-    expected = set(lora_state_dict(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"LoRA at {path} does not fit the model's LoRA: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
-        )
-    for key, current in lora_state_dict(model).items():
-        if state[key].shape != current.shape:
-            raise ValueError(f"LoRA at {path}: {key} has shape {tuple(state[key].shape)}, "
-                             f"the model's LoRA has {tuple(current.shape)} (another rank?)")
+    try:
+        _check_fits(model, state, path)
+    except ValueError:
+        if injected:  # leave the model as it was
+            _remove_lora(model, merge=False)
+        raise
     dtype = lora_parameters(model)[0].dtype
     set_peft_model_state_dict(model, {k: v.to(dtype) for k, v in state.items()}, adapter_name=ADAPTER)
     return lora_parameters(model)
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every LoRA layer into its base weight and put the base layer back in its place:
-    ``model`` becomes a plain model again (saved with ``save_pretrained``, no adapter)."""
+def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
+    """Raise ValueError unless ``state`` has exactly the model's LoRA keys and shapes."""
+    current = lora_state_dict(model)
+    missing, unexpected = sorted(set(current) - set(state)), sorted(set(state) - set(current))
+    if missing or unexpected:
+        raise ValueError(
+            f"LoRA at {path} does not fit the model's LoRA: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
+        )
+    for key, tensor in current.items():
+        if state[key].shape != tensor.shape:
+            raise ValueError(f"LoRA at {path}: {key} has shape {tuple(state[key].shape)}, "
+                             f"the model's LoRA has {tuple(tensor.shape)} (another rank?)")
+
+
+def _remove_lora(model: nn.Module, merge: bool) -> nn.Module:
+    """Put every LoRA layer's base layer back in its place (folding the LoRA in with ``merge``)."""
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
-            module.merge()
+            if merge:
+                module.merge()
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, module.get_base_layer())
     for attr in ("peft_config", "_hf_peft_config_loaded"):
         if hasattr(model, attr):
             delattr(model, attr)
     return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA layer into its base weight and put the base layer back in its place:
+    ``model`` becomes a plain model again (saved with ``save_pretrained``, no adapter)."""
+    return _remove_lora(model, merge=True)

@@ -57,7 +57,8 @@ class BackboneOptions:
         lora_rank: LoRA rank on ``lora_targets`` of the denoiser; 0 or None: no LoRA.
         lora_alpha: LoRA alpha (default: the rank, so the scale is 1).
         lora_targets: module-name suffixes that get LoRA (attention projections by default).
-        lora_path: a directory written by ``save_lora`` to load after building.
+        lora_path: a directory written by ``save_lora`` to load after building, with the rank,
+            alpha and targets saved in it (``lora_rank`` and friends then do not apply).
         gradient_checkpointing: checkpoint the denoiser's blocks in backward passes.
         train_mode: leave dropout on (``module.train()``). Off by default: sampling and the
             estimators' replays must see the same function, and UNet3D has dropout 0.1 in
@@ -98,8 +99,10 @@ class BackboneOptions:
         opts = cls(**options)
         opts.dtype = resolve_dtype(opts.dtype)
         opts.lora_targets = tuple(opts.lora_targets)
-        if opts.num_steps < 1:
-            raise ValueError(f"num_steps={opts.num_steps} must be >= 1")
+        for name in ("num_steps", "num_frames", "height", "width"):  # None: the family's default
+            value = getattr(opts, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value} must be >= 1")
         return opts
 
     def stochasticity(self, default: float) -> float:
