@@ -286,6 +286,32 @@ def test_resume_restores_estimator_state(tmp_path, overrides):
     assert stable_metrics(out) == metrics
 
 
+class Payload:
+    """Stands for code a foreign checkpoint could smuggle in: unpickling it must be refused."""
+
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_resume_reads_no_arbitrary_pickle_and_names_corrupt_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "toy", "train.steps=1", "train.progress=false", f"train.output_dir={out}"]
+    assert cli.main(argv) == 0
+    step = ckpt.checkpoint_root(out) / "step-000001"
+    state = torch.load(step / ckpt.STATE_FILE, weights_only=True)  # the file itself needs no pickle classes
+    torch.save({**state, "payload": Payload()}, step / ckpt.STATE_FILE)
+    capsys.readouterr()
+    assert cli.main([*argv, "train.steps=2", "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert "this ran while loading" not in captured.out
+    assert f"{step / ckpt.STATE_FILE}: not a resume state" in captured.err
+    assert "GLOBAL print was not an allowed global" in captured.err
+    torch.save(state, step / ckpt.STATE_FILE)
+    (step / "lora" / TRAINABLE_FILE).write_bytes(b"garbage")
+    assert cli.main([*argv, "train.steps=2", "--resume"]) == 2
+    assert f"{step / 'lora' / TRAINABLE_FILE}: not a readable safetensors file" in capsys.readouterr().err
+
+
 def test_a_diffusers_backbone_trains_and_checkpoints_its_lora(tmp_path):
     """``model.path`` goes through ``load_backbone``: a tiny random UNet3D (real diffusers
     classes) trains a step and its checkpoint holds the LoRA in the diffusers layout."""

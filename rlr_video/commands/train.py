@@ -62,12 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from rlr_video.backbones.layout import BackboneLoadError
     from rlr_video.memory.planner import BudgetTooSmall
     from rlr_video.train import train
+    from rlr_video.train.checkpoint import CheckpointError
     from rlr_video.train.trainer import LaunchError
 
     try:
         train(config, resume=args.resume)
-    # A run folder in use, a bad --resume path, a model or reward weights that are not there.
-    except (FileExistsError, FileNotFoundError, BackboneLoadError, LaunchError) as err:
+    # A run folder in use, a bad --resume checkpoint, a model or reward weights that are not there.
+    except (FileExistsError, FileNotFoundError, BackboneLoadError, CheckpointError, LaunchError) as err:
         print(f"rlr-video train: {err}", file=sys.stderr)
         return 2
     except BudgetTooSmall as err:  # memory.budget below what even h = 1 needs

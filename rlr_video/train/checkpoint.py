@@ -14,6 +14,7 @@ renamed away before they are deleted for the same reason.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -103,13 +104,49 @@ def _remove_leftovers(root: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: the message names the file."""
+
+
+def _state_classes() -> list[Any]:
+    """What a resume state may hold besides tensors and containers: the estimators' own state
+    objects, a pending PPO batch, and numpy's RNG state (as torch's docs allow it)."""
+    import numpy as np
+
+    from rlr_video.backbones.text import TextConditioning
+    from rlr_video.chain.rollout import Trajectory
+    from rlr_video.estimators.baselines import _Batch
+    from rlr_video.estimators.common import RewardBaseline
+    from rlr_video.estimators.split import StartSampler
+    from rlr_video.train.multiscale import StagedConditioning
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    numpy_rng = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct]
+    return [RewardBaseline, StartSampler, _Batch, Trajectory, TextConditioning, StagedConditioning, *numpy_rng]
+
+
+def load_pickled(source: str | Path | io.BytesIO, where: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with only :func:`_state_classes` allowed besides
+    tensors: a checkpoint from elsewhere cannot run code. Errors name ``where``."""
+    try:
+        with torch.serialization.safe_globals(_state_classes()):
+            return torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt, truncated or foreign files
+        # torch's refusal is a page of advice (including weights_only=False); keep its reason
+        refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", str(err))
+        reason = refused.group(1) if refused else str(err).splitlines()[0]
+        raise CheckpointError(f"{where}: not a resume state this version can read ({reason})") from None
+
+
 def load_state(checkpoint: str | Path) -> dict[str, Any]:
     """The resume state of a checkpoint folder."""
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{checkpoint} is not a checkpoint (no {STATE_FILE})")
-    # weights_only=False: the state holds RNG states and python containers we wrote ourselves.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_pickled(path, path)
 
 
 def weights_dir(checkpoint: str | Path) -> Path:

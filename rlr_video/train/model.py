@@ -91,7 +91,10 @@ def load_weights(backbone, directory: str | Path) -> None:
     if (directory / TRAINABLE_FILE).is_file():
         from safetensors.torch import load_file
 
-        tensors = load_file(directory / TRAINABLE_FILE)
+        try:
+            tensors = load_file(directory / TRAINABLE_FILE)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"{directory / TRAINABLE_FILE}: not a readable safetensors file ({err})") from None
         params = _named_trainable(backbone)
         if set(tensors) != set(params):
             raise ValueError(f"{directory / TRAINABLE_FILE} holds {sorted(tensors)}, the model trains {sorted(params)}")

@@ -143,7 +143,10 @@ class Trainer:
         changed = [k for k in _diff_keys(state["config"], self.config.to_dict()) if k not in RESUMABLE_CHANGES]
         if changed and self.is_main:
             warnings.warn(f"resuming {checkpoint} with a changed config: {', '.join(changed)}", stacklevel=2)
-        load_weights(self.model, ckpt.weights_dir(checkpoint))
+        try:
+            load_weights(self.model, ckpt.weights_dir(checkpoint))
+        except ValueError as err:  # corrupt, or saved from another model
+            raise ckpt.CheckpointError(f"--resume {checkpoint}: {err}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.position = state["step"], state["prompt_position"]
         if self.baseline is not None and state["baseline"] is not None:
@@ -156,7 +159,7 @@ class Trainer:
                 stacklevel=2,
             )
         mine = per_process[self.rank] if len(per_process) == self.world else per_process[0]
-        mine = torch.load(io.BytesIO(mine), map_location=self.accelerator.device, weights_only=False)
+        mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, self.accelerator.device)
         load_estimator_state(self.estimator, mine["estimator"])
         self._last_raw = mine["last_raw"]
         set_rng_state(mine["rng"])
