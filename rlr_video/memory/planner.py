@@ -401,17 +401,18 @@ class Planner:
         """Eq. 8's terms for this model without checkpointing: B_h (an HO step held for
         backprop: one call's activations plus its stored step), B_z (a stored step: latent and
         noise), the overhead Eq. 8 does not count (weights, LoRA, AdamW, gradient buffers, the
-        backward's scratch), and its h* for ``budget``. While the HO phase is the peak, the
-        predicted peak is overhead + B_z (T - 1) + h (B_h - B_z), so h* is what ``plan``
-        finds with checkpointing off."""
+        backward's scratch), and its h* for ``budget`` (at most ``max_h``). The terms come from
+        the HO phase alone, whose peak is overhead + B_z (T - 1) + h (B_h - B_z): while it is
+        the peak of the update, h* is what ``plan`` finds with checkpointing off; when another
+        phase (FO, the rollout) is, h* is larger than what fits."""
         plain = MemoryOptions()
         one, two = self.estimate(1, plain), self.estimate(2, plain)
         b_z = 2 * self.cm.latent_bytes(self.shape)
-        step = two.total - one.total  # B_h - B_z, while HO is the peak phase
+        step = two.phases["ho"] - one.phases["ho"]  # B_h - B_z: one more call held for backprop
         b_h = b_z + step
-        overhead = one.total - step - b_z * (self.steps - 1)
+        overhead = one.fixed + one.persistent + one.phases["ho"] - step - b_z * (self.steps - 1)
         h = eq8_h(budget - overhead, b_h, b_z, self.steps) if step > 0 else self.max_h
-        return {"B_h": b_h, "B_z": b_z, "T": self.steps, "overhead": overhead, "h": h}
+        return {"B_h": b_h, "B_z": b_z, "T": self.steps, "overhead": overhead, "h": min(h, self.max_h)}
 
     def _too_small(self, budget: int, options: list[MemoryOptions]) -> BudgetTooSmall:
         smallest = min(self.estimate(1, o, z).total for o in options for z in ("latent_lr", "param_es"))
