@@ -24,6 +24,8 @@ from tqdm import tqdm
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.estimators import LR, RLR, FullBP, TruncatedBP
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
 PROMPTS = ["a red circle moving left", "a blue square moving up", "a green triangle", "a white star"]
 
 
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument("--truth-draws", type=int, default=4000, help="FullBP draws averaged for the truth")
     parser.add_argument("--budget-fullbp", type=float, default=8, help="budget, in FullBP estimates")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/estimators.json"))
+    parser.add_argument("--out", type=Path, default=BENCHMARKS / "estimators.json")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the toy model is tiny: one thread is fastest
 

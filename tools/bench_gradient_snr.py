@@ -25,6 +25,8 @@ from rlr_video.backbones import load_backbone
 from rlr_video.estimators import LR, RLR, FullBP, TruncatedBP
 from rlr_video.testbed.shapes import heldout_prompts
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
 REWARDS = {"clip": {"clip": {"model": "shapes-clip"}}, "brightness": "brightness", "color_match": "color_match"}
 
 
@@ -49,7 +51,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--truth-draws", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--out", default="benchmarks/gradient_snr.json")
+    parser.add_argument("--out", default=BENCHMARKS / "gradient_snr.json")
     args = parser.parse_args()
 
     torch.manual_seed(0)  # the LoRA initialisation

@@ -31,6 +31,8 @@ from rlr_video.config import load_config
 from rlr_video.testbed.evaluate import GROUND_TRUTH_KEYS, eval_set, evaluate
 from rlr_video.train.trainer import Trainer
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
 # What each method changes in the config; everything else (lr, batch, steps) is shared.
 ESTIMATORS = {
     "rlr": [],  # the preset's RLR settings
@@ -140,8 +142,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--eval-videos", type=int, default=30)
-    parser.add_argument("--out", default="benchmarks/training.json")
-    parser.add_argument("--plot", default="benchmarks/training.png")
+    parser.add_argument("--out", default=BENCHMARKS / "training.json")
+    parser.add_argument("--plot", default=BENCHMARKS / "training.png")
     parser.add_argument("--replot", action="store_true", help="only redraw --plot from the runs in --out")
     args = parser.parse_args()
     if args.replot:

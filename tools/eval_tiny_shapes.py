@@ -35,7 +35,7 @@ CHANCE = {"colour": 1 / len(shapes.COLOURS), "shape": 1 / len(shapes.SHAPES), "d
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--per-combo", type=int, default=6, help="videos per combination")
     p.add_argument("--train-combos", type=int, default=15, help="training combos to compare")

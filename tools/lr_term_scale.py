@@ -65,7 +65,7 @@ def profile(scheduler: DDIMScheduler, num_steps: int, last: int = 4) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Print and save the profiles."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=None, help="a diffusers folder with scheduler/")
     p.add_argument("--steps", type=int, nargs="+", default=[25])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "lr_term_scale.json")

@@ -50,7 +50,7 @@ from rlr_video.train.distributed import derive_seed  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR, help="pipeline folder to start from")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--lora", type=Path, default=None, help="continue from a LoRA file this tool saved")

@@ -54,7 +54,7 @@ from rlr_video.testbed.tiny_model import (  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=2000, help="UNet optimisation steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weigh each video's loss by 1/SNR(t) clipped to [1, CAP] (0: unweighted); for epsilon this is "
         "the x0 error wherever 1 < 1/SNR < CAP",
     )
-    p.add_argument("--out", type=Path, default=TINY_SHAPES_DIR)
+    p.add_argument("--out", type=Path, default=TINY_SHAPES_DIR, help="default: the shipped model (replaced)")
     p.add_argument("--save-every", type=int, default=250, help="also save mid-run (0: off)")
     p.add_argument(
         "--time-limit",

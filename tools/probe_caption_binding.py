@@ -50,7 +50,7 @@ COMBOS: dict[str, list[shapes.Combo]] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vary", choices=tuple(COMBOS), default="direction")
     p.add_argument("--unet", choices=tm.UNET_KINDS, default="motion")
     p.add_argument("--minutes", type=float, default=10.0)

@@ -34,7 +34,7 @@ from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR, load_pipeline  # noqa:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--videos", type=int, default=90, help="real held-out videos")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps of the full schedule")

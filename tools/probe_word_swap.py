@@ -32,7 +32,7 @@ from rlr_video.testbed.word_swap import word_swap  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict:
     """Probe, print, save; returns the report."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--seeds", type=int, default=2, help="noise draws per held-out prompt")
     p.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")

@@ -50,7 +50,7 @@ ATTRS = ("colour", "shape", "direction", "background")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-videos", type=int, default=300, help="held-out videos to rank")
-    p.add_argument("--out", type=Path, default=SHAPES_CLIP_DIR)
+    p.add_argument("--out", type=Path, default=SHAPES_CLIP_DIR, help="default: the shipped model (replaced)")
     p.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "shapes_clip.json")
     p.add_argument(
         "--direction-groups",
