@@ -21,6 +21,7 @@ from rlr_video.backbones import BackboneLoadError, VideoBackbone, detect_family,
 from rlr_video.backbones import layout as layout_module
 from rlr_video.backbones.layout import Layout
 from rlr_video.backbones.schedulers import ddim_transition, flow_transition
+from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,6 +51,8 @@ def test_explicit_family_must_match_the_layout():
 def test_unknown_option_lists_the_known_ones():
     with pytest.raises(TypeError, match=r"unknown backbone option\(s\) \['guidance'\].*guidance_scale"):
         load_backbone(tiny_model_dir("modelscope"), guidance=3.0)
+    with pytest.raises(ValueError, match="device='cuda:99': torch sees"):
+        load_backbone(tiny_model_dir("modelscope"), device="cuda:99")
     for name in ("num_steps", "num_frames", "height", "width"):  # 0 is not "the default"
         with pytest.raises(ValueError, match=f"{name}=0 must be >= 1"):
             load_backbone(tiny_model_dir("modelscope"), **{name: 0})
@@ -108,6 +111,7 @@ def test_the_shipped_tiny_shapes_model_loads():
     frames = backbone.decode(backbone.initial_latents(1, torch.Generator().manual_seed(0)))
     # by name it samples as it was trained, not with TextToVideoSDPipeline's 16 frames, guidance 9
     assert frames.shape == (1, 8, 3, 16, 16) and backbone.guidance_scale == 2.0
+    assert load_backbone(TINY_SHAPES_DIR, num_steps=2).latent_shape[1] == 8  # by its folder too
     assert load_backbone("tiny-shapes", num_steps=2, num_frames=16, guidance_scale=4.0).latent_shape[1] == 16
 
 

@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=45, help="evaluation videos (prompts cycled)")
     args = parser.parse_args()
 
+    if not (args.run / "config.yaml").is_file():
+        raise SystemExit(f"{args.run}: not a training output folder (no config.yaml; run `make demo` first)")
     config = load_config(args.run / "config.yaml")
     checkpoint = latest_checkpoint(args.run)
     if checkpoint is None:

@@ -20,6 +20,14 @@ PACKAGED = {"tiny-shapes": "tiny-shapes"}
 # defaults (TextToVideoSDPipeline's 16 frames and guidance 9): options left unset take these.
 PACKAGED_DEFAULTS = {"tiny-shapes": {"num_frames": 8, "guidance_scale": 2.0}}
 
+
+def packaged_defaults(root: Path) -> dict[str, Any]:
+    """``PACKAGED_DEFAULTS`` of the packaged model at ``root`` (by name or by its folder)."""
+    for name, folder in PACKAGED.items():
+        if root.resolve() == (assets_dir() / folder).resolve():
+            return PACKAGED_DEFAULTS.get(name, {})
+    return {}
+
 # Raw checkpoints some hub repositories carry next to the diffusers folders; never needed.
 _HUB_IGNORE = ["*.ckpt", "*.pth", "*.pt", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.gguf"]
 

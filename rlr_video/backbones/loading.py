@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlr_video.backbones.base import DiffusersBackbone
-from rlr_video.backbones.layout import PACKAGED_DEFAULTS, BackboneLoadError, Layout, resolve_source
+from rlr_video.backbones.layout import BackboneLoadError, Layout, packaged_defaults, resolve_source
 from rlr_video.backbones.options import BackboneOptions
 
 # family -> (module, class) of its adapter
@@ -97,8 +97,8 @@ def load_backbone(path_or_hub_id: str | Path, family: str | None = None, **optio
 
     Args:
         path_or_hub_id: a diffusers pipeline directory, a hub id ("owner/name", from the
-            cache or the hub), or a packaged name ("tiny-shapes", whose unset options default to
-            how it was trained: 8 frames, guidance 2).
+            cache or the hub), or a packaged name ("tiny-shapes"; by name or folder, its unset
+            options default to how it was trained: 8 frames, guidance 2).
         family: "animatediff", "modelscope" (Zeroscope), "cogvideox" or "wan"; detected
             from the layout when None, and checked against it when given.
         **options: ``BackboneOptions`` fields: dtype, device, num_steps, guidance_scale,
@@ -109,9 +109,9 @@ def load_backbone(path_or_hub_id: str | Path, family: str | None = None, **optio
         BackboneLoadError: the path, hub id or layout is not a supported model (the
             message names the path and what was expected).
     """
-    defaults = PACKAGED_DEFAULTS.get(str(path_or_hub_id), {})
-    opts = BackboneOptions.from_kwargs(**{**options, **{k: v for k, v in defaults.items() if options.get(k) is None}})
     root = resolve_source(path_or_hub_id)
+    defaults = packaged_defaults(root)
+    opts = BackboneOptions.from_kwargs(**{**options, **{k: v for k, v in defaults.items() if options.get(k) is None}})
     layout = Layout(root)
     detected = detect_family(layout, motion_adapter=bool(opts.motion_adapter))
     if family is not None:

@@ -99,6 +99,9 @@ class BackboneOptions:
         opts = cls(**options)
         opts.dtype = resolve_dtype(opts.dtype)
         opts.lora_targets = tuple(opts.lora_targets)
+        device = torch.device(opts.device)
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device={opts.device!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s) here")
         for name in ("num_steps", "num_frames", "height", "width"):  # None: the family's default
             value = getattr(opts, name)
             if value is not None and value < 1:
