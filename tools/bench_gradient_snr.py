@@ -73,21 +73,24 @@ def main() -> None:
     }
     for name, estimator in estimators.items():
         rows = draws(estimator, backbone, reward, prompts, args.draws, 20_000, name)
+        cosines = torch.tensor([cosine(r, truth) for r in rows])
         table[name] = {
             "norm": float(rows.norm(dim=1).mean()),
-            "single_draw_cosine": float(sum(cosine(r, truth) for r in rows) / len(rows)),
+            "single_draw_cosine": float(cosines.mean()),
+            "single_draw_cosine_se": float(cosines.std() / len(rows) ** 0.5) if len(rows) > 1 else None,
             "mean_cosine": cosine(rows.mean(0), truth),
         }
     print(f"reward {args.reward}: truth norm {table['truth']['norm']:.4f}, "
           f"split-half cosine {table['truth']['split_half_cosine']:.3f}")
-    print(f"{'estimator':<24}{'norm':>10}{'cos(draw, truth)':>18}{f'cos(mean of {args.draws})':>18}")
+    print(f"{'estimator':<24}{'norm':>10}{'cos(draw, truth) ± se':>24}{f'cos(mean of {args.draws})':>18}")
     for name, row in table.items():
         if name != "truth":
-            print(f"{name:<24}{row['norm']:>10.3f}{row['single_draw_cosine']:>18.3f}{row['mean_cosine']:>18.3f}")
+            single = f"{row['single_draw_cosine']:.3f} ± {row['single_draw_cosine_se'] or 0:.3f}"
+            print(f"{name:<24}{row['norm']:>10.3f}{single:>24}{row['mean_cosine']:>18.3f}")
     result = {
         "command": f"python tools/bench_gradient_snr.py --reward {args.reward} --draws {args.draws} "
                    f"--truth-draws {args.truth_draws} --batch-size {args.batch_size}",
-        "model": "tiny-shapes, 10 DDIM steps, eta 1, guidance 2, LoRA rank 8",
+        "model": f"tiny-shapes, {backbone.num_frames} frames, 10 DDIM steps, eta 1, guidance 2, LoRA rank 8",
         "prompts": prompts,
         "seconds": round(time.perf_counter() - start, 1),
         "table": table,
