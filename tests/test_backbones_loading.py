@@ -51,7 +51,7 @@ def test_explicit_family_must_match_the_layout():
 def test_unknown_option_lists_the_known_ones():
     with pytest.raises(TypeError, match=r"unknown backbone option\(s\) \['guidance'\].*guidance_scale"):
         load_backbone(tiny_model_dir("modelscope"), guidance=3.0)
-    with pytest.raises(ValueError, match="device='cuda:99': torch sees"):
+    with pytest.raises(ValueError, match="device 'cuda:99': torch sees"):
         load_backbone(tiny_model_dir("modelscope"), device="cuda:99")
     for name in ("num_steps", "num_frames", "height", "width"):  # 0 is not "the default"
         with pytest.raises(ValueError, match=f"{name}=0 must be >= 1"):

@@ -99,9 +99,7 @@ class BackboneOptions:
         opts = cls(**options)
         opts.dtype = resolve_dtype(opts.dtype)
         opts.lora_targets = tuple(opts.lora_targets)
-        device = torch.device(opts.device)
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(f"device={opts.device!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s) here")
+        check_device(opts.device)
         for name in ("num_steps", "num_frames", "height", "width"):  # None: the family's default
             value = getattr(opts, name)
             if value is not None and value < 1:
@@ -114,3 +112,14 @@ class BackboneOptions:
             raise ValueError(f"eta={self.eta} and noise_level={self.noise_level} disagree: give one of them")
         value = self.eta if self.eta is not None else self.noise_level
         return default if value is None else float(value)
+
+
+def check_device(device: str | torch.device, name: str = "device") -> None:
+    """Raise ValueError, naming ``name`` and the device, if torch cannot use it here."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"{name} {str(device)!r}: {err}") from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if parsed.type == "cuda" and (parsed.index or 0) >= count:
+        raise ValueError(f"{name} {str(device)!r}: torch sees {count} CUDA GPU(s) on this machine")

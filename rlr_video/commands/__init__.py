@@ -46,16 +46,8 @@ def positive_int(text: str) -> int:
 
 
 def check_device(device: str | None) -> None:
-    """Raise ValueError, naming the device, if torch cannot use it here (``None``: the default)."""
-    if device is None:
-        return
-    import torch
+    """Raise ValueError, naming ``--device``, if torch cannot use it here (``None``: the default)."""
+    if device is not None:
+        from rlr_video.backbones.options import check_device as check
 
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"--device {device!r}: {err}") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (parsed.index or 0) >= count:
-            raise ValueError(f"--device {device!r}: torch sees {count} CUDA GPU(s) on this machine")
+        check(device, "--device")
