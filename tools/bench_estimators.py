@@ -78,12 +78,17 @@ def at_equal_compute(samples: torch.Tensor, cost: float, budget: float, truth: t
     # ||mean - truth||^2 also holds the sampling noise of both means: remove it
     bias2 = max(0.0, float((mean - truth).pow(2).sum()) - var / len(samples) - truth_var)
     mse = bias2 + var / n_draws
-    groups = samples[: len(samples) // n_draws * n_draws].reshape(-1, n_draws, samples.shape[1]).mean(1)
+    # cosine of averages of n_draws draws; with fewer draws than that, of one average of them all
+    group = min(n_draws, len(samples))
+    if group < n_draws:
+        print(f"warning: --draws {len(samples)} < the {n_draws} draws the budget allows: cosine of {group}")
+    groups = samples[: len(samples) // group * group].reshape(-1, group, samples.shape[1]).mean(1)
     cosine = torch.nn.functional.cosine_similarity(groups, truth.expand_as(groups), dim=1)
     se2 = samples.var(0) / len(samples) + truth_full.var(0) / len(truth_full)
     return {
         "max_abs_z": float(((mean - truth).abs() / se2.clamp_min(1e-30).sqrt()).max()),
         "draws_at_budget": n_draws,
+        "cosine_draws": group,
         "mse": mse,
         "relative_mse": mse / float(truth.pow(2).sum()),
         "bias_sq": bias2,
@@ -126,7 +131,8 @@ def main() -> None:
           f"FullBP draws (relative se {math.sqrt(truth_var / float(truth.pow(2).sum())):.3f})\n{header}")
     norm2 = float(truth.pow(2).sum())
     for name, r in results.items():
-        cos = f"{r['cosine_mean']:.3f} ± {r['cosine_se']:.3f}"
+        se = r["cosine_se"]
+        cos = f"{r['cosine_mean']:.3f} ± {se:.3f}" if se == se else f"{r['cosine_mean']:.3f} (one average)"
         print(
             f"{name:24s} {r['cost_per_draw']:5.0f} {r['backprop_depth']:5.0f} {r['draws_at_budget']:8d} "
             f"{r['relative_mse']:10.3g} {r['max_abs_z']:8.3g} {cos:>14s}"
