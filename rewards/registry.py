@@ -204,8 +204,8 @@ def _dict_terms(spec: Mapping[str, Any]) -> list[tuple[str, str, float, dict[str
 def check_reward_spec(spec: str | Mapping[str, Any]) -> None:
     """Raise what :func:`build_reward` would for an unknown name, a bad weight or an unknown
     option, without building anything: configs are checked before any model loads."""
-    terms = [(spec, 1.0, {})] if isinstance(spec, str) else [t[1:] for t in _dict_terms(spec)]
-    for name, _, options in terms:
+    terms = [(spec, {})] if isinstance(spec, str) else [(name, options) for _, name, _, options in _dict_terms(spec)]
+    for name, options in terms:
         _check_options(name, _entry(name).factory, options)
 
 

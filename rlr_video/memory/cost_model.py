@@ -831,11 +831,7 @@ def _reward_modules(reward) -> list[nn.Module]:
         return [reward]
     encoder = getattr(reward, "encoder", None)
     found = [getattr(encoder, "model", None), *vars(reward).values()] if hasattr(reward, "__dict__") else []
-    out: list[nn.Module] = []
-    for m in found:
-        if isinstance(m, nn.Module) and all(m is not o for o in out):
-            out.append(m)
-    return out
+    return list({id(m): m for m in found if isinstance(m, nn.Module)}.values())  # each once, in order
 
 
 def _reward_leaf_cost(reward, shape: VideoShape, backend: AttentionBackend) -> tuple[int, float, int, bool]:
