@@ -21,7 +21,7 @@ from rlr_video.backbones import BackboneLoadError, VideoBackbone, detect_family,
 from rlr_video.backbones import layout as layout_module
 from rlr_video.backbones.layout import Layout
 from rlr_video.backbones.schedulers import ddim_transition, flow_transition
-from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR
+from rlr_video.testbed.tiny_model import GUIDANCE_SCALE, NUM_FRAMES, TINY_SHAPES_DIR
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -109,8 +109,10 @@ def test_packaged_tiny_shapes_resolves_to_the_assets_directory(tmp_path, monkeyp
 def test_the_shipped_tiny_shapes_model_loads():
     backbone = load_backbone("tiny-shapes", num_steps=2)
     frames = backbone.decode(backbone.initial_latents(1, torch.Generator().manual_seed(0)))
-    # by name it samples as it was trained, not with TextToVideoSDPipeline's 16 frames, guidance 9
-    assert frames.shape == (1, 8, 3, 16, 16) and backbone.guidance_scale == 2.0
+    # by name it samples as it was trained and evaluated, not with TextToVideoSDPipeline's 16
+    # frames and guidance 9 (layout.PACKAGED_DEFAULTS must agree with the testbed's constants)
+    assert frames.shape == (1, NUM_FRAMES, 3, 16, 16) and backbone.guidance_scale == GUIDANCE_SCALE == 1.0
+    assert backbone.transition.prediction_type == "v_prediction"  # read from its scheduler config
     assert load_backbone(TINY_SHAPES_DIR, num_steps=2).latent_shape[1] == 8  # by its folder too
     assert load_backbone("tiny-shapes", num_steps=2, num_frames=16, guidance_scale=4.0).latent_shape[1] == 16
 

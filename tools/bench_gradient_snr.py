@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)  # the LoRA initialisation
-    backbone = load_backbone("tiny-shapes", num_steps=10, guidance_scale=2.0, eta=1.0, lora_rank=8)
+    backbone = load_backbone("tiny-shapes", num_steps=10, eta=1.0, lora_rank=8)  # its own frames, guidance
     reward = build_reward(REWARDS[args.reward])
     prompts = heldout_prompts()[: args.batch_size]
     start = time.perf_counter()
@@ -90,7 +90,8 @@ def main() -> None:
     result = {
         "command": f"python tools/bench_gradient_snr.py --reward {args.reward} --draws {args.draws} "
                    f"--truth-draws {args.truth_draws} --batch-size {args.batch_size}",
-        "model": f"tiny-shapes, {backbone.num_frames} frames, 10 DDIM steps, eta 1, guidance 2, LoRA rank 8",
+        "model": f"tiny-shapes, {backbone.num_frames} frames, 10 DDIM steps, eta 1, "
+                 f"guidance {backbone.guidance_scale:g}, LoRA rank 8",
         "prompts": prompts,
         "seconds": round(time.perf_counter() - start, 1),
         "table": table,

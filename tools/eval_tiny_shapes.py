@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed import scorer, shapes  # noqa: E402
-from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR, load_pipeline, sample  # noqa: E402
+from rlr_video.testbed.tiny_model import GUIDANCE_SCALE, TINY_SHAPES_DIR, load_pipeline, sample  # noqa: E402
 
 CHANCE = {"colour": 1 / len(shapes.COLOURS), "shape": 1 / len(shapes.SHAPES), "direction": 1 / len(shapes.DIRECTIONS)}
 
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-combo", type=int, default=6, help="videos per combination")
     p.add_argument("--train-combos", type=int, default=15, help="training combos to compare")
     p.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--batch", type=int, default=90)
     p.add_argument("--device", default="cpu")

@@ -44,7 +44,7 @@ from rlr_video.testbed import shapes  # noqa: E402
 from rlr_video.testbed.clip import CaptionWordReward, load_shapes_clip  # noqa: E402
 from rlr_video.testbed.evaluate import evaluate  # noqa: E402
 from rlr_video.testbed.scorer import ATTRIBUTES  # noqa: E402
-from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR  # noqa: E402
+from rlr_video.testbed.tiny_model import GUIDANCE_SCALE, TINY_SHAPES_DIR  # noqa: E402
 from rlr_video.train.distributed import derive_seed  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--num-steps", type=int, default=10, help="DDIM steps of the differentiated sampler")
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--eta", type=float, default=0.0, help="0: the deterministic sampler the evaluation uses")
     p.add_argument(
         "--attributes",

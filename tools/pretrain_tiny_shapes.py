@@ -4,8 +4,9 @@ The model works in pixel space; the pipeline layout's ``AutoencoderKL`` is built
 the identity (``rlr_video.testbed.tiny_model.build_identity_vae``; its error is checked
 and logged). The UNet (``--unet``: ``UNet3DConditionModel`` or ``UNetMotionModel``) and the
 ``CLIPTextModel`` are trained jointly with the MSE objective on the DDPM forward process,
-predicting the noise (the shipped model) or, with ``--prediction-type v_prediction``, the
-velocity, whose loss weighs x0 errors at high noise where epsilon's barely counts them.
+predicting the noise or, with ``--prediction-type v_prediction`` (the shipped model), the
+velocity, whose loss weighs x0 errors at high noise where epsilon's barely counts them: only
+v-prediction taught the model the direction word (docs/testbed-direction.md).
 ``--t-focus`` and ``--x0-weight-cap`` put the steps and the loss where the motion is
 decided (t ~ 480-760, measured by ``tools/probe_decision_time.py``).
 The caption is dropped (replaced by "") with probability ``--cfg-dropout`` so
@@ -18,6 +19,10 @@ plus ``train_info.json`` with the command, the run time and the loss curve.
 
     HF_HUB_OFFLINE=1 .venv/bin/python tools/pretrain_tiny_shapes.py --steps 2000 \
         --threads 1 --out rlr_video/assets/tiny-shapes
+
+The shipped weights took six runs, each from the last one's output (``--init``): two with
+epsilon, four with v-prediction, four of them on a GPU; the chain of commands is in
+``rlr_video/assets/tiny-shapes/train_info.json`` and docs/testbed-direction.md.
 """
 
 from __future__ import annotations
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = True  # GPU runs only; no effect on the CPU
     torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True  # fixed batch shapes: time cuDNN's conv algorithms once
     device = torch.device(args.device)
     start = time.time()
     out: Path = args.out

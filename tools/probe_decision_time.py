@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed import scorer, shapes  # noqa: E402
-from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR, load_pipeline  # noqa: E402
+from rlr_video.testbed.tiny_model import GUIDANCE_SCALE, TINY_SHAPES_DIR, load_pipeline  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="25,23,20,18,15,13,8",
         help="comma-separated numbers of the schedule's last steps to run (25 of 25: from the top)",
     )
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "tiny_shapes_decision_time.json")

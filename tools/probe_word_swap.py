@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed.shapes import heldout_prompts  # noqa: E402
-from rlr_video.testbed.tiny_model import TINY_SHAPES_DIR, load_pipeline, sample  # noqa: E402
+from rlr_video.testbed.tiny_model import GUIDANCE_SCALE, TINY_SHAPES_DIR, load_pipeline, sample  # noqa: E402
 from rlr_video.testbed.word_swap import word_swap  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--seeds", type=int, default=2, help="noise draws per held-out prompt")
     p.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "tiny_shapes_word_swap.json")
     args = p.parse_args(argv)

@@ -98,7 +98,7 @@ def load_backbone(path_or_hub_id: str | Path, family: str | None = None, **optio
     Args:
         path_or_hub_id: a diffusers pipeline directory, a hub id ("owner/name", from the
             cache or the hub), or a packaged name ("tiny-shapes"; by name or folder, its unset
-            options default to how it was trained: 8 frames, guidance 2).
+            options default to how it was trained: 8 frames, no guidance).
         family: "animatediff", "modelscope" (Zeroscope), "cogvideox" or "wan"; detected
             from the layout when None, and checked against it when given.
         **options: ``BackboneOptions`` fields: dtype, device, num_steps, guidance_scale,
