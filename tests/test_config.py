@@ -103,14 +103,17 @@ def test_broken_config_fails_before_any_model_loads(monkeypatch, capsys, tmp_pat
 def test_multiscale_stage_validation(tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"coarse": "a shape", "mid": "a red shape", "fine": "a red circle"}\n')
-    c = load_config("tiny-shapes", [f"prompts.path={prompts}", "prompts.ho_stage=mid"])
-    assert c.prompts.ho_stage == "mid"
+    mid = [f"prompts.path={prompts}", "prompts.ho_stage=mid", "estimator.fo_steps=2"]
+    assert load_config("tiny-shapes", mid).prompts.ho_stage == "mid"
     with pytest.raises(ConfigError, match="estimator.j"):
-        load_config("tiny-shapes", [f"prompts.path={prompts}", "prompts.ho_stage=mid", "estimator.j=[2,3]"])
+        load_config("tiny-shapes", [*mid, "estimator.j=[2,3]"])
+    with pytest.raises(ConfigError, match="prompts.ho_stage"):  # the preset's fo_steps 5 covers the mid third
+        load_config("tiny-shapes", mid[:2])
     with pytest.raises(ConfigError, match="prompts.ho_stage"):  # a third of 4 steps cannot hold h = 2
         load_config(
             "tiny-shapes",
-            [f"prompts.path={prompts}", "prompts.ho_stage=fine", "model.num_steps=4", "estimator.zo_samples=null"],
+            [f"prompts.path={prompts}", "prompts.ho_stage=fine", "estimator.fo_steps=2", "model.num_steps=4",
+             "estimator.zo_samples=null"],
         )
     # 10 steps: the fine third is steps 1-3; with fo_steps 2 only j = 3 is left, too few for h = 2.
     fine = [f"prompts.path={prompts}", "prompts.ho_stage=fine", "estimator.zo_samples=null"]

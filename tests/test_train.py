@@ -178,9 +178,9 @@ def test_nonfinite_reward_skips_the_update(tmp_path, value):
 
 def test_cpu_default_trains_from_the_command_line(tmp_path):
     # The default preset is tiny-shapes (the shipped model), made small to be quick: 6 steps
-    # leave the preset's 2 ZO samples two steps besides its 2 FO and 2 HO steps.
+    # with 2 FO and 2 HO steps leave the preset's 2 ZO samples two steps.
     out = tmp_path / "run"
-    small = ["train.steps=3", "train.batch_size=2", "model.num_steps=6"]
+    small = ["train.steps=3", "train.batch_size=2", "model.num_steps=6", "estimator.fo_steps=2"]
     assert cli.main(["train", *small, f"train.output_dir={out}", "train.progress=false"]) == 0
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
