@@ -32,14 +32,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rlr_video.backbones.layout import PACKAGED_DEFAULTS
+
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 TINY_SHAPES_DIR = ASSETS_DIR / "tiny-shapes"
 
 RESOLUTION = 16
 NUM_FRAMES = 8
-# The shipped model samples best without classifier-free guidance (v-prediction; at 1.5 and 2
-# the held-out scores fall, benchmarks/tiny_shapes_eval*.json): 1 turns the unconditional branch off.
-GUIDANCE_SCALE = 1.0
+GUIDANCE_SCALE = PACKAGED_DEFAULTS["tiny-shapes"]["guidance_scale"]  # what load_backbone takes for it
 CONTEXT_LENGTH = 16  # longest caption is 14 tokens with start/end
 TEXT_WIDTH = 64
 
