@@ -5,7 +5,7 @@ A rectified-flow model predicts the velocity v = eps - x0 at noise level sigma
 ratio; the SDE below has the same marginals and Gaussian steps (ESTIMATOR.md):
 
     mean = x + dsigma * [v + g^2 / (2 sigma) * (x + (1 - sigma) v)],  std = g * sqrt(|dsigma|),
-    g = a * sqrt(sigma / (1 - sigma))
+    g = a * sqrt(sigma / (1 - sigma))   (at sigma = 1 the denominator takes the next level below 1)
 
 At noise level a = 0 it is exactly ``FlowMatchEulerDiscreteScheduler.step``.
 """
@@ -54,9 +54,10 @@ class FlowSDETransition(_GaussianLogProb):
         return float(self.sigmas[i]), float(self.sigmas[i + 1])
 
     def _g(self, sigma: float) -> float:
-        if sigma >= 1.0:  # g diverges at sigma = 1: use the next level below 1, as Flow-GRPO
-            sigma = float(self.sigmas[self.sigmas < 1.0].max())
-        return self.noise_level * math.sqrt(sigma / (1 - sigma))
+        # g diverges at sigma = 1. Flow-GRPO's sde_step_with_logprob keeps sigma in the
+        # numerator and puts the next level below 1 (its sigma_max) in the denominator only.
+        below = sigma if sigma < 1.0 else float(self.sigmas[self.sigmas < 1.0].max())
+        return self.noise_level * math.sqrt(sigma / (1 - below))
 
     def noise_std(self, step: int) -> float:
         sigma, sigma_next = self._sigmas(step)
