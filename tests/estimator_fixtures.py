@@ -15,20 +15,21 @@ torch.set_num_threads(1)
 
 
 class MeanTransition:
-    """A transition whose "model output" is the mean itself, with fixed per-step stds."""
+    """A transition whose "model output" is the mean itself, with fixed per-step stds: a
+    float, or a vector with one std per latent dimension (the per-element std contract)."""
 
-    def __init__(self, stds: list[float]):
-        self.stds = stds  # stds[t - 1] is the std of step t
+    def __init__(self, stds: list[float] | list[list[float]]):
+        self.stds = [torch.as_tensor(s, dtype=torch.float32) for s in stds]  # stds[t - 1]: step t
         self.num_steps = len(stds)
 
     def timestep(self, step: int) -> Tensor:
         return torch.tensor(step)
 
     def noise_std(self, step: int) -> float:
-        return self.stds[step - 1]
+        return float(self.stds[step - 1].min())
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
-        return model_output, torch.tensor(self.noise_std(step))
+        return model_output, self.stds[step - 1]
 
     def log_prob(self, sample: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         return gaussian_log_prob(sample, mean, std)
@@ -44,7 +45,7 @@ class LinearGaussianBackbone(nn.Module):
 
     dim = 3
 
-    def __init__(self, stds: list[float], seed: int = 0):
+    def __init__(self, stds: list[float] | list[list[float]], seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         T = len(stds)
@@ -69,11 +70,11 @@ class LinearGaussianBackbone(nn.Module):
         return latents.reshape(-1, 1, self.dim, 1, 1)
 
     def exact_objective(self, target: Tensor) -> Tensor:
-        m, v = torch.zeros(self.dim), torch.tensor(1.0)
+        m, v = torch.zeros(self.dim), torch.ones(self.dim)  # per-dimension mean and variance
         for step in range(self.num_steps, 0, -1):
-            a, s = self.a[step - 1], self.transition.noise_std(step)
+            a, s = self.a[step - 1], self.transition.stds[step - 1]
             m, v = a * m + self.b[step - 1], a**2 * v + s**2
-        return -((m - target).pow(2).sum() + self.dim * v)
+        return -((m - target).pow(2).sum() + v.sum())
 
 
 class QuadraticReward:

@@ -47,6 +47,22 @@ def test_rlr_latent_lr_is_unbiased_on_linear_gaussian_chain(linear, h, j):
     assert cosine > 0.99  # and the test has power: the mean is close to the truth
 
 
+def test_per_element_stds_are_stored_and_stay_unbiased():
+    """A transition may return a std per latent element (here per dimension): rollout keeps
+    the tensor instead of calling float() on it, and RLR and LR remain unbiased."""
+    from rlr_video.chain import rollout
+
+    stds = [[0.3, 0.2, 0.4], [0.5, 0.3, 0.6], [0.6, 0.7, 0.4], [0.7, 0.5, 0.9], [0.8, 0.6, 0.7]]
+    backbone = LinearGaussianBackbone(stds)
+    traj = rollout(backbone, None, torch.Generator().manual_seed(0), 4)
+    assert torch.equal(traj.stds[3], torch.tensor(stds[2]))
+    objective = backbone.exact_objective(TARGET)
+    truth = torch.cat([g.flatten() for g in torch.autograd.grad(objective, backbone.trainable_parameters())])
+    for estimator in (RLR(h=2), LR()):
+        max_z, cosine = _check(draws(estimator, backbone, QuadraticReward(TARGET), 800, 16, seed=5), truth.double())
+        assert max_z < UNBIASED_Z and cosine > 0.98, type(estimator).__name__
+
+
 @pytest.mark.parametrize(
     "estimator",
     [RLR(h=2, zo_samples=1), RLR(h=1, baseline="running"), RLR(h=2, fo_steps=2), LR(), FullBP()],

@@ -21,12 +21,13 @@ from torch import Tensor
 class Trajectory:
     """One sampled chain, indexed by step: ``latents[t]`` is x_t for t = 0 ... T and
     ``noises[t]`` / ``stds[t]`` are the eps_t and std of step t (x_t -> x_{t-1});
-    index 0 of ``noises`` and ``stds`` is unused. ``extras`` holds what an estimator adds,
+    index 0 of ``noises`` and ``stds`` is unused. A std is a float when the transition's is
+    a scalar, and the (detached) tensor when it varies per sample or per element. ``extras`` holds what an estimator adds,
     e.g. the seeds of the parameter perturbations of ``param_es`` (``zo_seeds``)."""
 
     latents: list[Tensor]
     noises: list[Tensor | None]
-    stds: list[float]
+    stds: list[float | Tensor]
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,12 +83,12 @@ def rollout(
     T = backbone.num_steps
     latents: list[Tensor] = [x] * (T + 1)
     noises: list[Tensor | None] = [None] * (T + 1)
-    stds = [0.0] * (T + 1)
+    stds: list[float | Tensor] = [0.0] * (T + 1)
     for step in range(T, 0, -1):
         noise = draw_noise(x, generator)
         with step_context(step) if step_context else nullcontext():
             x, _, std = chain_step(backbone, cond, x, step, noise)
-        latents[step - 1], noises[step], stds[step] = x, noise, float(std)
+        latents[step - 1], noises[step], stds[step] = x, noise, float(std) if std.numel() == 1 else std
     return Trajectory(latents, noises, stds)
 
 

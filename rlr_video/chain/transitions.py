@@ -23,10 +23,14 @@ class Transition(Protocol):
         """The value the denoiser is conditioned on at chain step ``step``."""
 
     def noise_std(self, step: int) -> float:
-        """The std of the Gaussian noise injected at ``step`` (0 for a deterministic step)."""
+        """The std of the Gaussian noise injected at ``step`` (0 for a deterministic step; for a
+        per-element std its smallest value, so 0 marks a step deterministic anywhere)."""
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and std of x_{t-1} given x_t = ``latents`` and the denoiser output."""
+        """Mean and std of x_{t-1} given x_t = ``latents`` and the denoiser output.
+
+        The std is a scalar tensor or any tensor that broadcasts against ``latents`` (per
+        sample, per element); ``noise_std`` then gives its smallest value."""
 
     def log_prob(self, sample: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """log N(sample; mean, std^2), summed over non-batch dims."""
