@@ -94,7 +94,8 @@ def _flow_grpo_step(scheduler, v, x, prev, i, noise_level):
     """Flow-GRPO's ``sde_step_with_logprob`` written their way (float64): mean, std, log-prob
     summed over the non-batch dims. At sigma = 1 only the denominator of g's square root
     takes ``sigma_max = sigmas[1]``, the next level below 1."""
-    sigma, sigma_prev, sigma_max = scheduler.sigmas[i].double(), scheduler.sigmas[i + 1].double(), scheduler.sigmas[1].item()
+    sigma, sigma_prev = scheduler.sigmas[i].double(), scheduler.sigmas[i + 1].double()
+    sigma_max = scheduler.sigmas[1].item()
     dt = sigma_prev - sigma
     std_dev_t = torch.sqrt(sigma / (1 - torch.where(sigma == 1, sigma_max, sigma))) * noise_level
     mean = x * (1 + std_dev_t**2 / (2 * sigma) * dt) + v * (1 + std_dev_t**2 * (1 - sigma) / (2 * sigma)) * dt

@@ -21,9 +21,10 @@ from torch import Tensor
 class Trajectory:
     """One sampled chain, indexed by step: ``latents[t]`` is x_t for t = 0 ... T and
     ``noises[t]`` / ``stds[t]`` are the eps_t and std of step t (x_t -> x_{t-1});
-    index 0 of ``noises`` and ``stds`` is unused. A std is a float when the transition's is
-    a scalar, and the (detached) tensor when it varies per sample or per element. ``extras`` holds what an estimator adds,
-    e.g. the seeds of the parameter perturbations of ``param_es`` (``zo_seeds``)."""
+    index 0 of ``noises`` and ``stds`` is unused. A std is a float when the transition's
+    is a scalar, and the (detached) tensor when it varies per sample or per element.
+    ``extras`` holds what an estimator adds, e.g. the seeds of the parameter perturbations
+    of ``param_es`` (``zo_seeds``)."""
 
     latents: list[Tensor]
     noises: list[Tensor | None]
