@@ -89,7 +89,9 @@ class EstimatorConfig:
     """
 
     name: Literal["rlr", "full_bp", "truncated_bp", "lr"] = "rlr"
-    h: int = field(default=2, metadata=_meta(1))
+    # rlr: denoiser calls of the half-order sub-chain; 0 drops HO (its steps go to ZO: the
+    # paper's "w/o HO" ablation, still unbiased with zo: latent_lr).
+    h: int = field(default=2, metadata=_meta(0))
     # rlr: the last steps taken pathwise (1 in the paper). Their LR terms would have the
     # smallest noise std and so the largest variance; backprop through them is cheap there.
     fo_steps: int = field(default=1, metadata=_meta(1))
@@ -98,7 +100,7 @@ class EstimatorConfig:
     # fo_steps leave means all of them, so changing h (or a memory plan) needs no change here.
     zo_samples: int | None = field(default=None, metadata=_meta(1))
     j: Literal["uniform", "grad_norm"] | list[int] = "uniform"
-    baseline: Literal["loo", "running", "none"] = "loo"
+    baseline: Literal["loo", "group", "running", "none"] = "loo"
     normalize: bool = False
     es_sigma: float = field(default=1e-3, metadata=_meta(0.0))
     K: int = field(default=1, metadata=_meta(1))
@@ -141,6 +143,8 @@ class TrainConfig:
 
     steps: int = field(default=100, metadata=_meta(1))
     batch_size: int = field(default=1, metadata=_meta(1))  # videos per micro-batch per process
+    # videos per prompt in a micro-batch (GRPO-style groups; pair with estimator.baseline: group)
+    group_size: int = field(default=1, metadata=_meta(1))
     grad_accum: int = field(default=1, metadata=_meta(1))  # micro-batches per update
     mixed_precision: Literal["no", "bf16"] = "no"
     seed: int = 0
@@ -393,11 +397,15 @@ def validate(config: Config) -> None:
     if e.name == "rlr":
         fo = e.fo_steps
         if e.h > T - fo:
-            raise ConfigError("estimator.h", e.h, f"1 ... {T - fo} (model.num_steps - fo_steps: those are FO)")
+            raise ConfigError("estimator.h", e.h, f"0 ... {T - fo} (model.num_steps - fo_steps: those are FO)")
         if isinstance(e.j, list):
             lo, hi = fo + 1, T - e.h + 1
             if len(e.j) != 2 or not lo <= e.j[0] <= e.j[1] <= hi:
                 raise ConfigError("estimator.j", e.j, f"uniform, grad_norm or [a, b] with {lo} <= a <= b <= {hi}")
+    if t.batch_size % t.group_size:
+        raise ConfigError("train.group_size", t.group_size, f"a divisor of train.batch_size ({t.batch_size})")
+    if e.baseline == "group" and t.group_size < 2:
+        raise ConfigError("estimator.baseline", e.baseline, "loo, running or none unless train.group_size >= 2")
     if e.name == "rlr" and e.zo == "param_es" and e.es_sigma <= 0:
         raise ConfigError("estimator.es_sigma", e.es_sigma, "numbers > 0 with zo: param_es")
     if e.name == "lr" and e.inner_epochs > 1:

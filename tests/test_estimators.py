@@ -161,3 +161,12 @@ def test_grad_norm_sampler_prefers_large_norms_and_ranges_clip():
     assert js == [2, 3, 4] and probs.argmax() == 1 and math.isclose(float(probs.sum()), 1.0)
     g = torch.Generator().manual_seed(0)
     assert {StartSampler((1, 3)).draw(10, 2, g) for _ in range(50)} == {2, 3}
+
+
+def test_group_baseline_leaves_out_the_video_itself_within_its_prompt():
+    rewards = torch.tensor([1.0, 3.0, 10.0, 20.0, 30.0, 7.0])
+    prompts = ["a", "a", "b", "b", "b", "c"]
+    advantages = RewardBaseline("group")(rewards, prompts)
+    # a: against the other a; b: against the mean of the other two b; c alone: batch leave-one-out
+    expected = torch.tensor([1 - 3, 3 - 1, 10 - 25, 20 - 20, 30 - 15, 7 - (71 - 7) / 5])
+    assert torch.allclose(advantages, expected)

@@ -267,6 +267,20 @@ def test_every_estimator_trains(tmp_path, overrides):
     assert all(r["grad_norm"] > 0 for r in records)
 
 
+def test_group_sampling_draws_each_prompt_group_size_times(tmp_path):
+    config = tiny(tmp_path / "run", "train.batch_size=4", "train.group_size=2", "estimator.baseline=group")
+    trainer = Trainer(config)
+    prompts = trainer._micro_batch(0)["prompts"]
+    assert len(prompts) == 4 and prompts[0] == prompts[1] and prompts[2] == prompts[3]
+    assert trainer.train_step()["grad_norm"] > 0
+    from rlr_video.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.group_size"):
+        tiny(tmp_path / "bad", "train.batch_size=4", "train.group_size=3")
+    with pytest.raises(ConfigError, match="estimator.baseline"):
+        tiny(tmp_path / "bad", "estimator.baseline=group")
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -65,8 +65,8 @@ def test_per_element_stds_are_stored_and_stay_unbiased():
 
 @pytest.mark.parametrize(
     "estimator",
-    [RLR(h=2, zo_samples=1), RLR(h=1, baseline="running"), RLR(h=2, fo_steps=2), LR(), FullBP()],
-    ids=["rlr-zo-sampled", "rlr-running-baseline", "rlr-fo-steps", "lr", "full-bp"],
+    [RLR(h=2, zo_samples=1), RLR(h=1, baseline="running"), RLR(h=2, fo_steps=2), RLR(h=0), LR(), FullBP()],
+    ids=["rlr-zo-sampled", "rlr-running-baseline", "rlr-fo-steps", "rlr-no-ho", "lr", "full-bp"],
 )
 def test_other_unbiased_estimators_on_linear_gaussian_chain(linear, estimator):
     backbone, reward, truth = linear
@@ -82,7 +82,9 @@ def test_param_es_agrees_within_its_smoothing_bias(linear):
 
 
 @pytest.mark.parametrize(
-    "estimator", [TruncatedBP(K=1), TruncatedBP(K=2, randomized=True), RLR(h=2, zo="none")], ids=str
+    "estimator",
+    [TruncatedBP(K=1), TruncatedBP(K=2, randomized=True), RLR(h=2, zo="none"), RLR(h=0, zo="none")],
+    ids=str,
 )
 def test_biased_estimators_are_detected(linear, estimator):
     backbone, reward, truth = linear
@@ -124,3 +126,13 @@ def test_lr_misses_the_deterministic_last_step(neural):
     assert backbone.transition.noise_std(1) == 0.0
     max_z, _ = _check(draws(LR(), backbone, reward, 400, 16, seed=1), truth, truth_se)
     assert max_z > UNBIASED_Z
+
+
+def test_group_baseline_is_unbiased_with_groups_of_prompts(linear):
+    """GRPO-style groups: 4 prompts x 4 videos, each advantage against the other videos of its
+    own prompt (``baseline="group"``)."""
+    backbone, reward, truth = linear
+    prompts = [p for p in ("a red circle", "a blue square", "a green triangle", "a cyan circle") for _ in range(4)]
+    for estimator in (RLR(h=2, baseline="group"), LR(baseline="group")):
+        max_z, cosine = _check(draws(estimator, backbone, reward, 800, 16, seed=3, prompts=prompts), truth)
+        assert max_z < UNBIASED_Z and cosine > 0.98, type(estimator).__name__

@@ -27,6 +27,7 @@ from rlr_video.estimators import LR, RLR, FullBP, TruncatedBP
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 PROMPTS = ["a red circle moving left", "a blue square moving up", "a green triangle", "a white star"]
+GROUP = 4  # videos per prompt in the GRPO-style rows ("group": 2 prompts x 4 videos in a batch of 8)
 
 
 class ColourReward:
@@ -47,7 +48,20 @@ def estimators() -> dict[str, object]:
     # unbiased truncated backprop: the low-noise last steps pathwise, the rest HO + ZO
     for fo_steps in (3, 5):
         table[f"rlr(h=2, fo_steps={fo_steps})"] = RLR(h=2, fo_steps=fo_steps)
+    # group sampling: the same prompts in groups, advantages against the batch or the group
+    table["lr (DDPO), groups, loo"] = LR()
+    table["lr (DDPO), groups, group"] = LR(baseline="group")
+    for fo_steps in (1, 5):
+        table[f"rlr(h=2, fo_steps={fo_steps}), groups, loo"] = RLR(h=2, fo_steps=fo_steps)
+        table[f"rlr(h=2, fo_steps={fo_steps}), groups, group"] = RLR(h=2, fo_steps=fo_steps, baseline="group")
     return table
+
+
+def batch_prompts(name: str, batch: int) -> list[str]:
+    """Cycled prompts, or for the "groups" rows each prompt ``GROUP`` times in a row."""
+    if "groups" in name:
+        return [PROMPTS[(i // GROUP) % len(PROMPTS)] for i in range(batch)]
+    return [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
 
 
 def sample(estimator, backbone, reward, n: int, batch: int, seed: int, desc: str):
@@ -55,7 +69,7 @@ def sample(estimator, backbone, reward, n: int, batch: int, seed: int, desc: str
     held in one backward graph (what memory scales with) and the wall time per estimate."""
     params = backbone.trainable_parameters()
     generator = torch.Generator().manual_seed(seed)
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+    prompts = batch_prompts(desc, batch)
     rows, cost, depth = [], 0.0, 0.0
     start = time.perf_counter()
     for _ in tqdm(range(n), desc=desc, leave=False):
@@ -118,14 +132,17 @@ def main() -> None:
     truth_var = float(full.var(0).sum()) / len(full)  # of the mean
     budget = args.budget_fullbp * full_cost
 
+    # The grouped batch holds other prompts, so its objective (and truth) is its own.
+    full_groups, _, _, _ = sample(FullBP(), backbone, reward, args.truth_draws, args.batch, 10_001, "truth, groups")
     results = {}
     for name, estimator in estimators().items():
         samples, cost, depth, seconds = sample(estimator, backbone, reward, args.draws, args.batch, args.seed, name)
         results[name] = {"cost_per_draw": cost, "backprop_depth": depth, "seconds_per_draw": seconds}
-        results[name].update(at_equal_compute(samples, cost, budget, truth, full))
+        reference = full_groups if "groups" in name else full
+        results[name].update(at_equal_compute(samples, cost, budget, reference.mean(0), reference))
 
     columns = ("cost", "depth", "n@budget", "rel. MSE", "max|z|", "cosine")
-    header = f"{'estimator':24s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, (5, 5, 8, 10, 8, 14)))
+    header = f"{'estimator':36s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, (5, 5, 8, 10, 8, 14)))
     print(f"\nT={args.steps}, batch={args.batch}, {n_params} trainable parameters, budget = "
           f"{budget:.0f} call-equivalents ({args.budget_fullbp:g} FullBP draws); truth from {args.truth_draws} "
           f"FullBP draws (relative se {math.sqrt(truth_var / float(truth.pow(2).sum())):.3f})\n{header}")
@@ -134,7 +151,7 @@ def main() -> None:
         se = r["cosine_se"]
         cos = f"{r['cosine_mean']:.3f} ± {se:.3f}" if se == se else f"{r['cosine_mean']:.3f} (one average)"
         print(
-            f"{name:24s} {r['cost_per_draw']:5.0f} {r['backprop_depth']:5.0f} {r['draws_at_budget']:8d} "
+            f"{name:36s} {r['cost_per_draw']:5.0f} {r['backprop_depth']:5.0f} {r['draws_at_budget']:8d} "
             f"{r['relative_mse']:10.3g} {r['max_abs_z']:8.3g} {cos:>14s}"
         )
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from rlr_video.chain import predict
 
-BASELINES = ("loo", "running", "none")
+BASELINES = ("loo", "group", "running", "none")
 
 
 class RewardBaseline:
@@ -20,6 +20,10 @@ class RewardBaseline:
     so every likelihood-ratio term stays unbiased.
 
     - ``loo``: batch leave-one-out mean (b_i = mean of the other samples; 0 for a batch of 1).
+    - ``group``: leave-one-out within each prompt's group (b_i = mean of the *other* videos of
+      the same prompt, as GRPO-style trainers do with ``train.group_size`` videos per prompt):
+      it removes the prompt's own difficulty from the advantage. A prompt alone in the batch
+      falls back to the batch leave-one-out. Unbiased: b_i never uses sample i's draw.
     - ``running``: per-prompt running mean of earlier updates (prompts seen for the first
       time fall back to leave-one-out); updated after the advantages are taken.
     - ``none``: b = 0.
@@ -40,6 +44,11 @@ class RewardBaseline:
         n = len(r)
         if self.kind != "none" and n > 1:
             b = (r.sum() - r) / (n - 1)
+        if self.kind == "group":
+            for i, p in enumerate(prompts):
+                others = [j for j, q in enumerate(prompts) if q == p and j != i]
+                if others:
+                    b[i] = r[others].mean()
         if self.kind == "running":
             for i, p in enumerate(prompts):
                 if p in self.running:

@@ -42,7 +42,8 @@ class RLR:
     """Recursive Likelihood Ratio gradient estimator.
 
     Args:
-        h: denoiser calls in the half-order sub-chain (more: lower variance, more memory).
+        h: denoiser calls in the half-order sub-chain (more: lower variance, more memory);
+            0 drops HO, so ZO covers every step above the FO ones (the paper's "w/o HO").
         fo_steps: the last steps covered by backprop (1 in the paper). A pathwise term has a
             far smaller variance than a likelihood ratio over the same step, so a few more
             of them here is the cheapest variance reduction that memory allows; it makes RLR
@@ -78,8 +79,8 @@ class RLR:
     ):
         if zo not in ZO_MODES:
             raise ValueError(f"zo={zo!r}: expected one of {ZO_MODES}")
-        if h < 1:
-            raise ValueError(f"h={h} must be >= 1")
+        if h < 0:
+            raise ValueError(f"h={h} must be >= 0 (0: no half-order term)")
         if fo_steps < 1:
             raise ValueError(f"fo_steps={fo_steps} must be >= 1")
         if zo_samples is not None and zo_samples < 1:
@@ -98,10 +99,11 @@ class RLR:
         T, transition, batch = backbone.num_steps, backbone.transition, len(prompts)
         if not reward.differentiable:
             raise ValueError(f"RLR's first-order step needs a differentiable reward; {reward.name!r} is not")
-        j = self.start.draw(T, self.h, generator, self.fo_steps)
+        j = self.start.draw(T, self.h, generator, self.fo_steps) if self.h else 0
         sub_chain = range(j, j + self.h)
         rest = [t for t in range(self.fo_steps + 1, T + 1) if t not in sub_chain]
-        require_noise(transition, [j], "the half-order term")
+        if self.h:
+            require_noise(transition, [j], "the half-order term")
         if self.zo == "latent_lr":
             require_noise(transition, rest, "zo='latent_lr'")
         calls = CallCount()
@@ -131,12 +133,13 @@ class RLR:
 
         # HO: replay the sub-chain, likelihood ratio of its last transition.
         ho = GradPart(params)
-        with torch.enable_grad():
-            x_j = replay(backbone, cond, traj, j + self.h - 1, j, self.checkpoint_calls)
-            log_prob = step_log_prob(backbone, cond, traj, j, latents=x_j, checkpoint=self.checkpoint_calls)
-            ho.add(-(advantages * log_prob).mean())
-        calls.forward += self.h
-        calls.backward += self.h
+        if self.h:
+            with torch.enable_grad():
+                x_j = replay(backbone, cond, traj, j + self.h - 1, j, self.checkpoint_calls)
+                log_prob = step_log_prob(backbone, cond, traj, j, latents=x_j, checkpoint=self.checkpoint_calls)
+                ho.add(-(advantages * log_prob).mean())
+            calls.forward += self.h
+            calls.backward += self.h
 
         zo = GradPart(params)
         if self.zo == "latent_lr" and rest:
@@ -166,5 +169,6 @@ class RLR:
             calls_backward=float(calls.backward),
             backprop_depth=float(max(self.h, self.fo_steps)),  # most calls in one backward graph
         )
-        self.start.observe(j, stats["ho_norm"])
+        if self.h:
+            self.start.observe(j, stats["ho_norm"])
         return stats

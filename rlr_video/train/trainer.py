@@ -198,7 +198,10 @@ class Trainer:
     def _micro_batch(self, k: int) -> dict[str, Any]:
         t = self.config.train
         g = self.position + k * self.world + self.rank
-        prompts = prompts_at(self.prompts, g * t.batch_size, t.batch_size, t.seed, self.config.prompts.shuffle)
+        k = t.group_size  # videos per prompt: each of batch_size / k prompts k times
+        n = t.batch_size // k
+        distinct = prompts_at(self.prompts, g * n, n, t.seed, self.config.prompts.shuffle)
+        prompts = [p for p in distinct for _ in range(k)]
         generator = torch.Generator().manual_seed(derive_seed(t.seed, "micro", g))
         torch.manual_seed(derive_seed(t.seed, "torch", g))  # dropout and other global draws
         for p in self.params:
