@@ -71,6 +71,11 @@ def test_decision_time_probe_keeps_a_lightly_noised_video(tmp_path) -> None:
     report = probe.main(["--videos", "3", "--kept-steps", "2", "--threads", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == report
     (level,) = report["levels"]
-    # 2 of 25 leading DDIM steps start at t = 41: the real video shows through the noise.
+    # 2 of 25 leading DDIM steps start at t = 41: the real video shows through the noise and
+    # keeps its colour and direction against the conflicting caption, which asks for others.
     assert level["start_timestep"] == 41 and level["steps_run"] == 2
-    assert level["colour"] == 1.0 and level["direction"] == 1.0
+    assert level["colour_kept"] == 1.0 and level["direction_kept"] == 1.0
+    assert level["colour_follows"] == 0.0 and level["direction_follows"] == 0.0
+    assert probe.conflicting("a red circle moving left on a black background") == (
+        "a green square moving right on a black background"
+    )
