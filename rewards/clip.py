@@ -14,7 +14,7 @@ to keep gradients).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
@@ -23,7 +23,7 @@ from rewards.frame_mean import FrameMeanReward
 from rewards.frames import check_frames
 from rewards.loading import cached, freeze
 from rewards.registry import register_reward
-from rlr_video.testbed.clip import load_shapes_clip, video_clip_folder
+from rlr_video.testbed.clip import CaptionWordReward, load_shapes_clip, video_clip_folder
 
 
 @register_reward("clip")
@@ -70,3 +70,22 @@ class ClipReward(FrameMeanReward):
     def score(self, features: Tensor, prompts: Sequence[str]) -> Tensor:
         text = self.encoder.encode_text(prompts, features.device)  # (B, D)
         return self.scale * (features * text[:, None, :]).sum(dim=-1)
+
+
+def clip_words(
+    model: str = "shapes-clip",
+    attributes: Sequence[str] | None = None,
+    target: Mapping[str, str] | None = None,
+    temperature: float = 1.0,
+) -> CaptionWordReward:
+    """The testbed's per-word caption reward (:class:`~rlr_video.testbed.clip.CaptionWordReward`)
+    read by a video CLIP folder; ``target: {direction: right}`` rewards that word whatever the
+    prompt says."""
+    folder = video_clip_folder(model)
+    if folder is None:
+        raise ValueError(f"clip_words: model {model!r} is not a video CLIP folder (try 'shapes-clip')")
+    clip = cached(("video_clip", str(folder.resolve())), lambda: freeze(load_shapes_clip(folder)))
+    return CaptionWordReward(clip, attributes, target, temperature)
+
+
+register_reward("clip_words", factory=clip_words)

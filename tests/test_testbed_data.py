@@ -114,6 +114,13 @@ def test_prompt_parsing() -> None:
     p = scorer.parse_prompt("A small red circle moving left quickly on a gray background.")
     assert p == scorer.ParsedPrompt("red", "circle", "left", "gray", "small", "quickly")
     assert scorer.parse_prompt("a blue square standing still").direction == "still"
+    # no motion phrase: the direction is left open, and any direction counts as right
+    assert scorer.parse_prompt("a big red circle on a white background") == scorer.ParsedPrompt(
+        "red", "circle", None, "white", "big", None
+    )
+    video = shapes.render(shapes.ShapeSpec("red", "circle", "up", "black", 0.35, 0.06, 0.5, 0.7))
+    assert scorer.score_video(video, "a red circle on a black background")["all"] == 1.0
+    assert scorer.score_video(video, "a red circle moving down")["direction"] == 0.0
     for spec in shapes.make_batch(20, 4, detailed_captions=True).specs:
         text = shapes.caption(spec, detailed=True)
         assert scorer.parse_prompt(text).colour == spec.colour

@@ -228,3 +228,30 @@ def test_caption_word_reward_reads_each_word_of_real_videos() -> None:
         assert float(reward(b.videos, wrong).mean()) < float(right.mean()) - 0.2
     right.sum().backward()
     assert frames.grad.abs().sum() > 0
+
+
+def test_clip_words_with_a_target_rewards_that_word_whatever_the_prompt() -> None:
+    """``clip_words`` from the registry with ``target: {direction: down}`` scores the videos
+    that move down high even under prompts that say "up" or say nothing, and the others low;
+    a higher temperature flattens the probabilities."""
+    from rewards import build_reward
+    from rlr_video.testbed.word_swap import retarget
+
+    assert retarget("a red circle on a black background", {"direction": "down"}) == (
+        "a red circle moving down on a black background"
+    )
+    with pytest.raises(ValueError, match="direction 'sideways'"):
+        build_reward({"clip_words": {"target": {"direction": "sideways"}}})
+    reward = build_reward({"clip_words": {"target": {"direction": "down"}}})
+    assert reward.differentiable and reward.attributes == ("direction",)
+    batch = shapes.make_batch(80, 3, "all")
+    down = [i for i, spec in enumerate(batch.specs) if spec.direction == "down"][:4]
+    other = [i for i, spec in enumerate(batch.specs) if spec.direction in ("up", "left")][:4]
+    videos = batch.videos[down + other]
+    # prompts that say another direction, or none: the target word is what counts
+    prompts = [shapes.combo_prompt(batch.specs[i].colour, batch.specs[i].shape, d) for i, d in
+               zip(down + other, ["up", None] * 4, strict=True)]
+    scores = reward(videos, prompts)
+    assert float(scores[:4].min()) > 0.5 and float(scores[4:].max()) < 0.2
+    soft = build_reward({"clip_words": {"target": {"direction": "down"}, "temperature": 4}})(videos, prompts)
+    assert float(soft[4:].mean()) > float(scores[4:].mean())

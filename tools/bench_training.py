@@ -45,8 +45,9 @@ ESTIMATORS = {
 class EvaluatingTrainer(Trainer):
     """A trainer that evaluates a fixed set of its prompts every ``every`` steps (and at step 0)."""
 
-    def __init__(self, config, eval_videos: int, every: int):
+    def __init__(self, config, eval_videos: int, every: int, target: dict[str, str] | None = None):
         super().__init__(config)
+        self.target = target  # ground truth against the prompts rewritten with these words
         self.eval_prompts, self.eval_seeds = eval_set(self.prompts, eval_videos)
         self.every = every
         self.eval_reward = build_reward(config.reward)
@@ -54,7 +55,7 @@ class EvaluatingTrainer(Trainer):
         self.curve = [self._evaluate(0)]
 
     def _evaluate(self, step: int) -> dict:
-        result = evaluate(self.model, self.eval_reward, self.eval_prompts, self.eval_seeds)
+        result = evaluate(self.model, self.eval_reward, self.eval_prompts, self.eval_seeds, target=self.target)
         result.update(step=step, samples=self.position * self.config.train.batch_size, seconds=self.train_seconds)
         print(f"    step {step:3d}  reward {result['reward']:.4f} ± {result['reward_se']:.4f}  "
               + "  ".join(f"{k} {result[k]:.3f}" for k in GROUND_TRUTH_KEYS), flush=True)

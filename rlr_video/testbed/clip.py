@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from rlr_video.testbed.scorer import ATTRIBUTES, parse_prompt
 from rlr_video.testbed.tiny_model import ASSETS_DIR, NUM_FRAMES, RESOLUTION
-from rlr_video.testbed.word_swap import VALUES, swapped_prompts
+from rlr_video.testbed.word_swap import VALUES, retarget, swapped_prompts
 
 SHAPES_CLIP_DIR = ASSETS_DIR / "shapes-clip"
 MODEL_NAME = "shapes-clip"
@@ -142,14 +142,36 @@ class CaptionWordReward:
     asks for the direction as much as for the colour, unlike the plain cosine, on which a
     colour already earns most of the score. Differentiable in the video, so a pathwise
     estimator can backpropagate it; the CLIP itself is frozen.
+
+    ``target`` (e.g. ``{"direction": "right"}``) rewards those words instead of the prompt's:
+    each prompt is rewritten with them (``word_swap.retarget``) before it is read, and only
+    the targeted attributes are scored unless ``attributes`` says otherwise. That is a
+    reward the model does not already satisfy by following its prompts, on an attribute
+    the chain decides early (``benchmarks/tiny_shapes_decision_time.json``).
+
+    ``temperature`` divides the logits. At 1 a clearly wrong word has probability ~1e-6, so
+    the reward is flat there and a pathwise gradient vanishes; a few (4) keep it alive.
     """
 
     name = "clip_words"
     differentiable = True
     needs_prompts = True
 
-    def __init__(self, clip: ShapesClip, attributes: Sequence[str] = ATTRIBUTES) -> None:
-        self.clip, self.attributes = clip.eval().requires_grad_(False), tuple(attributes)
+    def __init__(
+        self,
+        clip: ShapesClip,
+        attributes: Sequence[str] | None = None,
+        target: Mapping[str, str] | None = None,
+        temperature: float = 1.0,
+    ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+        self.target = dict(target or {})
+        if self.target:
+            retarget("a red circle moving left", self.target)  # checks the names and values now
+        self.attributes = tuple(attributes or self.target or ATTRIBUTES)
+        self.clip = clip.eval().requires_grad_(False)
         # The CLIP is frozen and the captions come from a small grammar: each caption's text
         # embedding is computed once, not at every call.
         self._text: dict[str, Tensor] = {}
@@ -162,8 +184,10 @@ class CaptionWordReward:
         return torch.stack([self._text[c] for c in captions])
 
     def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
+        if self.target:
+            prompts = [retarget(p, self.target) for p in prompts]
         video = self.clip.encode_video(frames.float())  # (B, D)
-        scale = self.clip.model.logit_scale.exp()
+        scale = self.clip.model.logit_scale.exp() / self.temperature
         parsed = [parse_prompt(p) for p in prompts]
         per_attribute = []
         for attribute in self.attributes:

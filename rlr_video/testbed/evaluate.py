@@ -9,12 +9,13 @@ hacked reward cannot fool.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from rlr_video.testbed.scorer import score_batch
+from rlr_video.testbed.word_swap import retarget
 from rlr_video.train.distributed import derive_seed
 
 GROUND_TRUTH_KEYS = ("colour", "shape", "direction", "all")
@@ -32,12 +33,21 @@ def eval_set(prompts: Sequence[str], videos: int, seed: int = 1234) -> tuple[lis
 
 
 @torch.no_grad()
-def evaluate(backbone, reward, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16) -> dict:
+def evaluate(
+    backbone,
+    reward,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    batch_size: int = 16,
+    target: Mapping[str, str] | None = None,
+) -> dict:
     """Sample one video per (prompt, seed), score it with ``reward`` and the ground truth.
 
     Returns per-video ``rewards`` and the mean of each value: ``reward`` and its standard error
     ``reward_se`` over the videos, and the ground-truth accuracies ``colour``, ``shape``,
-    ``direction`` and ``all`` (all three right).
+    ``direction`` and ``all`` (all three right). With ``target`` (e.g. ``{"direction":
+    "down"}``, what a retargeted reward asks for) the ground truth is checked against each
+    prompt rewritten with those words instead of the prompt itself.
     """
     from rlr_video.render import sample_videos
 
@@ -47,7 +57,8 @@ def evaluate(backbone, reward, prompts: Sequence[str], seeds: Sequence[int], bat
         batch_prompts = list(prompts[start : start + batch_size])
         videos = sample_videos(backbone, batch_prompts, seeds[start : start + batch_size])
         rewards += reward(videos, batch_prompts).float().tolist()
-        scores = score_batch(videos, batch_prompts)
+        asked = [retarget(p, target) for p in batch_prompts] if target else batch_prompts
+        scores = score_batch(videos, asked)
         for key in GROUND_TRUTH_KEYS:
             truth[key] += scores[key].tolist()
     values = np.asarray(rewards, dtype=np.float64)

@@ -54,25 +54,28 @@ class PromptParseError(ValueError):
 
 
 _PROMPT_RE = re.compile(
-    r"^an?\s+(?:(?P<size>\w+)\s+)??(?P<colour>\w+)\s+(?P<shape>\w+)\s+"
-    r"(?P<motion>moving\s+\w+|standing\s+still|still)"
-    r"(?:\s+(?P<speed>\w+))?"
+    r"^an?\s+(?:(?P<size>\w+)\s+)??(?P<colour>\w+)\s+(?P<shape>\w+)"
+    r"(?:\s+(?P<motion>moving\s+\w+|standing\s+still|still)(?:\s+(?P<speed>\w+))?)?"
     r"(?:\s+on\s+an?\s+(?P<background>\w+)\s+background)?$"
 )
 
 GRAMMAR = (
-    "a [small|big] <colour> <shape> (moving <left|right|up|down> [slowly|quickly] | "
-    "standing still) [on a <background> background]"
+    "a [small|big] <colour> <shape> [moving <left|right|up|down> [slowly|quickly] | "
+    "standing still] [on a <background> background]"
 )
 
 
 @dataclass(frozen=True)
 class ParsedPrompt:
-    """The attributes a prompt asks for; size and speed words are optional."""
+    """The attributes a prompt asks for; size and speed words are optional.
+
+    ``direction`` is ``None`` when the prompt has no motion phrase ("a red circle"): the
+    model chooses, and any direction counts as right.
+    """
 
     colour: str
     shape: str
-    direction: str
+    direction: str | None
     background: str | None = None
     size: str | None = None
     speed: str | None = None
@@ -85,8 +88,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     if m is None:
         raise PromptParseError(f"cannot parse prompt {prompt!r}; expected: {GRAMMAR}")
     g = m.groupdict()
-    motion = g["motion"].split()
-    direction = "still" if motion[-1] == "still" else motion[-1]
+    direction = g["motion"].split()[-1] if g["motion"] else None
     checks = [
         ("colour", g["colour"], COLOURS),
         ("shape", g["shape"], SHAPES),
@@ -260,14 +262,16 @@ def score_video(video: torch.Tensor | np.ndarray, prompt: str | ParsedPrompt) ->
         return {**zero, "valid": 0.0, "motion": 0.0, "size": m.size, "speed": m.speed}
     colour = float(m.colour == p.colour)
     shape = float(m.shape == p.shape)
-    direction = float(m.direction == p.direction)
-    vx, vy = DIRECTION_VECTORS[p.direction]
+    direction = float(p.direction is None or m.direction == p.direction)
+    vx, vy = DIRECTION_VECTORS[p.direction or "still"]
     dx, dy = m.displacement
-    motion = vx * dx + vy * dy if p.direction != "still" else -float(np.hypot(dx, dy))
+    motion = vx * dx + vy * dy if p.direction not in ("still", None) else -float(np.hypot(dx, dy))
     size_lo, size_hi = SIZE_WORDS[p.size] if p.size else SIZE_RANGE
     size_ok = _in_range(m.size * _size_correction(m.shape), size_lo, size_hi, _SIZE_SPEED_SLACK)
     if p.direction == "still":
         speed_ok = m.direction == "still"
+    elif p.direction is None:
+        speed_ok = m.direction == "still" or _in_range(m.speed, *SPEED_RANGE, _SIZE_SPEED_SLACK)
     else:
         speed_lo, speed_hi = SPEED_WORDS[p.speed] if p.speed else SPEED_RANGE
         speed_ok = _in_range(m.speed, speed_lo, speed_hi, _SIZE_SPEED_SLACK)

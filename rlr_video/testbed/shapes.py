@@ -128,10 +128,12 @@ def motion_phrase(direction: str) -> str:
     return "standing still" if direction == "still" else f"moving {direction}"
 
 
-def combo_prompt(colour: str, shape: str, direction: str, background: str | None = None) -> str:
-    """The plain caption of a combination: ``"a red circle moving left on a black background"``."""
+def combo_prompt(colour: str, shape: str, direction: str | None, background: str | None = None) -> str:
+    """The plain caption of a combination: ``"a red circle moving left on a black background"``;
+    with ``direction`` None it has no motion phrase (``"a red circle on a black background"``)."""
     on = f" on a {background} background" if background else ""
-    return f"a {colour} {shape} {motion_phrase(direction)}{on}"
+    motion = f" {motion_phrase(direction)}" if direction else ""
+    return f"a {colour} {shape}{motion}{on}"
 
 
 def caption(spec: ShapeSpec, detailed: bool = False) -> str:

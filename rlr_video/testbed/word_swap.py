@@ -14,7 +14,7 @@ the analytic scorer measures each video. Per attribute:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -27,6 +27,18 @@ VALUES: dict[str, Sequence[str]] = {"colour": tuple(COLOURS), "shape": SHAPES, "
 # sample_fn(prompts, seed) -> videos (len(prompts), F, 3, H, W) in [0, 1], every video drawn
 # from the same starting noise, which ``seed`` fixes.
 SampleFn = Callable[[list[str], int], Tensor]
+
+
+def retarget(prompt: str, target: Mapping[str, str]) -> str:
+    """``prompt`` with each attribute in ``target`` set to its value, e.g. ``{"direction": "right"}``."""
+    for attribute, value in target.items():
+        if attribute not in VALUES:
+            raise ValueError(f"unknown attribute {attribute!r}; use one of {', '.join(VALUES)}")
+        if value not in VALUES[attribute]:
+            raise ValueError(f"{attribute} {value!r} is not one of {', '.join(VALUES[attribute])}")
+    parsed = parse_prompt(prompt)
+    words = {"colour": parsed.colour, "shape": parsed.shape, "direction": parsed.direction, **target}
+    return combo_prompt(**words, background=parsed.background)
 
 
 def swapped_prompts(prompt: str, attribute: str) -> list[str]:
