@@ -101,6 +101,10 @@ class EstimatorConfig:
     zo_samples: int | None = field(default=None, metadata=_meta(1))
     j: Literal["uniform", "grad_norm"] | list[int] = "uniform"
     baseline: Literal["loo", "group", "running", "none"] = "loo"
+    # rlr, lr: per step t, subtract the reward of the denoiser's clean estimate x0_hat(x_t)
+    # before the baseline above (a state-dependent control variate: unbiased, one decode and
+    # reward call per scored step, no denoiser call). Needs baseline loo or group, batch >= 3.
+    state_baseline: bool = False
     normalize: bool = False
     es_sigma: float = field(default=1e-3, metadata=_meta(0.0))
     K: int = field(default=1, metadata=_meta(1))
@@ -404,6 +408,10 @@ def validate(config: Config) -> None:
                 raise ConfigError("estimator.j", e.j, f"uniform, grad_norm or [a, b] with {lo} <= a <= b <= {hi}")
     if t.batch_size % t.group_size:
         raise ConfigError("train.group_size", t.group_size, f"a divisor of train.batch_size ({t.batch_size})")
+    if e.state_baseline and e.baseline not in ("loo", "group"):
+        raise ConfigError("estimator.baseline", e.baseline, "loo or group with estimator.state_baseline")
+    if e.state_baseline and t.batch_size < 3:
+        raise ConfigError("train.batch_size", t.batch_size, ">= 3 with estimator.state_baseline (its slope)")
     if e.baseline == "group" and t.group_size < 2:
         raise ConfigError("estimator.baseline", e.baseline, "loo, running or none unless train.group_size >= 2")
     if e.name == "rlr" and e.zo == "param_es" and e.es_sigma <= 0:

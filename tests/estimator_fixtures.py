@@ -31,6 +31,10 @@ class MeanTransition:
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         return model_output, self.stds[step - 1]
 
+    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor) -> Tensor:
+        # Any function of x_t will do for the state baseline's unbiasedness: the next mean.
+        return model_output
+
     def log_prob(self, sample: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         return gaussian_log_prob(sample, mean, std)
 

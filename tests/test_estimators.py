@@ -170,3 +170,19 @@ def test_group_baseline_leaves_out_the_video_itself_within_its_prompt():
     # a: against the other a; b: against the mean of the other two b; c alone: batch leave-one-out
     expected = torch.tensor([1 - 3, 3 - 1, 10 - 25, 20 - 20, 30 - 15, 7 - (71 - 7) / 5])
     assert torch.allclose(advantages, expected)
+
+
+def test_state_baseline_refuses_what_it_cannot_do():
+    from estimator_fixtures import LinearGaussianBackbone, QuadraticReward
+
+    with pytest.raises(ValueError, match="loo or group"):
+        RLR(state_baseline=True, baseline="running")
+    with pytest.raises(ValueError, match="loo or group"):
+        LR(state_baseline=True, baseline="none")
+    backbone = LinearGaussianBackbone([0.3, 0.5, 0.6])
+    reward = QuadraticReward(torch.zeros(3))
+    with pytest.raises(ValueError, match="at least 3 videos"):
+        RLR(h=1, state_baseline=True).estimate(backbone, reward, ["a", "b"], torch.Generator().manual_seed(0))
+    backbone.transition.predict_x0 = None  # a user's transition without a clean estimate
+    with pytest.raises(ValueError, match="predict_x0"):
+        RLR(h=1, state_baseline=True).estimate(backbone, reward, ["a"] * 4, torch.Generator().manual_seed(0))

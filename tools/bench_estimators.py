@@ -1,7 +1,8 @@
 """Estimator accuracy at equal compute on the toy video backbone.
 
 For every estimator: draw many independent gradient estimates, measure the cost of one
-in denoiser-call equivalents (a backward counts as two forwards), and report, at the
+in denoiser-call equivalents (a backward counts as two forwards; each decode + reward call
+beyond the one every estimator makes, e.g. the state baseline's, as one forward), and report, at the
 same compute budget, the mean squared error to the exact gradient and the cosine to it.
 The exact gradient is FullBP's mean over many more draws (its own standard error is
 reported and subtracted from the error estimates).
@@ -48,12 +49,20 @@ def estimators() -> dict[str, object]:
     # unbiased truncated backprop: the low-noise last steps pathwise, the rest HO + ZO
     for fo_steps in (3, 5):
         table[f"rlr(h=2, fo_steps={fo_steps})"] = RLR(h=2, fo_steps=fo_steps)
+    # the state-dependent baseline: per step, the reward of x0_hat(x_t), given to LR as well
+    table["lr (DDPO), state baseline"] = LR(state_baseline=True)
+    for fo_steps in (1, 5):
+        table[f"rlr(h=2, fo_steps={fo_steps}), state baseline"] = RLR(h=2, fo_steps=fo_steps, state_baseline=True)
     # group sampling: the same prompts in groups, advantages against the batch or the group
     table["lr (DDPO), groups, loo"] = LR()
     table["lr (DDPO), groups, group"] = LR(baseline="group")
+    table["lr (DDPO), groups, group, state baseline"] = LR(baseline="group", state_baseline=True)
     for fo_steps in (1, 5):
         table[f"rlr(h=2, fo_steps={fo_steps}), groups, loo"] = RLR(h=2, fo_steps=fo_steps)
         table[f"rlr(h=2, fo_steps={fo_steps}), groups, group"] = RLR(h=2, fo_steps=fo_steps, baseline="group")
+    table["rlr(h=2, fo_steps=5), groups, group, state baseline"] = RLR(
+        h=2, fo_steps=5, baseline="group", state_baseline=True
+    )
     return table
 
 
@@ -76,7 +85,7 @@ def sample(estimator, backbone, reward, n: int, batch: int, seed: int, desc: str
         for p in params:
             p.grad = None
         stats = estimator.estimate(backbone, reward, prompts, generator)
-        cost += stats["calls_forward"] + 2 * stats["calls_backward"]
+        cost += stats["calls_forward"] + 2 * stats["calls_backward"] + stats["calls_reward"] - 1
         depth = max(depth, stats["backprop_depth"])
         rows.append(-torch.cat([p.grad.flatten() for p in params]).double())
     return torch.stack(rows), cost / n, depth, (time.perf_counter() - start) / n

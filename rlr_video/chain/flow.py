@@ -63,6 +63,10 @@ class FlowSDETransition(_GaussianLogProb):
         sigma, sigma_next = self._sigmas(step)
         return self._g(sigma) * math.sqrt(abs(sigma_next - sigma))
 
+    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor) -> Tensor:
+        # x_sigma = x_0 + sigma * v with v = eps - x_0
+        return latents - self._sigmas(step)[0] * model_output
+
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         sigma, sigma_next = self._sigmas(step)
         dsigma = sigma_next - sigma

@@ -73,24 +73,33 @@ def rollout(
     generator: torch.Generator,
     batch_size: int,
     step_context: Callable[[int], AbstractContextManager] | None = None,
+    keep_x0: bool = False,
 ) -> Trajectory:
     """Sample x_T -> x_0 without gradients and store latents, noises and stds.
 
     Args:
         step_context: optional ``step -> context manager`` entered around the denoiser
             call of a step; parameter-perturbation ZO uses it to run a step at theta + s u.
+        keep_x0: also store the denoiser's clean estimate x0_hat(x_t) of every step in
+            ``extras["x0"]`` (indexed by step; needs ``transition.predict_x0``). It costs no
+            extra denoiser call: the state-dependent baseline scores these.
     """
     x = backbone.initial_latents(batch_size, generator)
-    T = backbone.num_steps
+    T, transition = backbone.num_steps, backbone.transition
     latents: list[Tensor] = [x] * (T + 1)
     noises: list[Tensor | None] = [None] * (T + 1)
     stds: list[float | Tensor] = [0.0] * (T + 1)
+    x0s: list[Tensor | None] = [None] * (T + 1)
     for step in range(T, 0, -1):
         noise = draw_noise(x, generator)
         with step_context(step) if step_context else nullcontext():
-            x, _, std = chain_step(backbone, cond, x, step, noise)
+            output = backbone.predict(x, step, cond)
+        mean, std = transition.mean_std(output, step, x)
+        if keep_x0:
+            x0s[step] = transition.predict_x0(output, step, x)
+        x = mean + std * noise
         latents[step - 1], noises[step], stds[step] = x, noise, float(std) if std.numel() == 1 else std
-    return Trajectory(latents, noises, stds)
+    return Trajectory(latents, noises, stds, {"x0": x0s} if keep_x0 else {})
 
 
 def replay(backbone, cond, traj: Trajectory, start: int, stop: int, checkpoint: bool = False) -> Tensor:

@@ -35,6 +35,9 @@ class Transition(Protocol):
     def log_prob(self, sample: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """log N(sample; mean, std^2), summed over non-batch dims."""
 
+    # Optional: ``predict_x0(model_output, step, latents) -> Tensor``, the denoiser's clean
+    # estimate at x_t. Only the state-dependent reward baseline (``state_baseline``) needs it.
+
 
 def gaussian_log_prob(sample: Tensor, mean: Tensor, std: Tensor | float) -> Tensor:
     """Exact Gaussian log-density summed over every dim but the first (the batch).
@@ -162,6 +165,9 @@ class DDIMTransition(_GaussianLogProb):
             x0 = x0.clamp(-self.clip_sample, self.clip_sample)
         return x0, eps
 
+    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor) -> Tensor:
+        return self.predict_x0_eps(model_output, step, latents)[0]
+
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         _, a_prev = self._alphas(step)
         std = self._std(step)
@@ -201,6 +207,9 @@ class DDPMTransition(_GaussianLogProb):
 
     def noise_std(self, step: int) -> float:
         return self.ddim.noise_std(step)
+
+    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor) -> Tensor:
+        return self.ddim.predict_x0(model_output, step, latents)
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         a_t, a_prev = (float(a) for a in self.ddim._alphas(step))

@@ -24,9 +24,11 @@ from rlr_video.estimators.common import (
     check_prompts,
     grad_norm,
     randint,
+    require_x0,
     reward_stats,
     score,
     skipped_stats,
+    state_values,
     step_log_prob,
 )
 
@@ -64,6 +66,7 @@ def _pathwise(backbone, reward, prompts, generator, grad_steps: int) -> dict[str
         grad_norm=grad_norm(params),
         calls_forward=float(backbone.num_steps),
         calls_backward=float(grad_steps),
+        calls_reward=1.0,
         backprop_depth=float(grad_steps),
     )
     return stats
@@ -104,7 +107,7 @@ class _Batch:
     cond: object
     traj: Trajectory
     rewards: Tensor
-    advantages: Tensor
+    advantages: dict[int, Tensor]  # per scored step (they differ with a state baseline)
     old_log_probs: dict[int, Tensor]
     uses_left: int
 
@@ -117,6 +120,7 @@ class LR:
     taken per dimension (the ratio of summed log-densities of a video latent would be
     astronomically far from 1) and scaled back so that on-policy its gradient is exactly
     REINFORCE; a batch is then reused for ``inner_epochs`` consecutive updates.
+    ``state_baseline``: per step, subtract the reward of x0_hat(x_t) first (see ``RLR``).
     """
 
     def __init__(
@@ -125,52 +129,62 @@ class LR:
         normalize: bool = False,
         ppo_clip: float | None = None,
         inner_epochs: int = 1,
+        state_baseline: bool = False,
     ):
         if inner_epochs > 1 and ppo_clip is None:
             raise ValueError("inner_epochs > 1 reuses off-policy samples and needs ppo_clip")
+        if state_baseline and baseline not in ("loo", "group"):
+            raise ValueError(f"state_baseline needs baseline loo or group, not {baseline!r}")
         self.baseline = RewardBaseline(baseline, normalize)
+        self.state_baseline = state_baseline
         self.ppo_clip, self.inner_epochs = ppo_clip, inner_epochs
         self._batch: _Batch | None = None
 
-    def _sample(self, backbone, reward, prompts, generator, calls: CallCount) -> _Batch | dict[str, float]:
+    def _sample(self, backbone, reward, prompts, generator, steps, calls: CallCount) -> _Batch | dict[str, float]:
         with torch.no_grad():
             cond = backbone.encode(prompts)
-            traj = rollout(backbone, cond, generator, len(prompts))
+            traj = rollout(backbone, cond, generator, len(prompts), keep_x0=self.state_baseline)
             rewards = score(reward, backbone.decode(traj.sample), prompts)
         calls.forward += backbone.num_steps
         if not bool(torch.isfinite(rewards).all()):
             return skipped_stats(rewards)
-        advantages = self.baseline(rewards, prompts)
+        if self.state_baseline:
+            values = state_values(backbone, reward, traj, steps, prompts)
+            advantages = {t: self.baseline(rewards, prompts, values[t]) for t in steps}
+        else:
+            advantages = dict.fromkeys(steps, self.baseline(rewards, prompts))
         return _Batch(list(prompts), cond, traj, rewards, advantages, {}, self.inner_epochs)
 
     def estimate(self, backbone, reward, prompts: Sequence[str], generator: torch.Generator) -> dict[str, float]:
         check_prompts(prompts)
         params = backbone.trainable_parameters()
         calls = CallCount()
+        steps = [t for t in range(1, backbone.num_steps + 1) if backbone.transition.noise_std(t) > 0]
+        if not steps:
+            raise ValueError("the LR estimator needs stochastic steps: use eta > 0 or a flow noise_level > 0")
+        if self.state_baseline:
+            require_x0(backbone.transition)
         batch = self._batch
-        if batch is None or batch.uses_left == 0 or batch.prompts != list(prompts):
-            batch = self._sample(backbone, reward, prompts, generator, calls)
+        sampled = batch is None or batch.uses_left == 0 or batch.prompts != list(prompts)
+        if sampled:
+            batch = self._sample(backbone, reward, prompts, generator, steps, calls)
             if isinstance(batch, dict):
                 return batch
         batch.uses_left -= 1
         self._batch = batch if batch.uses_left > 0 else None
-
-        steps = [t for t in range(1, backbone.num_steps + 1) if backbone.transition.noise_std(t) > 0]
-        if not steps:
-            raise ValueError("the LR estimator needs stochastic steps: use eta > 0 or a flow noise_level > 0")
         part = GradPart(params)
         clipped = 0.0
         for t in steps:
             with torch.enable_grad():
                 log_prob = step_log_prob(backbone, batch.cond, batch.traj, t)
                 if self.ppo_clip is None:
-                    loss = -(batch.advantages * log_prob).mean()
+                    loss = -(batch.advantages[t] * log_prob).mean()
                 else:
                     old = batch.old_log_probs.setdefault(t, log_prob.detach())
                     dims = batch.traj.latents[t].flatten(1).shape[1]
                     ratio = torch.exp((log_prob - old) / dims)
                     bounded = ratio.clamp(1 - self.ppo_clip, 1 + self.ppo_clip)
-                    surrogate = torch.minimum(ratio * batch.advantages, bounded * batch.advantages)
+                    surrogate = torch.minimum(ratio * batch.advantages[t], bounded * batch.advantages[t])
                     loss = -(dims * surrogate).mean()
                     clipped += float(((ratio - 1).abs() > self.ppo_clip).float().mean()) / len(steps)
                 part.add(loss)
@@ -183,6 +197,7 @@ class LR:
             grad_norm=grad_norm(params),
             calls_forward=float(calls.forward),
             calls_backward=float(calls.backward),
+            calls_reward=float(sampled) * (1 + (len(steps) if self.state_baseline else 0)),
             backprop_depth=1.0,
         )
         if self.ppo_clip is not None:

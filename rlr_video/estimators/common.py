@@ -38,8 +38,19 @@ class RewardBaseline:
         self.kind, self.normalize, self.decay = kind, normalize, decay
         self.running: dict[str, float] = {}
 
-    def __call__(self, rewards: Tensor, prompts: Sequence[str]) -> Tensor:
+    def __call__(self, rewards: Tensor, prompts: Sequence[str], values: Tensor | None = None) -> Tensor:
+        """Advantages of ``rewards``.
+
+        ``values`` (b(x_t) per video, see ``state_values``) adds a state-dependent control
+        variate: video i's reward becomes R_i - c_i b_i, with c_i the least-squares slope of R
+        on b over the *other* videos of the batch (so a useless b gets c ~ 0 rather than adding
+        its noise), and the baseline above is taken of those residuals. c_i and the others'
+        residuals never use video i's draw, so the advantage stays unbiased. Needs ``loo`` or
+        ``group``.
+        """
         r = rewards.detach().float()
+        if values is not None:
+            return self._with_values(r, values.detach().float(), prompts)
         b = torch.zeros_like(r)
         n = len(r)
         if self.kind != "none" and n > 1:
@@ -56,10 +67,35 @@ class RewardBaseline:
             for i, p in enumerate(prompts):
                 old = self.running.get(p)
                 self.running[p] = float(r[i]) if old is None else self.decay * old + (1 - self.decay) * float(r[i])
-        advantages = r - b
-        if self.normalize and n > 1:
+        return self._normalized(r - b, r)
+
+    def _normalized(self, advantages: Tensor, r: Tensor) -> Tensor:
+        if self.normalize and len(r) > 1:
             advantages = advantages / (r.std() + 1e-8)
         return advantages
+
+    def _with_values(self, r: Tensor, v: Tensor, prompts: Sequence[str]) -> Tensor:
+        if self.kind not in ("loo", "group"):
+            raise ValueError(f"a state-dependent baseline needs baseline loo or group, not {self.kind!r}")
+        n = len(r)
+        if n < 3:  # a slope needs two other videos
+            raise ValueError(f"a state-dependent baseline needs at least 3 videos per batch, got {n}")
+        others = ~torch.eye(n, dtype=torch.bool)
+        if self.kind == "group":
+            same = torch.tensor([[p == q for q in prompts] for p in prompts])
+            centre = others & same
+            centre[centre.sum(1) == 0] = others[centre.sum(1) == 0]  # a prompt alone: the batch
+        else:
+            centre = others
+        w = others.float() / (n - 1)  # row i: the mean over the other videos
+        r_dev = r - (w @ r)[:, None]  # [i, j]: R_j minus the mean over j != i
+        v_dev = v - (w @ v)[:, None]
+        var = (others * v_dev.pow(2)).sum(1)
+        slope = torch.where(var > 1e-12, (others * r_dev * v_dev).sum(1) / var.clamp_min(1e-12), 0.0)
+        residual = r[None, :] - slope[:, None] * v[None, :]  # [i, j]: R_j - c_i b_j
+        own = residual.diagonal()
+        offset = (centre * residual).sum(1) / centre.sum(1)
+        return self._normalized(own - offset, r)
 
 
 class GradPart:
@@ -163,6 +199,35 @@ def step_log_prob(backbone, cond, traj, step: int, latents: Tensor | None = None
     output = predict(backbone, x_t, step, cond, checkpoint)
     mean, std = backbone.transition.mean_std(output, step, x_t)
     return backbone.transition.log_prob(traj.latents[step - 1].detach(), mean, std)
+
+
+def state_values(backbone, reward, traj, steps: Sequence[int], prompts: Sequence[str]) -> dict[int, Tensor]:
+    """b_t(x_t) = R(decode(x0_hat(x_t))) for each step t in ``steps``: the reward of the
+    denoiser's clean estimate at the stored x_t (``rollout(..., keep_x0=True)``), no gradient.
+
+    It depends on x_t only, never on the noise eps_t that step t's likelihood ratio scores,
+    so subtracting it keeps that term unbiased; it removes the part of R that x_t already
+    decides, which is most of it in the low-noise steps whose ratios have the largest
+    variance. One decode and one reward call per step, no denoiser call. A non-finite value
+    falls back to 0 (no state baseline for that video).
+    """
+    if "x0" not in traj.extras:
+        raise ValueError("state_values needs a rollout with keep_x0=True")
+    values = {}
+    with torch.no_grad():
+        for t in steps:
+            v = score(reward, backbone.decode(traj.extras["x0"][t]), prompts).detach().float()
+            values[t] = torch.where(torch.isfinite(v), v, torch.zeros_like(v))
+    return values
+
+
+def require_x0(transition) -> None:
+    """The state baseline needs the transition's clean estimate: say so before any sampling."""
+    if not callable(getattr(transition, "predict_x0", None)):
+        raise ValueError(
+            f"state_baseline needs transition.predict_x0(model_output, step, latents); "
+            f"{type(transition).__name__} has none"
+        )
 
 
 def require_noise(transition, steps, why: str) -> None:

@@ -27,9 +27,11 @@ from rlr_video.estimators.common import (
     grad_norm,
     randint,
     require_noise,
+    require_x0,
     reward_stats,
     score,
     skipped_stats,
+    state_values,
     step_log_prob,
 )
 from rlr_video.estimators.perturb import ParamPerturbation
@@ -57,6 +59,11 @@ class RLR:
         j: where the sub-chain starts: ``"uniform"``, ``(a, b)`` or ``"grad_norm"``.
         baseline: reward baseline for the likelihood-ratio terms (see ``RewardBaseline``).
         normalize: divide advantages by the batch std (biased; off by default).
+        state_baseline: a state-dependent control variate in each likelihood-ratio term of
+            step t: the reward of the denoiser's clean estimate x0_hat(x_t) (``state_values``),
+            scaled by its slope on the other videos (``RewardBaseline``). Unbiased (it depends
+            on x_t, not on the scored noise eps_t); one decode and reward call per scored step,
+            no denoiser call. Needs ``baseline`` loo or group and 3 or more videos.
         es_sigma: perturbation scale s of ``param_es``.
         checkpoint_calls: recompute each denoiser call of the FO and HO replays in the backward
             pass (``torch.utils.checkpoint``): the h calls keep their input latents instead of
@@ -76,6 +83,7 @@ class RLR:
         es_sigma: float = 1e-3,
         j_temperature: float = 1.0,
         checkpoint_calls: bool = False,
+        state_baseline: bool = False,
     ):
         if zo not in ZO_MODES:
             raise ValueError(f"zo={zo!r}: expected one of {ZO_MODES}")
@@ -89,6 +97,9 @@ class RLR:
         self.checkpoint_calls = checkpoint_calls
         self.start = StartSampler(j, temperature=j_temperature)
         self.baseline = RewardBaseline(baseline, normalize)
+        if state_baseline and baseline not in ("loo", "group"):
+            raise ValueError(f"state_baseline needs baseline loo or group, not {baseline!r}")
+        self.state_baseline = state_baseline
         # param_es shares one perturbation across the batch, so its baseline must not use
         # this batch at all: a running mean of earlier batches' rewards.
         self.es_baseline: float | None = None
@@ -106,6 +117,8 @@ class RLR:
             require_noise(transition, [j], "the half-order term")
         if self.zo == "latent_lr":
             require_noise(transition, rest, "zo='latent_lr'")
+        if self.state_baseline:
+            require_x0(transition)
         calls = CallCount()
 
         with torch.no_grad():
@@ -114,7 +127,9 @@ class RLR:
         if self.zo == "param_es":
             seeds = {t: randint(generator, 2**62) for t in rest}
             perturb = ParamPerturbation(params, self.es_sigma, seeds)
-        traj = rollout(backbone, cond, generator, batch, step_context=perturb.at if perturb else None)
+        traj = rollout(
+            backbone, cond, generator, batch, step_context=perturb.at if perturb else None, keep_x0=self.state_baseline
+        )
         if perturb is not None:
             traj.extras["zo_seeds"] = perturb.seeds  # regenerate u_t without storing it
         calls.forward += T
@@ -129,7 +144,17 @@ class RLR:
                 return skipped_stats(rewards.detach())
             fo.add(-rewards.mean())
             calls.backward += self.fo_steps
-        advantages = self.baseline(rewards, prompts)
+        zo_steps: list[int] = []
+        if self.zo == "latent_lr" and rest:
+            m = len(rest) if self.zo_samples is None else min(self.zo_samples, len(rest))
+            picked = torch.randperm(len(rest), generator=generator, device=generator.device)[:m]
+            zo_steps = sorted((rest[int(i)] for i in picked), reverse=True)
+        scored = ([j] if self.h else []) + zo_steps  # the steps whose likelihood ratio carries A
+        if self.state_baseline:
+            values = state_values(backbone, reward, traj, scored, prompts)
+            advantages = {t: self.baseline(rewards, prompts, values[t]) for t in scored}
+        else:
+            advantages = dict.fromkeys(scored, self.baseline(rewards, prompts))
 
         # HO: replay the sub-chain, likelihood ratio of its last transition.
         ho = GradPart(params)
@@ -137,20 +162,18 @@ class RLR:
             with torch.enable_grad():
                 x_j = replay(backbone, cond, traj, j + self.h - 1, j, self.checkpoint_calls)
                 log_prob = step_log_prob(backbone, cond, traj, j, latents=x_j, checkpoint=self.checkpoint_calls)
-                ho.add(-(advantages * log_prob).mean())
+                ho.add(-(advantages[j] * log_prob).mean())
             calls.forward += self.h
             calls.backward += self.h
 
         zo = GradPart(params)
-        if self.zo == "latent_lr" and rest:
-            m = len(rest) if self.zo_samples is None else min(self.zo_samples, len(rest))
-            picked = torch.randperm(len(rest), generator=generator, device=generator.device)[:m]
-            weight = len(rest) / m
-            for t in sorted((rest[int(i)] for i in picked), reverse=True):
+        if zo_steps:
+            weight = len(rest) / len(zo_steps)
+            for t in zo_steps:
                 with torch.enable_grad():
-                    zo.add(-(advantages * weight * step_log_prob(backbone, cond, traj, t)).mean())
-            calls.forward += m
-            calls.backward += m
+                    zo.add(-(advantages[t] * weight * step_log_prob(backbone, cond, traj, t)).mean())
+            calls.forward += len(zo_steps)
+            calls.backward += len(zo_steps)
         elif perturb is not None:
             batch_mean = float(rewards.detach().mean())
             advantage = batch_mean - (self.es_baseline or 0.0)
@@ -167,6 +190,7 @@ class RLR:
             grad_norm=grad_norm(params),
             calls_forward=float(calls.forward),
             calls_backward=float(calls.backward),
+            calls_reward=float(1 + (len(scored) if self.state_baseline else 0)),
             backprop_depth=float(max(self.h, self.fo_steps)),  # most calls in one backward graph
         )
         if self.h:

@@ -30,12 +30,19 @@ def build_estimator(cfg: EstimatorConfig, j_range: tuple[int, int] | None = None
             baseline=cfg.baseline,
             normalize=cfg.normalize,
             es_sigma=cfg.es_sigma,
+            state_baseline=cfg.state_baseline,
         )
     if cfg.name == "full_bp":
         return FullBP()
     if cfg.name == "truncated_bp":
         return TruncatedBP(K=cfg.K, randomized=cfg.randomized)
-    return LR(baseline=cfg.baseline, normalize=cfg.normalize, ppo_clip=cfg.ppo_clip, inner_epochs=cfg.inner_epochs)
+    return LR(
+        baseline=cfg.baseline,
+        normalize=cfg.normalize,
+        ppo_clip=cfg.ppo_clip,
+        inner_epochs=cfg.inner_epochs,
+        state_baseline=cfg.state_baseline,
+    )
 
 
 def estimator_state(estimator) -> dict[str, Any]:
