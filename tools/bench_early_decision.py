@@ -44,6 +44,9 @@ def method_overrides(depth: int) -> tuple[dict[str, list[str]], dict[str, list[s
         "truncated_bp_k1": ["estimator.name=truncated_bp", "estimator.K=1"],  # their usual K = 1
         "full_bp": ["estimator.name=full_bp"],
         "lr": ["estimator.name=lr"],  # DDPO: REINFORCE over every step
+        # the state-dependent baseline (reward of x0_hat(x_t) per step) flipped from the preset's
+        "rlr_state_baseline": ["estimator.state_baseline=true"],
+        "lr_state_baseline": ["estimator.name=lr", "estimator.state_baseline=true"],
     }
     ablation = {  # the paper's: full RLR / without ZO / without HO / FO only
         "rlr": [],
@@ -148,7 +151,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--eval-every", type=int, default=8)
     parser.add_argument("--eval-videos", type=int, default=24)
-    parser.add_argument("--only", nargs="+", help="run only these method / ablation names")
+    parser.add_argument("--only", nargs="+", help="run only these names; the others are kept from --out")
     parser.add_argument("--out", type=Path, default=BENCHMARKS / "early_decision.json")
     parser.add_argument("--plot", type=Path, default=BENCHMARKS / "early_decision.png")
     args = parser.parse_args()
@@ -166,15 +169,22 @@ def main() -> None:
                 print(f"{name}, seed {seed}", flush=True)
                 runs[name].append(run(args.config, overrides, seed, args, Path(tmp)))
     entries = {name: collect(r) for name, r in runs.items()}
+    command = "python tools/bench_early_decision.py " + " ".join(
+        [*args.overrides, f"--seeds {' '.join(map(str, args.seeds))}", f"--steps {args.steps}",
+         f"--eval-every {args.eval_every}", f"--eval-videos {args.eval_videos}"])
+    seconds = round(time.perf_counter() - start, 1)
+    if args.only and args.out.exists():  # rerun some names: keep the others' recorded results
+        old = json.loads(args.out.read_text())
+        entries = {**old["methods"], **old["ablation"], **entries}
+        command = f"{old['command']}; then {command} --only {' '.join(args.only)}"
+        seconds += old["total_seconds"]
     result = {
-        "command": "python tools/bench_early_decision.py " + " ".join(
-            [*args.overrides, f"--seeds {' '.join(map(str, args.seeds))}", f"--steps {args.steps}",
-             f"--eval-every {args.eval_every}", f"--eval-videos {args.eval_videos}"]),
+        "command": command,
         "config": base.to_dict(),
         "overrides": {**methods, **ablation},
         "machine": {"torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__},
-        "total_seconds": round(time.perf_counter() - start, 1),
+        "total_seconds": seconds,
         "methods": {k: entries[k] for k in methods if k in entries},
         "ablation": {k: entries[k] for k in ablation if k in entries},
     }
