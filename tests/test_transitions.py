@@ -47,7 +47,9 @@ def test_ddim_matches_diffusers_step(scheduler, eta):
                 continue
             theirs = scheduler.step(model_output, t, latents).prev_sample
         else:
-            theirs = scheduler.step(model_output, t, latents, eta=eta, variance_noise=noise).prev_sample
+            out = scheduler.step(model_output, t, latents, eta=eta, variance_noise=noise)
+            theirs = out.prev_sample
+            assert (transition.predict_x0(model_output, step, latents) - out.pred_original_sample).abs().max() <= 1e-5
         if not torch.isfinite(theirs).all():
             # diffusers takes sqrt(1 - a_prev - std^2) unclamped. From zero terminal SNR with
             # eta = 1 that is exactly 0, and on some CPUs it rounds to -6e-8: NaN. Ours clamps.
@@ -71,7 +73,9 @@ def test_ddpm_matches_diffusers_step(prediction_type):
     model_output, latents, _ = _inputs()
     for step in range(20, 0, -1):
         t = transition.timestep(step)
-        theirs = scheduler.step(model_output, t, latents, generator=torch.Generator().manual_seed(step)).prev_sample
+        out = scheduler.step(model_output, t, latents, generator=torch.Generator().manual_seed(step))
+        theirs = out.prev_sample
+        assert (transition.predict_x0(model_output, step, latents) - out.pred_original_sample).abs().max() <= 1e-5
         noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(step))
         mean, std = transition.mean_std(model_output, step, latents)
         assert (mean + std * noise - theirs).abs().max() <= 1e-5, f"step {step}"
@@ -88,6 +92,16 @@ def test_flow_sde_at_noise_zero_is_euler(shift):
         mean, std = transition.mean_std(model_output, step, latents)
         assert float(std) == 0.0
         assert (mean + std * noise - theirs).abs().max() <= 1e-5, f"step {step}"
+
+
+def test_flow_predict_x0_inverts_the_interpolation():
+    """x_sigma = (1 - sigma) x0 + sigma eps with velocity v = eps - x0 gives back x0."""
+    transition = FlowSDETransition.from_scheduler(FlowMatchEulerDiscreteScheduler(shift=3.0), 8)
+    x0, eps, _ = _inputs()
+    for step in range(8, 0, -1):
+        sigma = transition._sigmas(step)[0]
+        x = (1 - sigma) * x0 + sigma * eps
+        assert (transition.predict_x0(eps - x0, step, x) - x0).abs().max() <= 1e-5
 
 
 def _flow_grpo_step(scheduler, v, x, prev, i, noise_level):
