@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     eval_seeds = [derive_seed(0, "heldout-eval", i) for i in range(len(eval_prompts))]
     lora_dir = args.out.with_name(args.out.name + ".lora")
     info: dict = {
-        "command": "python tools/testbed/posttrain_tiny_shapes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python tools/testbed/posttrain_tiny_shapes.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "init": str(args.model),
         "init_lora": None if args.lora is None else str(args.lora),
         **{k: v for k, v in vars(args).items() if k not in ("model", "out", "lora")},
