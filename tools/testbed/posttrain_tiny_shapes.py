@@ -3,7 +3,7 @@ CLIP's reading of every caption word, on training prompts only.
 
 Pretraining with the denoising loss teaches the model colours and shapes but barely the
 direction word (the way a shape moves is settled at high noise, where that loss weighs
-little; README, testbed section). Here the whole sampling chain (``--num-steps`` DDIM steps,
+little; docs/testbed-direction.md). Here the whole sampling chain (``--num-steps`` DDIM steps,
 classifier-free guidance) is differentiated end to end (``FullBP``, the exact pathwise
 gradient; the chain of a 2M-parameter model fits in memory) into a LoRA on every attention
 projection, against ``CaptionWordReward``: the shapes CLIP's probability of the true colour,
@@ -15,7 +15,7 @@ a pipeline again (safetensors), loadable like the input.
 
 Measured from the shipped weights on 2 CPU cores, it does not teach the direction word:
 held-out direction stays within noise or falls, and a direction-only reward is hacked
-(``benchmarks/tiny_shapes_posttrain.json``, README testbed section). It is kept to try on a
+(``benchmarks/tiny_shapes_posttrain.json``, docs/testbed-direction.md). It is kept to try on a
 model whose direction word is already bound (the v-prediction candidate).
 
     HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/posttrain_tiny_shapes.py --time-limit 45 --out /tmp/post
