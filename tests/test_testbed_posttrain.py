@@ -1,4 +1,4 @@
-"""tools/posttrain_tiny_shapes.py: LoRA reward post-training, merged back into a pipeline folder.
+"""tools/testbed/posttrain_tiny_shapes.py: LoRA reward post-training, merged back into a pipeline folder.
 
 Runs the real tool for two updates on a random-weight tiny-shapes folder saved with
 ``save_pretrained`` and loads its output through the hub-model path.
@@ -17,7 +17,7 @@ from rlr_video.render import sample_videos
 from rlr_video.testbed import shapes
 from rlr_video.testbed import tiny_model as tm
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "posttrain_tiny_shapes.py"
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "testbed" / "posttrain_tiny_shapes.py"
 
 
 def _tool():

@@ -16,7 +16,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, TextToVideoSDPipeline
 
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
+TOOLS = Path(__file__).resolve().parent.parent / "tools" / "testbed"
 
 
 def _tool(name: str = "pretrain_tiny_shapes"):

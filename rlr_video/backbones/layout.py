@@ -57,7 +57,7 @@ def resolve_source(path_or_hub_id: str | Path) -> Path:
         if not packaged.is_dir():
             raise BackboneLoadError(
                 f"the packaged backbone {text!r} is not installed: expected the directory {packaged} "
-                "(built by the testbed tools; see the README)"
+                "(built by the testbed tools; see docs/testbed.md)"
             )
         return packaged
     if not _looks_like_hub_id(text):

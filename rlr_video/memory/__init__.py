@@ -1,7 +1,8 @@
 """Memory of the backprop segment: checkpointing, a cost model, a probe and a planner.
 
 - ``checkpointing``: frame-chunked gradient checkpointing (``memory_options``, ``MemoryOptions``).
-- ``cost_model``: predicted activation bytes of a denoiser call, the decoder and the reward.
+- ``cost_model``: predicted activation bytes of a denoiser call, the decoder and the reward
+  (built from ``trace``, ``attention``, ``costs`` and ``reward_cost``).
 - ``probe``: measured peak memory of one step (CUDA allocator or a CPU tensor tracker).
 - ``planner``: h, checkpoint granularity, frame chunks and ZO mode for a memory budget
   (``budget``: parsing "24GiB" / "auto"; ``meta``: backbones on the meta device).

@@ -5,14 +5,15 @@ dtypes propagate, nothing is computed or allocated). ``meta_backbone`` loads a d
 backbone through the same code path users take (``load_backbone``) with every model built
 from its ``config.json`` on the meta device, so ``rlr-video plan`` needs a model's config
 files and tokenizer, never its weights. ``meta_twin`` gives the meta copy of a model that is
-already loaded.
+already loaded; ``meta_shell`` a backbone whose models are meta twins (with gradients on what
+training touches), and ``meta_conditioning`` the prompt conditioning it expects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,59 @@ def meta_backbone(path: str | Path, family: str | None = None, **options: Any):
 def is_meta(backbone) -> bool:
     model = getattr(backbone, "denoiser", None)
     return isinstance(model, nn.Module) and next(model.parameters()).device.type == "meta"
+
+
+def meta_shell(backbone):
+    """A shallow copy of ``backbone`` whose models are meta twins (the same object if it is
+    already on the meta device). Tracing the shell runs the backbone's own ``predict`` and
+    ``decode`` code."""
+    shell = copy.copy(backbone)
+    if type(backbone).__name__ == "ToyBackbone":
+        shell.denoiser = meta_twin(backbone.denoiser)
+        shell.decoder_weight = backbone.decoder_weight.to(META)
+        _mark_trainable(shell.denoiser, None, backbone)
+        return shell
+    model = getattr(backbone, "denoiser", None)
+    if isinstance(model, nn.Module):
+        shell.denoiser = model if is_meta(backbone) else meta_twin(model)
+        shell.denoiser.requires_grad_(False)
+        targets = getattr(getattr(backbone, "options", None), "lora_targets", None)
+        _mark_trainable(shell.denoiser, targets, backbone)
+    vae = getattr(backbone, "vae", None)
+    if isinstance(vae, nn.Module):
+        shell.vae = vae if next(vae.parameters()).device.type == "meta" else meta_twin(vae)
+        shell.vae.requires_grad_(False)
+    shell.__dict__.pop("decode", None)  # a checkpointing wrapper: trace the plain decode
+    shell.__dict__.pop("_rotary_cache", None)
+    return shell
+
+
+def _mark_trainable(model: nn.Module, targets: Sequence[str] | None, backbone) -> None:
+    """Gradients to the parameters training touches: LoRA targets' weights stand for their
+    LoRA layers (LoRA's first projection saves the same input); the toy's trainable ones."""
+    if type(backbone).__name__ == "ToyBackbone":
+        names = {n for n, p in backbone.denoiser.named_parameters() if p.requires_grad}
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+        return
+    targets = tuple(targets or ("to_q", "to_k", "to_v", "to_out.0"))
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets):
+            module.weight.requires_grad_(True)
+
+
+def meta_conditioning(backbone, batch: int, text_length: int, device: torch.device = META):
+    """Conditioning of ``batch`` prompts on the meta device, as ``encode`` would give."""
+    from rlr_video.backbones.text import TextConditioning
+
+    if type(backbone).__name__ == "ToyBackbone":
+        return torch.zeros(2 * batch, backbone.denoiser.hidden, device=device)
+    model = backbone.denoiser
+    cfg = model.config
+    dim = next(
+        (getattr(cfg, k) for k in ("cross_attention_dim", "text_embed_dim", "text_dim") if getattr(cfg, k, None)), 768
+    )
+    guided = float(backbone.guidance_scale) > 1.0
+    rows = 2 * batch if guided else batch
+    embeds = torch.empty(rows, text_length, dim, device=META, dtype=backbone.dtype)
+    return TextConditioning(embeds, guided, [""] * batch)

@@ -18,7 +18,7 @@ text-to-video folder that ``TextToVideoSDPipeline.from_pretrained`` loads like a
 
 How the shipped weights were made (commands, devices, times, loss curve) is recorded in
 ``tiny-shapes/train_info.json``; their prompt-following, measured by the analytic scorer,
-in ``benchmarks/tiny_shapes_eval.json`` (``tools/eval_tiny_shapes.py``).
+in ``benchmarks/tiny_shapes_eval.json`` (``tools/testbed/eval_tiny_shapes.py``).
 
 Sample without classifier-free guidance (``GUIDANCE_SCALE``, what ``load_backbone`` takes
 for this model): on 180 held-out videos all three attributes are right 95.6% of the time at
@@ -59,7 +59,7 @@ UNET_CONFIG: dict = {
     "attention_head_dim": 4,  # UNet3D reads this as the number of heads
 }
 
-# The same widths in AnimateDiff's class (`tools/pretrain_tiny_shapes.py --unet motion`). Its
+# The same widths in AnimateDiff's class (`tools/testbed/pretrain_tiny_shapes.py --unet motion`). Its
 # motion modules carry sinusoidal frame positions, which UNet3D's temporal layers lack (they
 # can only infer a frame's place from the temporal convolutions' zero padding). After 60 CPU
 # minutes from scratch (62k videos) it beat the shipped UNet3D (284k videos) on shape (88% vs

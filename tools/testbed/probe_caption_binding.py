@@ -16,7 +16,7 @@ pixel units) and each caption's centroid path (first -> last frame, pixels), nex
 same numbers for the data's mean videos (the regression's optimum). Writes the curve to
 ``--out`` (JSON) at every check.
 
-    python tools/probe_caption_binding.py --vary direction --unet motion --minutes 20
+    python tools/testbed/probe_caption_binding.py --vary direction --unet motion --minutes 20
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed import shapes  # noqa: E402

@@ -8,7 +8,7 @@ predicting the noise or, with ``--prediction-type v_prediction`` (the shipped mo
 velocity, whose loss weighs x0 errors at high noise where epsilon's barely counts them: only
 v-prediction taught the model the direction word (docs/testbed-direction.md).
 ``--t-focus`` and ``--x0-weight-cap`` put the steps and the loss where the motion is
-decided (t ~ 480-760, measured by ``tools/probe_decision_time.py``).
+decided (t ~ 480-760, measured by ``tools/testbed/probe_decision_time.py``).
 The caption is dropped (replaced by "") with probability ``--cfg-dropout`` so
 classifier-free guidance works. Data are drawn fresh every step from the *training*
 combinations only; held-out colour x shape x direction combinations are never seen. An
@@ -17,7 +17,7 @@ EMA of the weights is what gets saved.
 The output folder is a ``TextToVideoSDPipeline`` or ``AnimateDiffPipeline`` (safetensors)
 plus ``train_info.json`` with the command, the run time and the loss curve.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python tools/pretrain_tiny_shapes.py --steps 2000 \
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/pretrain_tiny_shapes.py --steps 2000 \
         --threads 1 --out rlr_video/assets/tiny-shapes
 
 The shipped weights took six runs, each from the last one's output (``--init``): two with
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rlr_video.testbed import shapes  # noqa: E402
 from rlr_video.testbed.tiny_model import (  # noqa: E402
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     losses: list[float] = []
     token_cache: dict = {}
     info: dict = {
-        "command": "python tools/pretrain_tiny_shapes.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python tools/testbed/pretrain_tiny_shapes.py " + " ".join(argv or sys.argv[1:]),
         "device": str(device),
         "threads": args.threads,
         "batch_size": args.batch_size,

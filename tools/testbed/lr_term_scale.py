@@ -5,7 +5,7 @@ each schedule, relative to the median step, for eta 1. A step far above the othe
 whose LR term would dominate RLR's variance; the last ``fo_steps`` steps are pathwise and
 have none.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python tools/lr_term_scale.py [--model DIR --steps N ...]
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/lr_term_scale.py [--model DIR --steps N ...]
 
 Without ``--model`` it shows the shipped tiny-shapes (10 steps, its preset) and the
 SD-1.5 / ModelScope-family schedule (``scaled_linear`` betas 0.00085-0.012, ``steps_offset`` 1,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from diffusers import DDIMScheduler
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.chain.lr_scale import lr_term_scales  # noqa: E402

@@ -3,7 +3,7 @@ CLIP's reading of every caption word, on training prompts only.
 
 Pretraining with the denoising loss teaches the model colours and shapes but barely the
 direction word (the way a shape moves is settled at high noise, where that loss weighs
-little; README, testbed section). Here the whole sampling chain (``--num-steps`` DDIM steps,
+little; docs/testbed-direction.md). Here the whole sampling chain (``--num-steps`` DDIM steps,
 classifier-free guidance) is differentiated end to end (``FullBP``, the exact pathwise
 gradient; the chain of a 2M-parameter model fits in memory) into a LoRA on every attention
 projection, against ``CaptionWordReward``: the shapes CLIP's probability of the true colour,
@@ -15,10 +15,10 @@ a pipeline again (safetensors), loadable like the input.
 
 Measured from the shipped weights on 2 CPU cores, it does not teach the direction word:
 held-out direction stays within noise or falls, and a direction-only reward is hacked
-(``benchmarks/tiny_shapes_posttrain.json``, README testbed section). It is kept to try on a
+(``benchmarks/tiny_shapes_posttrain.json``, docs/testbed-direction.md). It is kept to try on a
 model whose direction word is already bound (the v-prediction candidate).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python tools/posttrain_tiny_shapes.py --time-limit 45 --out /tmp/post
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/posttrain_tiny_shapes.py --time-limit 45 --out /tmp/post
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.backbones import load_backbone  # noqa: E402
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     eval_seeds = [derive_seed(0, "heldout-eval", i) for i in range(len(eval_prompts))]
     lora_dir = args.out.with_name(args.out.name + ".lora")
     info: dict = {
-        "command": "python tools/posttrain_tiny_shapes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python tools/testbed/posttrain_tiny_shapes.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "init": str(args.model),
         "init_lora": None if args.lora is None else str(args.lora),
         **{k: v for k, v in vars(args).items() if k not in ("model", "out", "lora")},

@@ -4,9 +4,9 @@ For each held-out prompt and seed, samples every colour (then every shape, every
 from the same starting noise with deterministic DDIM (eta 0), and measures the videos with
 the analytic scorer (``rlr_video.testbed.word_swap``). ``responds`` near 0 means the noise,
 not the word, decides that attribute; a quicker and sharper check of a new checkpoint than
-``tools/eval_tiny_shapes.py``.
+``tools/testbed/eval_tiny_shapes.py``.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python tools/probe_word_swap.py [--model DIR] [--seeds 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/probe_word_swap.py [--model DIR] [--seeds 2]
 
 prints a table and writes ``benchmarks/tiny_shapes_word_swap.json``.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed.shapes import heldout_prompts  # noqa: E402
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = heldout_prompts()
     report = {
         "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
-        "command": "python tools/probe_word_swap.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python tools/testbed/probe_word_swap.py " + " ".join(argv or sys.argv[1:]),
         "sampling": {"steps": args.steps, "guidance_scale": args.guidance, "eta": 0.0},
         "prompts": len(prompts),
         "seeds": args.seeds,

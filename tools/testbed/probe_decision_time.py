@@ -11,7 +11,7 @@ chain decides it, and where a reward on it must reach. (With the video's own cap
 ``--caption own`` does, a model that follows prompts "keeps" everything from any t and the
 probe cannot tell the noise's decision from the prompt's.)
 
-    HF_HUB_OFFLINE=1 .venv/bin/python tools/probe_decision_time.py --threads 2
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/probe_decision_time.py --threads 2
 
 writes ``benchmarks/tiny_shapes_decision_time.json``.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed import scorer, shapes  # noqa: E402
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
         "videos": args.videos,
         "guidance_scale": args.guidance,
-        "command": "python tools/probe_decision_time.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python tools/testbed/probe_decision_time.py " + " ".join(argv or sys.argv[1:]),
         "levels": [],
     }
     captions = [conflicting(c) for c in real.captions] if args.caption == "conflicting" else real.captions

@@ -12,7 +12,7 @@ from the training combinations only; retrieval is reported on held-out combinati
 Writes ``rlr_video/assets/shapes-clip/`` (open_clip local-dir, float16 safetensors)
 and ``benchmarks/shapes_clip.json``.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python tools/train_shapes_clip.py --steps 3000 --threads 1
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/train_shapes_clip.py --steps 3000 --threads 1
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed import shapes  # noqa: E402
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.time() - start
     final = retrieval(clip, args.eval_videos, seed=20_000)
     report = {
-        "command": "python tools/train_shapes_clip.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python tools/testbed/train_shapes_clip.py " + " ".join(argv or sys.argv[1:]),
         "device": str(device),
         "threads": args.threads,
         "steps": steps_done,

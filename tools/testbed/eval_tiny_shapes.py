@@ -7,7 +7,7 @@ videos from pixels (``rlr_video.testbed.scorer``). Training combinations are sam
 for comparison: a model that only memorised its training captions scores well on
 ``train`` and poorly on ``heldout``.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python tools/eval_tiny_shapes.py --threads 2
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/eval_tiny_shapes.py --threads 2
 
 writes ``benchmarks/tiny_shapes_eval.json`` (and, with ``--sheet``, a PNG of samples).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from rlr_video.testbed import scorer, shapes  # noqa: E402
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         "scheduler": type(pipe.scheduler).__name__,
         "sampling": {"steps": args.steps, "guidance_scale": args.guidance, "eta": args.eta, "seed": args.seed},
         "chance": {k: round(v, 4) for k, v in CHANCE.items()},
-        "command": "python tools/eval_tiny_shapes.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python tools/testbed/eval_tiny_shapes.py " + " ".join(argv or sys.argv[1:]),
     }
     info_path = args.model / "train_info.json"
     if info_path.exists():
