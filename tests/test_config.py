@@ -167,3 +167,12 @@ def test_leave_one_out_of_a_batch_of_one_needs_another_baseline():
     load_config("toy", lonely[:1])
     load_config("toy", [*lonely, "estimator.baseline=running"])
     load_config("toy", [*lonely, "estimator.name=full_bp"])
+
+
+@pytest.mark.parametrize("command", ["train", "plan", "render"])
+def test_a_model_that_is_not_there_is_exit_2_from_every_command(command, tmp_path, capsys):
+    missing = tmp_path / "no-model"
+    argv = [command, "toy", "model.toy=null", f"model.path={missing}", f"train.output_dir={tmp_path / 'run'}"]
+    argv += ["--budget", "1GiB"] if command == "plan" else []
+    assert cli.main(argv) == 2
+    assert str(missing) in capsys.readouterr().err
