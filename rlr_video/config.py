@@ -255,19 +255,23 @@ def _read_yaml(path: Path) -> Any:
 
     try:
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
-    except yaml.MarkedYAMLError as err:
-        # The context mark is where the broken construct (and so its key) starts.
-        mark = err.context_mark or err.problem_mark
-        line = mark.line + 1 if mark else None
-        text = path.read_text(encoding="utf-8").splitlines()[mark.line].strip() if mark else ""
-        reason = ", ".join(r for r in (err.context, err.problem) if r)
-        raise ConfigFileError(path, line, None, f"invalid YAML near {text!r}: {reason}") from None
     except yaml.YAMLError as err:
-        raise ConfigFileError(path, None, None, f"invalid YAML: {err}") from None
+        raise ConfigFileError(path, *yaml_error(path, err)) from None
     except OmegaConfBaseException as err:  # an interpolation that does not resolve
         key = str(err.full_key) if getattr(err, "full_key", None) else None
         reason = str(err).splitlines()[0]
         raise ConfigFileError(path, _key_line(path, key) if key else None, key, reason) from None
+
+
+def yaml_error(path: Path, err: Exception) -> tuple[int | None, None, str]:
+    """(line, key, reason) of a ``yaml.YAMLError`` in ``path``, for a ``ConfigFileError``: the
+    line where the broken construct (and so its key) starts, and that line's text."""
+    mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
+    if mark is None:
+        return None, None, f"invalid YAML: {err}"
+    text = path.read_text(encoding="utf-8").splitlines()[mark.line].strip()
+    reason = ", ".join(r for r in (err.context, err.problem) if r)
+    return mark.line + 1, None, f"invalid YAML near {text!r}: {reason}"
 
 
 def _key_line(path: Path, key: str) -> int | None:
