@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
         const="auto",
         default=None,
         metavar="CHECKPOINT",
-        help="continue a run: from CHECKPOINT, or (no value) the latest one in train.output_dir",
+        help="continue a run: from CHECKPOINT, or (no value) the latest one in train.output_dir; "
+        "a key=value after it is an override, not a CHECKPOINT",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_import_option(parser)
