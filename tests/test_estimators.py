@@ -170,3 +170,17 @@ def test_group_baseline_leaves_out_the_video_itself_within_its_prompt():
     # a: against the other a; b: against the mean of the other two b; c alone: batch leave-one-out
     expected = torch.tensor([1 - 3, 3 - 1, 10 - 25, 20 - 20, 30 - 15, 7 - (71 - 7) / 5])
     assert torch.allclose(advantages, expected)
+
+
+def test_a_plain_function_is_a_reward(backbone):
+    # The README's promise: any callable (frames, prompts) -> (B,). It is taken as differentiable.
+    def redness(frames, prompts):
+        return DistanceReward()(frames, prompts)
+
+    for estimator in (RLR(h=2), FullBP()):
+        wrapped = _run(estimator, backbone, redness)
+        plain = flat_grad(backbone.trainable_parameters()).clone()
+        assert _run(estimator, backbone, DistanceReward()) == wrapped  # same draws, same estimate
+        assert torch.equal(flat_grad(backbone.trainable_parameters()), plain) and plain.abs().sum() > 0
+    with pytest.raises(TypeError, match="a reward is a callable .* got int"):
+        _run(RLR(h=2), backbone, 3)
