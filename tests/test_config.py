@@ -51,9 +51,9 @@ def test_overrides_are_typed():
     ("override", "key", "allowed"),
     [
         ("estimator.name=rrl", "estimator.name", "rlr, full_bp, truncated_bp, lr"),
-        ("estimator.h=0", "estimator.h", ">= 1"),
-        ("estimator.h=12", "estimator.h", "1 ... 9"),
-        ("estimator.fo_steps=9", "estimator.h", "1 ... 1"),
+        ("estimator.h=-1", "estimator.h", ">= 0"),  # 0: RLR without HO, the paper's ablation
+        ("estimator.h=12", "estimator.h", "0 ... 9"),
+        ("estimator.fo_steps=9", "estimator.h", "0 ... 1"),
         ("estimator.h=two", "estimator.h", "an integer"),
         ("train.stesp=3", "train.stesp", "did you mean 'steps'"),
         ("reward=aesthtic", "reward", "did you mean 'aesthetic'"),
