@@ -97,9 +97,12 @@ def as_reward(reward: Callable[..., Tensor]) -> Reward:
         return reward
     if not callable(reward):
         raise TypeError(f"a reward is a callable (frames, prompts) -> (B,) scores; got {type(reward).__name__}")
-    name = getattr(reward, "__name__", type(reward).__name__)
-    differentiable = getattr(reward, "differentiable", True)
-    return FunctionReward(reward, name, differentiable, getattr(reward, "needs_prompts", True))
+    return FunctionReward(
+        reward,
+        getattr(reward, "__name__", type(reward).__name__),
+        getattr(reward, "differentiable", True),
+        getattr(reward, "needs_prompts", True),
+    )
 
 
 def register_reward(

@@ -256,22 +256,22 @@ def _read_yaml(path: Path) -> Any:
     try:
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
     except yaml.YAMLError as err:
-        raise ConfigFileError(path, *yaml_error(path, err)) from None
+        raise yaml_error(path, err) from None
     except OmegaConfBaseException as err:  # an interpolation that does not resolve
         key = str(err.full_key) if getattr(err, "full_key", None) else None
         reason = str(err).splitlines()[0]
         raise ConfigFileError(path, _key_line(path, key) if key else None, key, reason) from None
 
 
-def yaml_error(path: Path, err: Exception) -> tuple[int | None, None, str]:
-    """(line, key, reason) of a ``yaml.YAMLError`` in ``path``, for a ``ConfigFileError``: the
-    line where the broken construct (and so its key) starts, and that line's text."""
+def yaml_error(path: Path, err: Exception) -> ConfigFileError:
+    """A ``yaml.YAMLError`` in ``path`` as one line: the line where the broken construct (and
+    so its key) starts, and that line's text."""
     mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
     if mark is None:
-        return None, None, f"invalid YAML: {err}"
+        return ConfigFileError(path, None, None, f"invalid YAML: {err}")
     text = path.read_text(encoding="utf-8").splitlines()[mark.line].strip()
     reason = ", ".join(r for r in (err.context, err.problem) if r)
-    return mark.line + 1, None, f"invalid YAML near {text!r}: {reason}"
+    return ConfigFileError(path, mark.line + 1, None, f"invalid YAML near {text!r}: {reason}")
 
 
 def _key_line(path: Path, key: str) -> int | None:

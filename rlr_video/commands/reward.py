@@ -99,9 +99,9 @@ def parse_spec(text: str) -> str | dict[str, Any]:
         try:
             spec = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
-            from rlr_video.config import ConfigFileError, yaml_error
+            from rlr_video.config import yaml_error
 
-            raise UsageError(f"--reward {ConfigFileError(path, *yaml_error(path, err))}") from None
+            raise UsageError(f"--reward {yaml_error(path, err)}") from None
     elif "=" in stripped:
         spec = {}
         for part in stripped.split(","):
