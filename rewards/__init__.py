@@ -15,13 +15,21 @@ from rewards import aesthetic, clip, flicker, hps, pickscore, pixels, temporal  
 from rewards.base import Reward
 from rewards.composite import CompositeReward
 from rewards.loading import MissingWeightsError, clear_cache
-from rewards.registry import FunctionReward, available_rewards, build_reward, check_reward_spec, register_reward
+from rewards.registry import (
+    FunctionReward,
+    as_reward,
+    available_rewards,
+    build_reward,
+    check_reward_spec,
+    register_reward,
+)
 
 __all__ = [
     "CompositeReward",
     "FunctionReward",
     "MissingWeightsError",
     "Reward",
+    "as_reward",
     "available_rewards",
     "build_reward",
     "check_reward_spec",

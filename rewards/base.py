@@ -18,6 +18,10 @@ class Reward(Protocol):
     Rewards may also say ``needs_prompts = False`` (aesthetic, temporal, flicker) so that
     callers such as ``rlr-video reward`` do not ask for prompts; it is optional and defaults
     to True. Build rewards by name with :func:`rewards.build_reward`.
+
+    A plain function ``fn(frames, prompts) -> (B,)`` is a reward too: the estimators, the
+    trainer and ``build_reward`` wrap it with :func:`rewards.as_reward` (named by its
+    ``__name__``, ``differentiable=True``: assumed to be torch operations gradients flow through).
     """
 
     name: str

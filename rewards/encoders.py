@@ -171,10 +171,8 @@ def _load_hf_vision(model: str, dtype: str | None) -> tuple[torch.nn.Module, Any
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MissingWeightsError(
-            f"vision model {model!r} not found locally ({reason}). Pass model=/path/to/folder written "
-            f"by save_pretrained (config.json, weights, preprocessor_config.json), or fetch it "
-            f"into the Hugging Face cache on a machine with network "
-            f"(huggingface-cli download {model})."
+            f"vision model {model!r} not found locally ({reason}); pass model=/path/to/a save_pretrained "
+            f"folder, or fetch it with `hf download {model}` on a machine with network access"
         ) from err
     net = freeze(net)
     return (net.to(_dtype(dtype)) if dtype else net), processor

@@ -85,6 +85,26 @@ class FunctionReward:
         return f"FunctionReward({self.name!r}, options={self.options})"
 
 
+def as_reward(reward: Callable[..., Tensor]) -> Reward:
+    """``reward`` as a :class:`~rewards.base.Reward`: an object that already has ``name`` and
+    ``differentiable`` passes through; a plain callable ``fn(frames, prompts) -> (B,)`` is
+    wrapped in a :class:`FunctionReward` named by its ``__name__``, with
+    ``differentiable=True``: it is assumed to be written in torch operations that gradients
+    flow through (as first-order estimators need). Wrap it yourself,
+    ``FunctionReward(fn, "name", differentiable=False)``, if it is not.
+    """
+    if isinstance(reward, Reward):
+        return reward
+    if not callable(reward):
+        raise TypeError(f"a reward is a callable (frames, prompts) -> (B,) scores; got {type(reward).__name__}")
+    return FunctionReward(
+        reward,
+        getattr(reward, "__name__", type(reward).__name__),
+        getattr(reward, "differentiable", True),
+        getattr(reward, "needs_prompts", True),
+    )
+
+
 def register_reward(
     name: str,
     obj: Callable[..., Any] | None = None,
@@ -212,7 +232,7 @@ def check_reward_spec(spec: str | Mapping[str, Any]) -> None:
 def build_reward(spec: str | Mapping[str, Any] | Reward, **options: Any) -> Reward:
     """Build a reward from a name or a ``{name: weight | {weight, **options}}`` dict.
 
-    A reward object passes through unchanged.
+    A reward object passes through unchanged; a plain callable is wrapped by :func:`as_reward`.
 
     ``options`` go to the named reward's constructor (e.g. ``model=``, ``pretrained=``,
     ``chunk_size=``, ``sample_frames=``); a dict spec carries its options per entry instead.
@@ -238,5 +258,5 @@ def build_reward(spec: str | Mapping[str, Any] | Reward, **options: Any) -> Rewa
             return terms[0][1]
         return CompositeReward(terms)
     if callable(spec) and not options:
-        return spec  # already a reward
+        return as_reward(spec)
     raise TypeError(f"cannot build a reward from {spec!r}: expected a name, a dict or a Reward")

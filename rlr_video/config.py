@@ -39,6 +39,17 @@ class ConfigError(ValueError):
         super().__init__(f"config key '{key}': {value!r} is not valid; allowed: {allowed}")
 
 
+class ConfigFileError(ConfigError):
+    """A config file that YAML or omegaconf cannot read: the message names the file, the line
+    (where known) and the key (where known)."""
+
+    def __init__(self, path: Path, line: int | None, key: str | None, reason: str):
+        self.path, self.line = path, line
+        self.key, self.value, self.allowed = key, None, reason
+        where = f"{path}:{line}" if line else str(path)
+        ValueError.__init__(self, f"{where}: {f'config key {key!r}: ' if key else ''}{reason}")
+
+
 def _meta(minimum: float | None = None, maximum: float | None = None, doc: str = "") -> dict:
     return {"min": minimum, "max": maximum, "doc": doc}
 
@@ -221,15 +232,15 @@ def resolve_config_path(name_or_path: str | None) -> Path:
     if preset.is_file():
         return preset
     presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-    raise ConfigError("CONFIG", str(name_or_path), f"a YAML file or a preset: {', '.join(presets)}")
+    close = difflib.get_close_matches(Path(name_or_path).stem, presets, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError("CONFIG", str(name_or_path), f"a YAML file or a preset: {', '.join(presets)}{hint}")
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a preset or YAML file, apply ``key=value`` overrides, validate, return a ``Config``."""
-    from omegaconf import OmegaConf  # only config loading needs it
-
     path = resolve_config_path(None if name_or_path is None else str(name_or_path))
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("<root>", raw, f"a mapping of sections in {path}")
     _resolve_paths(raw, path.parent)
@@ -237,6 +248,49 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
     return from_dict(raw)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The file's contents with ``${...}`` interpolations resolved; a syntax error or an
+    unresolvable interpolation raises a one-line ``ConfigFileError``, not a parser traceback."""
+    import yaml
+    from omegaconf import OmegaConf  # only config loading needs it
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    except yaml.YAMLError as err:
+        raise yaml_error(path, err) from None
+    except OmegaConfBaseException as err:  # an interpolation that does not resolve
+        key = str(err.full_key) if getattr(err, "full_key", None) else None
+        reason = str(err).splitlines()[0]
+        raise ConfigFileError(path, _key_line(path, key) if key else None, key, reason) from None
+
+
+def yaml_error(path: Path, err: Exception) -> ConfigFileError:
+    """A ``yaml.YAMLError`` in ``path`` as one line: the line where the broken construct (and
+    so its key) starts, and that line's text."""
+    mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
+    if mark is None:
+        return ConfigFileError(path, None, None, f"invalid YAML: {err}")
+    text = path.read_text(encoding="utf-8").splitlines()[mark.line].strip()
+    reason = ", ".join(r for r in (err.context, err.problem) if r)
+    return ConfigFileError(path, mark.line + 1, None, f"invalid YAML near {text!r}: {reason}")
+
+
+def _key_line(path: Path, key: str) -> int | None:
+    """The line of dotted ``key`` in a YAML file that parses (None if it is not found)."""
+    import yaml
+
+    node, line = yaml.compose(path.read_text(encoding="utf-8")), None
+    for part in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if k.value == part), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -414,6 +468,15 @@ def validate(config: Config) -> None:
         raise ConfigError("train.batch_size", t.batch_size, ">= 3 with estimator.state_baseline (its slope)")
     if e.baseline == "group" and t.group_size < 2:
         raise ConfigError("estimator.baseline", e.baseline, "loo, running or none unless train.group_size >= 2")
+    # Leave-one-out over a micro-batch of one has no other video to average: b = 0. Refused only
+    # when nothing else centres the rewards; train.prompt_baseline's running mean still does.
+    if e.name in ("rlr", "lr") and e.baseline == "loo" and t.batch_size == 1 and not t.prompt_baseline:
+        raise ConfigError(
+            "train.batch_size",
+            t.batch_size,
+            ">= 2 with estimator.baseline: loo (a batch of one has no others to leave out); "
+            "or set estimator.baseline: running, or train.prompt_baseline: true",
+        )
     if e.name == "rlr" and e.zo == "param_es" and e.es_sigma <= 0:
         raise ConfigError("estimator.es_sigma", e.es_sigma, "numbers > 0 with zo: param_es")
     if e.name == "lr" and e.inner_epochs > 1:

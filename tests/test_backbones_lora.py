@@ -114,7 +114,7 @@ def test_a_lora_that_does_not_fit_leaves_the_model_as_it_was(tmp_path):
     tensors.pop(sorted(tensors)[0])
     (tmp_path / "short").mkdir()
     save_file(tensors, tmp_path / "short" / file.name, metadata=metadata)
-    with pytest.raises(ValueError, match="1 missing keys"):
+    with pytest.raises(ValueError, match=r"1 of the model.s \d+ keys missing"):
         model.load_lora(tmp_path / "short")
     assert model.trainable_parameters() == [] and torch.equal(probe(model), before)
     (tmp_path / "corrupt").mkdir()
@@ -142,3 +142,21 @@ def test_half_precision_weights_keep_float32_lora_and_chain():
     assert all(p.dtype == torch.float32 for p in backbone.trainable_parameters())
     out = probe(backbone)
     assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+
+
+def test_weights_of_another_model_are_summarised_not_listed(tmp_path):
+    from rlr_video.backbones.toy import ToyBackbone
+    from rlr_video.train.model import load_weights, save_weights
+
+    save_weights(ToyBackbone.create(num_steps=4), tmp_path / "toy")  # 6 tensors, named as the toy's
+    backbone = load_backbone(tiny_model_dir("modelscope"), **tiny_options("modelscope", lora_rank=2))
+    lora_keys = len(backbone.trainable_parameters())
+    with pytest.raises(ValueError) as info:
+        load_weights(backbone, tmp_path / "toy")
+    message = str(info.value)
+    assert f"{lora_keys} of the model's {lora_keys} keys missing" in message and "6 unexpected keys" in message
+    assert message.count(".lora_A.") + message.count(".lora_B.") <= 3 and len(message) < 800
+    backbone.save_lora(tmp_path / "rank2")
+    other = load_backbone(tiny_model_dir("modelscope"), **tiny_options("modelscope", lora_rank=4))
+    with pytest.raises(ValueError, match=rf"{lora_keys} keys with another shape than the model's \(e.g. \S+ \(2, "):
+        other.load_lora(tmp_path / "rank2")

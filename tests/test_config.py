@@ -51,9 +51,9 @@ def test_overrides_are_typed():
     ("override", "key", "allowed"),
     [
         ("estimator.name=rrl", "estimator.name", "rlr, full_bp, truncated_bp, lr"),
-        ("estimator.h=0", "estimator.h", ">= 1"),
-        ("estimator.h=12", "estimator.h", "1 ... 9"),
-        ("estimator.fo_steps=9", "estimator.h", "1 ... 1"),
+        ("estimator.h=-1", "estimator.h", ">= 0"),  # 0: RLR without HO, the paper's ablation
+        ("estimator.h=12", "estimator.h", "0 ... 9"),
+        ("estimator.fo_steps=9", "estimator.h", "0 ... 1"),
         ("estimator.h=two", "estimator.h", "an integer"),
         ("train.stesp=3", "train.stesp", "did you mean 'steps'"),
         ("reward=aesthtic", "reward", "did you mean 'aesthetic'"),
@@ -131,3 +131,48 @@ def test_fo_steps_reaches_the_estimator_and_moves_the_ranges():
         load_config("toy", ["estimator.fo_steps=3", "estimator.j=[3,5]"])
     # more ZO samples than the 5 steps left means all of them (see test_estimators' call counts)
     assert load_config("toy", ["estimator.fo_steps=3", "estimator.zo_samples=6"]).estimator.zo_samples == 6
+
+
+TOY_LINES = (PRESET_DIR / "toy.yaml").read_text().replace("path: prompts/", f"path: {PRESET_DIR}/prompts/")
+BROKEN_FILES = {
+    # a flow list left open on line 9: YAML names that line, the text names its key
+    "syntax": (TOY_LINES.replace("num_steps: 10", "num_steps: [10, 2"), ":9: invalid YAML near 'num_steps: [10, 2"),
+    "interpolation": (TOY_LINES.replace("steps: 50", "steps: ${train.nosuch}"), ":34: config key 'train.steps'"),
+}
+
+
+@pytest.mark.parametrize("command", ["train", "plan", "render"])
+@pytest.mark.parametrize("broken", sorted(BROKEN_FILES))
+def test_a_broken_yaml_file_is_one_line_and_exit_2_from_every_command(command, broken, tmp_path, capsys):
+    text, expected = BROKEN_FILES[broken]
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    assert cli.main([command, str(path), f"train.output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rlr-video {command}: {path}{expected}") and err.count("\n") == 1
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_mistyped_preset_gets_did_you_mean():
+    with pytest.raises(ConfigError, match="did you mean 'tiny-shapes'"):
+        load_config("tiny-shape")
+
+
+def test_leave_one_out_of_a_batch_of_one_needs_another_baseline():
+    lonely = ["train.batch_size=1", "train.prompt_baseline=false"]
+    with pytest.raises(ConfigError) as info:
+        load_config("toy", lonely)
+    assert info.value.key == "train.batch_size" and "estimator.baseline: loo" in str(info.value)
+    # Valid: another baseline centres the rewards, or a pathwise estimator uses none.
+    load_config("toy", lonely[:1])
+    load_config("toy", [*lonely, "estimator.baseline=running"])
+    load_config("toy", [*lonely, "estimator.name=full_bp"])
+
+
+@pytest.mark.parametrize("command", ["train", "plan", "render"])
+def test_a_model_that_is_not_there_is_exit_2_from_every_command(command, tmp_path, capsys):
+    missing = tmp_path / "no-model"
+    argv = [command, "toy", "model.toy=null", f"model.path={missing}", f"train.output_dir={tmp_path / 'run'}"]
+    argv += ["--budget", "1GiB"] if command == "plan" else []
+    assert cli.main(argv) == 2
+    assert str(missing) in capsys.readouterr().err

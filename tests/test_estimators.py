@@ -186,3 +186,17 @@ def test_state_baseline_refuses_what_it_cannot_do():
     backbone.transition.predict_x0 = None  # a user's transition without a clean estimate
     with pytest.raises(ValueError, match="predict_x0"):
         RLR(h=1, state_baseline=True).estimate(backbone, reward, ["a"] * 4, torch.Generator().manual_seed(0))
+
+
+def test_a_plain_function_is_a_reward(backbone):
+    # The README's promise: any callable (frames, prompts) -> (B,). It is taken as differentiable.
+    def redness(frames, prompts):
+        return DistanceReward()(frames, prompts)
+
+    for estimator in (RLR(h=2), FullBP()):
+        wrapped = _run(estimator, backbone, redness)
+        plain = flat_grad(backbone.trainable_parameters()).clone()
+        assert _run(estimator, backbone, DistanceReward()) == wrapped  # same draws, same estimate
+        assert torch.equal(flat_grad(backbone.trainable_parameters()), plain) and plain.abs().sum() > 0
+    with pytest.raises(TypeError, match="a reward is a callable .* got int"):
+        _run(RLR(h=2), backbone, 3)

@@ -5,6 +5,7 @@ the paper's Eq. 8 as the no-checkpointing case, a clear error for a budget that 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -298,3 +299,14 @@ def test_training_with_a_budget_too_small_is_a_clear_error(tmp_path, capsys):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "memory.budget" in err and "the smallest plan needs" in err
+
+
+def test_no_knob_claims_to_free_more_than_the_smallest_plan_needs(capsys):
+    # tiny-shapes at 1 MiB: frame chunks already halve its smallest plan, so their saving
+    # (measured from the unchunked plan) used to be reported larger than the plan itself.
+    assert cli.main(["plan", "tiny-shapes", "--budget", "1MiB"]) == 1
+    err = capsys.readouterr().err
+    needs = float(re.search(r"the smallest plan needs ([\d.]+) MiB", err).group(1))
+    savings = [float(x) for x in re.findall(r"(?:saves|:) ([\d.]+) MiB", err)]
+    assert len(savings) >= 2 and max(savings) < needs
+    assert "frame chunks" in err and err.count("\n") == 1

@@ -159,6 +159,7 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
     assert run_cli(videos / "a.mp4", videos / "truncated.mp4", "--reward", "flicker") == 0
     assert run_cli(videos / "a.mp4", videos / "truncated.mp4", "--reward", "flicker", "--strict") == 1
     capsys.readouterr()
+    (tmp_path / "spec.yaml").write_text("flicker: 1\nclip: [1\n")
     usage_errors = [
         ([tmp_path / "empty*.mp4", "--reward", "flicker"], f"no videos found in '{tmp_path / 'empty*.mp4'}'"),
         ([videos / "a.mp4", "--reward", "flicker", "--device", "cuda:99"], "--device 'cuda:99': torch sees"),
@@ -167,6 +168,8 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
         ([videos / "a.mp4", "--reward", "flicker", "-O", "flicker.chunk=2"], "no option 'chunk'"),
         ([videos / "a.mp4", "--reward", "flicker", "-O", "clip.model=x"], "no --reward names 'clip'"),
         ([videos, "--reward", "clip", "--prompts", videos / "missing.txt"], "no such file"),
+        ([videos / "a.mp4", videos / "nope.mp4", "-r", "flicker"], f"no such file or folder: '{videos}/nope.mp4'"),
+        ([videos / "a.mp4", "--reward", tmp_path / "spec.yaml"], f"--reward {tmp_path / 'spec.yaml'}:2: invalid YAML"),
         ([videos / "a.mp4", videos / "b.webm", "--reward", "clip", "--prompts", videos / "prompts.txt"], "7 prompts"),
         ([videos / "a.mp4", "--reward", "flicker", "--out", tmp_path / "x.xml"], ".json or .csv"),
         ([videos / "a.mp4", "--reward", "{bad json"], "invalid JSON"),
@@ -174,7 +177,8 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
     ]
     for args, message in usage_errors:
         assert run_cli(*args) == 2, message
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr()
+        assert message in err.err and err.err.count("\n") == 1 and not err.out  # one line, no results table
 
 
 def test_json_spec_with_per_reward_options_and_fps(videos: Path, tmp_path: Path) -> None:

@@ -335,7 +335,7 @@ def test_missing_weights_name_the_file_and_the_fix(monkeypatch: pytest.MonkeyPat
         (lambda: build_reward("hpsv2", model=TINY, pretrained=missing), [missing]),
         (lambda: build_reward("pickscore"), ["PickScore_v1", "model="]),
         (lambda: build_reward("pickscore", model=missing), ["PickScore", "model="]),
-        (lambda: build_reward("temporal", model=missing), [missing, "save_pretrained"]),
+        (lambda: build_reward("temporal", model=missing), [missing, "save_pretrained", f"`hf download {missing}`"]),
     ]
     for build, fragments in cases:
         with pytest.raises(MissingWeightsError) as info:

@@ -8,7 +8,15 @@ import pytest
 import torch
 from reward_fixtures import smooth_videos
 
-from rewards import CompositeReward, FunctionReward, Reward, available_rewards, build_reward, register_reward
+from rewards import (
+    CompositeReward,
+    FunctionReward,
+    Reward,
+    as_reward,
+    available_rewards,
+    build_reward,
+    register_reward,
+)
 from rewards import registry as registry_module
 from rewards.stats import summarize, t_quantile_975
 
@@ -144,3 +152,15 @@ def test_summarize() -> None:
     assert s["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
     assert summarize([5.0]) == {"n": 1, "mean": 5.0, "std": None, "ci95": None}
     assert summarize([])["mean"] is None
+
+
+def test_a_plain_callable_gets_the_reward_attributes() -> None:
+    def sharpness(frames, prompts):
+        return frames.mean(dim=(1, 2, 3, 4))
+
+    reward = build_reward(sharpness)
+    assert (reward.name, reward.differentiable, reward.needs_prompts) == ("sharpness", True, True)
+    frames = torch.rand(2, 3, 3, 8, 8)
+    assert torch.equal(reward(frames, ["a", "b"]), sharpness(frames, ["a", "b"]))
+    built = build_reward("brightness")
+    assert as_reward(built) is built  # a Reward passes through unchanged

@@ -86,12 +86,11 @@ def _download(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, ignore_patterns=_HUB_IGNORE))
     except Exception as err:  # offline, not cached, gated, missing: one clear message
-        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        # The hub's own message is a paragraph; offline, HF_HUB_OFFLINE says all of it.
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else str(err).split(". ")[0].strip()
         raise BackboneLoadError(
-            f"cannot reach the hub id {repo_id!r}{offline}: it is neither a local directory nor in "
-            f"the Hugging Face cache ({type(err).__name__}: {err}). Expected a local diffusers "
-            "directory, or a hub id that is cached or reachable (download it with "
-            "`huggingface-cli download` on a machine with network access)"
+            f"{repo_id!r} is not a local folder and not in the Hugging Face cache ({reason or type(err).__name__}); "
+            f"fetch it with `hf download {repo_id}` on a machine with network access"
         ) from err
 
 

@@ -22,6 +22,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from torch import nn
 
+from rlr_video.backbones.mismatch import describe_mismatch
+
 ADAPTER = "default"
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
@@ -190,17 +192,10 @@ def load_lora(model: nn.Module, path: str | Path, prefix: str) -> list[nn.Parame
 
 def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
     """Raise ValueError unless ``state`` has exactly the model's LoRA keys and shapes."""
-    current = lora_state_dict(model)
-    missing, unexpected = sorted(set(current) - set(state)), sorted(set(state) - set(current))
-    if missing or unexpected:
-        raise ValueError(
-            f"LoRA at {path} does not fit the model's LoRA: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
-        )
-    for key, tensor in current.items():
-        if state[key].shape != tensor.shape:
-            raise ValueError(f"LoRA at {path}: {key} has shape {tuple(state[key].shape)}, "
-                             f"the model's LoRA has {tuple(tensor.shape)} (another rank?)")
+    current = {k: v.shape for k, v in lora_state_dict(model).items()}
+    problem = describe_mismatch(current, {k: v.shape for k, v in state.items()})
+    if problem:  # another model, or another rank or targets
+        raise ValueError(f"LoRA at {path} does not fit the model's LoRA: {problem}")
 
 
 def _remove_lora(model: nn.Module, merge: bool) -> nn.Module:

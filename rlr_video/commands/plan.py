@@ -74,13 +74,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         plan = make_plan(config, budget, args.device, args.attention, args.probe)
-    except Exception as err:  # noqa: BLE001 - a missing config file, a budget too small: say it plainly
+    except Exception as err:  # noqa: BLE001 - a missing model, a budget too small: say it plainly
         from rlr_video.backbones.layout import BackboneLoadError
         from rlr_video.memory.planner import BudgetTooSmall
 
-        if isinstance(err, BudgetTooSmall | BackboneLoadError | FileNotFoundError | ValueError):
+        if isinstance(err, BudgetTooSmall):  # exit 1, as `train` with the same memory.budget
             print(f"rlr-video plan: {err}", file=sys.stderr)
             return 1
+        if isinstance(err, BackboneLoadError | FileNotFoundError | ValueError):  # exit 2, as `train`
+            print(f"rlr-video plan: {err}", file=sys.stderr)
+            return 2
         raise
     print(plan.table())
     if args.json:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import sys
 from collections.abc import Sequence
@@ -95,7 +96,12 @@ def parse_spec(text: str) -> str | dict[str, Any]:
             raise UsageError(f"--reward {text!r}: no such spec file")
         import yaml
 
-        spec = yaml.safe_load(path.read_text())
+        try:
+            spec = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            from rlr_video.config import yaml_error
+
+            raise UsageError(f"--reward {yaml_error(path, err)}") from None
     elif "=" in stripped:
         spec = {}
         for part in stripped.split(","):
@@ -416,6 +422,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be positive")
     if (args.frames is not None and args.frames <= 0) or (args.fps is not None and args.fps <= 0):
         raise UsageError("--frames and --fps must be positive")
+    # A path that is not there is a typo, not a video that failed to read: stop before scoring.
+    missing = [v for v in args.videos if not glob.has_magic(v) and not Path(v).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(repr(v) for v in missing)}")
     videos = sorted(list_videos(args.videos, recursive=args.recursive), key=_sort_key)
     if not videos:
         given = ", ".join(repr(v) for v in args.videos) or "nothing: give files, folders or glob patterns"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rlr_video.commands import add_import_option
 
@@ -31,7 +32,8 @@ def add_parser(subparsers) -> None:
         const="auto",
         default=None,
         metavar="CHECKPOINT",
-        help="continue a run: from CHECKPOINT, or (no value) the latest one in train.output_dir",
+        help="continue a run: from CHECKPOINT, or (no value) the latest one in train.output_dir; "
+        "a key=value after it is an override, not a CHECKPOINT",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_import_option(parser)
@@ -48,6 +50,11 @@ def split_args(args: list[str]) -> tuple[str | None, list[str]]:
 def run(args: argparse.Namespace) -> int:
     from rlr_video.config import ConfigError, load_config
 
+    resume = args.resume
+    if resume is not None and "=" in resume and not Path(resume).exists():
+        # `--resume key=value`: argparse took the override for --resume's optional value.
+        args.args.append(resume)
+        resume = "auto"
     config_name, overrides = split_args(args.args)
     try:
         config = load_config(config_name, overrides)
@@ -66,12 +73,25 @@ def run(args: argparse.Namespace) -> int:
     from rlr_video.train.trainer import LaunchError
 
     try:
-        train(config, resume=args.resume)
-    # A run folder in use, a bad --resume checkpoint, a model or reward weights that are not there.
-    except (FileExistsError, FileNotFoundError, BackboneLoadError, CheckpointError, LaunchError) as err:
+        train(config, resume=resume)
+    # A run folder in use or not writable, a bad --resume checkpoint, a model or reward weights
+    # that are not there.
+    except (ConfigError, FileExistsError, FileNotFoundError, BackboneLoadError, CheckpointError, LaunchError) as err:
         print(f"rlr-video train: {err}", file=sys.stderr)
         return 2
     except BudgetTooSmall as err:  # memory.budget below what even h = 1 needs
         print(f"rlr-video train: memory.budget: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: where to go on from, not a traceback
+        print(f"\nrlr-video train: interrupted; {_resume_hint(config.train.output_dir)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     return 0
+
+
+def _resume_hint(output_dir: str) -> str:
+    from rlr_video.train.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(output_dir)
+    if last is None:
+        return f"no checkpoint was written to {output_dir} yet"
+    return f"the last checkpoint is {last} (go on with --resume)"

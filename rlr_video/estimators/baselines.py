@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rewards import as_reward
 from rlr_video.chain import Trajectory, chain_step, draw_noise, rollout
 from rlr_video.estimators.common import (
     CallCount,
@@ -49,6 +50,7 @@ def sample_with_grad(backbone, cond, generator: torch.Generator, batch: int, gra
 def _pathwise(backbone, reward, prompts, generator, grad_steps: int) -> dict[str, float]:
     check_prompts(prompts)
     params = backbone.trainable_parameters()
+    reward = as_reward(reward)  # a plain function: assumed differentiable
     if not reward.differentiable:
         raise ValueError(f"backpropagation needs a differentiable reward; {reward.name!r} is not")
     with torch.no_grad():

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from rewards import as_reward
 from rlr_video.chain import replay, rollout
 from rlr_video.estimators.common import (
     CallCount,
@@ -108,6 +109,7 @@ class RLR:
         check_prompts(prompts)
         params = backbone.trainable_parameters()
         T, transition, batch = backbone.num_steps, backbone.transition, len(prompts)
+        reward = as_reward(reward)  # a plain function: assumed differentiable
         if not reward.differentiable:
             raise ValueError(f"RLR's first-order step needs a differentiable reward; {reward.name!r} is not")
         j = self.start.draw(T, self.h, generator, self.fo_steps) if self.h else 0

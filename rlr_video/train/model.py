@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from rlr_video.backbones.mismatch import describe_mismatch
 from rlr_video.config import ModelConfig
 
 TRAINABLE_FILE = "trainable_parameters.safetensors"
@@ -96,14 +97,12 @@ def load_weights(backbone, directory: str | Path) -> None:
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
             raise ValueError(f"{directory / TRAINABLE_FILE}: not a readable safetensors file ({err})") from None
         params = _named_trainable(backbone)
-        if set(tensors) != set(params):
-            raise ValueError(f"{directory / TRAINABLE_FILE} holds {sorted(tensors)}, the model trains {sorted(params)}")
-        for name, p in params.items():
-            if tensors[name].shape != p.shape:
-                raise ValueError(
-                    f"{directory / TRAINABLE_FILE}: {name} has shape {tuple(tensors[name].shape)}, the model's "
-                    f"{tuple(p.shape)}: the weights were saved from another model or LoRA rank"
-                )
+        problem = describe_mismatch({n: p.shape for n, p in params.items()}, {n: t.shape for n, t in tensors.items()})
+        if problem:
+            raise ValueError(
+                f"{directory / TRAINABLE_FILE} does not fit the model: {problem}. "
+                "The weights were saved from another model or LoRA rank"
+            )
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(tensors[name].to(p.device, p.dtype))

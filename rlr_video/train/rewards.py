@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor
 
-from rewards import CompositeReward, Reward
+from rewards import CompositeReward, Reward, as_reward
 from rlr_video.train.prompts import final_prompt
 
 
@@ -19,8 +19,8 @@ class TrainingReward:
     """
 
     def __init__(self, reward: Reward, baseline: Callable[[Sequence[str]], Tensor] | None = None):
-        self.reward, self.baseline = reward, baseline
-        self.name, self.differentiable = reward.name, reward.differentiable
+        self.reward, self.baseline = as_reward(reward), baseline
+        self.name, self.differentiable = self.reward.name, self.reward.differentiable
         self.reset()
 
     def reset(self) -> None:

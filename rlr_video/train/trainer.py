@@ -22,6 +22,7 @@ import io
 import math
 import os
 import resource
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 
 from rewards import build_reward
-from rlr_video.config import Config
+from rlr_video.config import Config, ConfigError
 from rlr_video.train import checkpoint as ckpt
 from rlr_video.train.baseline import PromptBaseline
 from rlr_video.train.distributed import (
@@ -68,6 +69,7 @@ class Trainer:
 
         self.config = cfg = config
         self.output_dir = Path(cfg.train.output_dir)
+        _check_writable(self.output_dir)
         _check_launch()
         # Without a GPU, torchrun / accelerate-launched processes must form a CPU (gloo) group.
         self.accelerator = Accelerator(
@@ -367,6 +369,18 @@ def _check_launch() -> None:
             "For N CPU processes use `accelerate launch --multi_gpu --num_processes N -m rlr_video train ...` "
             "(without a GPU the trainer forms a gloo CPU group) or `torchrun --nproc_per_node N -m rlr_video train ...`"
         )
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise a ``ConfigError`` naming ``train.output_dir`` unless ``folder`` can be created and
+    written: checked before the model loads, not at the first checkpoint minutes later."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        allowed = f"a folder that can be created and written ({err.strerror or err})"
+        raise ConfigError("train.output_dir", str(folder), allowed) from None
 
 
 def config_yaml(cfg: Config) -> str:
