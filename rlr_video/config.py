@@ -28,7 +28,6 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PRESET = "tiny-shapes"
 
 FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan")
-STAGES = ("coarse", "mid", "fine")
 
 
 class ConfigError(ValueError):
@@ -111,7 +110,7 @@ class EstimatorConfig:
 
 @dataclass
 class PromptsConfig:
-    """Training prompts: a file (``.txt``, one per line, or ``.jsonl``) or an inline list.
+    """Training prompts: a file (``.txt``, one per line, ``.jsonl`` or ``.csv``) or an inline list.
 
     A JSONL line is ``{"prompt": "..."}`` or a multi-scale prompt
     ``{"coarse": "...", "mid": "...", "fine": "..."}``: each part conditions its third of the
@@ -478,7 +477,7 @@ def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:
 
 
 def _validate_prompts(config: Config) -> None:
-    from rlr_video.train.prompts import PromptError, load_prompts
+    from rlr_video.train.prompts import PROMPT_FILE_TYPES_TEXT, PromptError, load_prompts
 
     p = config.prompts
     if (p.path is None) == (not p.items):
@@ -486,7 +485,7 @@ def _validate_prompts(config: Config) -> None:
     try:
         prompts = load_prompts(p.path) if p.path is not None else p.items
     except PromptError as err:
-        raise ConfigError("prompts.path", p.path, f"a readable .txt or .jsonl prompt file ({err})") from None
+        raise ConfigError("prompts.path", p.path, f"a readable {PROMPT_FILE_TYPES_TEXT} prompt file ({err})") from None
     if p.ho_stage is not None and not any(isinstance(q, tuple) for q in prompts):
         raise ConfigError(
             "prompts.ho_stage", p.ho_stage, "null unless the prompts are multi-scale (JSONL coarse/mid/fine)"
