@@ -1,15 +1,16 @@
 """The typed schema of a training / rendering run, loaded from YAML presets with overrides.
 
-A run is described by one YAML file (a preset in ``configs/`` or the user's own) plus
+A run is described by one YAML file (a preset shipped in ``rlr_video/configs/`` or the user's own) plus
 ``key=value`` overrides from the command line (``estimator.h=3``, ``reward={clip: 1}``).
 ``load_config`` parses both with omegaconf, checks every key and value against the dataclasses
 below and returns a ``Config``. It touches no model, so a broken config fails in milliseconds,
 before anything heavy loads. Every error names the key, the bad value and what is allowed.
 
 A relative ``prompts.path`` written inside a YAML file resolves against that file's folder (so
-presets ship their prompt files next to them); given as an override, against the current
-directory. Output folders (``train.output_dir``, ``render.output_dir``) are always relative to
-the current directory.
+presets ship their prompt files next to them); when no such file is there, against the presets'
+folder, so a preset copied elsewhere keeps its shipped prompt lists. Given as an override, it
+resolves against the current directory. Output folders (``train.output_dir``,
+``render.output_dir``) are always relative to the current directory.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-# Where presets live: ``rlr-video train tiny-shapes`` means ``configs/tiny-shapes.yaml``.
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Where presets live (package data, so a wheel ships them): ``rlr-video train tiny-shapes``
+# means ``rlr_video/configs/tiny-shapes.yaml``.
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_PRESET = "tiny-shapes"
 
 FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan")
@@ -206,7 +208,7 @@ class Config:
 
 
 def resolve_config_path(name_or_path: str | None) -> Path:
-    """A YAML path, or a preset name from ``configs/`` (``None``: the CPU default)."""
+    """A YAML path, or a preset name from ``rlr_video/configs/`` (``None``: the CPU default)."""
     if name_or_path is None:
         name_or_path = DEFAULT_PRESET
     path = Path(name_or_path)
@@ -272,10 +274,14 @@ _PATH_KEYS = (("prompts", "path"),)
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
+    """Relative paths against the YAML file's folder, else the presets' (a copied preset)."""
     for section, key in _PATH_KEYS:
         sub = raw.get(section)
         if isinstance(sub, dict) and isinstance(sub.get(key), str) and not Path(sub[key]).is_absolute():
-            sub[key] = str((base / sub[key]).resolve())
+            path = base / sub[key]
+            if not path.exists() and (PRESET_DIR / sub[key]).is_file():
+                path = PRESET_DIR / sub[key]
+            sub[key] = str(path.resolve())
 
 
 # --------------------------------------------------------------------------- typing
