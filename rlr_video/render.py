@@ -254,7 +254,7 @@ def _summary_html(
         body.append(f"<tr><th>{e(column_title(labels, column))}</th>{cells}</tr>")
     note = (
         "<p>Ground truth: the testbed's analytic scorer (rlr_video.testbed.scorer) checks colour, shape and"
-        " direction from the pixels; a reward can be hacked, it cannot.</p>"
+        " direction from the pixels; unlike a learned reward, it cannot be hacked.</p>"
         if truth
         else ""
     )
