@@ -31,7 +31,7 @@ bench: install
 bench-training: install
 	$(BIN)/python tools/bench_training.py
 
-# Fine-tune the shipped tiny-shapes model with RLR on the CPU (configs/tiny-shapes.yaml), render
+# Fine-tune the shipped tiny-shapes model with RLR on the CPU (rlr_video/configs/tiny-shapes.yaml), render
 # base vs fine-tuned previews (runs/demo/preview/index.html) and compare them on a fixed set.
 demo: install
 	rm -rf $(DEMO_DIR)

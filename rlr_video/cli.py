@@ -9,6 +9,7 @@ import warnings
 
 # Sub-command modules under rlr_video.commands, in the order --help lists them.
 COMMANDS = ["train", "reward", "render", "plan", "bench"]
+VERBOSE_HELP = "show the libraries' own logs and progress bars (transformers, diffusers, open_clip, decord)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # not built yet
         module.add_parser(sub)
+    # before or after the sub-command; SUPPRESS keeps a sub-command from resetting the main's value
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
@@ -41,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if rest is None or any(word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(args, rest).extend(extra)
+    from rlr_video.verbosity import set_verbose
+
+    set_verbose(args.verbose)
     if getattr(args, "no_progress", False):
         from transformers.utils import logging
 

@@ -1,15 +1,16 @@
 """The typed schema of a training / rendering run, loaded from YAML presets with overrides.
 
-A run is described by one YAML file (a preset in ``configs/`` or the user's own) plus
+A run is described by one YAML file (a preset shipped in ``rlr_video/configs/`` or the user's own) plus
 ``key=value`` overrides from the command line (``estimator.h=3``, ``reward={clip: 1}``).
 ``load_config`` parses both with omegaconf, checks every key and value against the dataclasses
 below and returns a ``Config``. It touches no model, so a broken config fails in milliseconds,
 before anything heavy loads. Every error names the key, the bad value and what is allowed.
 
 A relative ``prompts.path`` written inside a YAML file resolves against that file's folder (so
-presets ship their prompt files next to them); given as an override, against the current
-directory. Output folders (``train.output_dir``, ``render.output_dir``) are always relative to
-the current directory.
+presets ship their prompt files next to them); when no such file is there, against the presets'
+folder, so a preset copied elsewhere keeps its shipped prompt lists. Given as an override, it
+resolves against the current directory. Output folders (``train.output_dir``,
+``render.output_dir``) are always relative to the current directory.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-# Where presets live: ``rlr-video train tiny-shapes`` means ``configs/tiny-shapes.yaml``.
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Where presets live (package data, so a wheel ships them): ``rlr-video train tiny-shapes``
+# means ``rlr_video/configs/tiny-shapes.yaml``.
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_PRESET = "tiny-shapes"
 
 FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan")
-STAGES = ("coarse", "mid", "fine")
 
 
 class ConfigError(ValueError):
@@ -126,7 +127,7 @@ class EstimatorConfig:
 
 @dataclass
 class PromptsConfig:
-    """Training prompts: a file (``.txt``, one per line, or ``.jsonl``) or an inline list.
+    """Training prompts: a file (``.txt``, one per line, ``.jsonl`` or ``.csv``) or an inline list.
 
     A JSONL line is ``{"prompt": "..."}`` or a multi-scale prompt
     ``{"coarse": "...", "mid": "...", "fine": "..."}``: each part conditions its third of the
@@ -222,7 +223,7 @@ class Config:
 
 
 def resolve_config_path(name_or_path: str | None) -> Path:
-    """A YAML path, or a preset name from ``configs/`` (``None``: the CPU default)."""
+    """A YAML path, or a preset name from ``rlr_video/configs/`` (``None``: the CPU default)."""
     if name_or_path is None:
         name_or_path = DEFAULT_PRESET
     path = Path(name_or_path)
@@ -331,10 +332,14 @@ _PATH_KEYS = (("prompts", "path"),)
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
+    """Relative paths against the YAML file's folder, else the presets' (a copied preset)."""
     for section, key in _PATH_KEYS:
         sub = raw.get(section)
         if isinstance(sub, dict) and isinstance(sub.get(key), str) and not Path(sub[key]).is_absolute():
-            sub[key] = str((base / sub[key]).resolve())
+            path = base / sub[key]
+            if not path.exists() and (PRESET_DIR / sub[key]).is_file():
+                path = PRESET_DIR / sub[key]
+            sub[key] = str(path.resolve())
 
 
 # --------------------------------------------------------------------------- typing
@@ -549,7 +554,7 @@ def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:
 
 
 def _validate_prompts(config: Config) -> None:
-    from rlr_video.train.prompts import PromptError, load_prompts
+    from rlr_video.train.prompts import PROMPT_FILE_TYPES_TEXT, PromptError, load_prompts
 
     p = config.prompts
     if (p.path is None) == (not p.items):
@@ -557,7 +562,7 @@ def _validate_prompts(config: Config) -> None:
     try:
         prompts = load_prompts(p.path) if p.path is not None else p.items
     except PromptError as err:
-        raise ConfigError("prompts.path", p.path, f"a readable .txt or .jsonl prompt file ({err})") from None
+        raise ConfigError("prompts.path", p.path, f"a readable {PROMPT_FILE_TYPES_TEXT} prompt file ({err})") from None
     if p.ho_stage is not None and not any(isinstance(q, tuple) for q in prompts):
         raise ConfigError(
             "prompts.ho_stage", p.ho_stage, "null unless the prompts are multi-scale (JSONL coarse/mid/fine)"

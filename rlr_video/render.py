@@ -12,7 +12,11 @@ The output folder holds, for prompt i and variant v:
     scores.json                              every video's reward scores
     index.html                               the gallery, referencing exactly these files
 
-Scores are computed from the written mp4 files read back, as ``rlr-video reward`` would.
+Scores are computed from the written mp4 files read back, as ``rlr-video reward`` would. The
+gallery labels the columns base and fine-tuned, shows each clip's reward and, on top, each
+column's mean. When every prompt is a testbed caption ("a red circle moving left"), it also
+shows the testbed's analytic ground truth (:mod:`rlr_video.testbed.scorer`) per clip and per
+column: the referee a hacked reward cannot fool.
 """
 
 from __future__ import annotations
@@ -125,9 +129,25 @@ def render(
     scores = score_files(files, [encoded[i] for i, _ in pairs], r.reward or config.reward, device)
     table = {path.name: row for path, row in zip(files, scores, strict=True)}
     (out / "scores.json").write_text(json.dumps(table, indent=2, sort_keys=True), encoding="utf-8")
+    truth = ground_truth([videos[pair] for pair in pairs], [final_prompt(encoded[i]) for i, _ in pairs])
+    if truth is not None:
+        truth = {path.stem: row for path, row in zip(files, truth, strict=True)}
     index = out / "index.html"
-    index.write_text(gallery_html(encoded, labels, table), encoding="utf-8")
+    index.write_text(gallery_html(encoded, labels, table, truth), encoding="utf-8")
     return index
+
+
+def ground_truth(videos: Sequence[Tensor], prompts: Sequence[str]) -> list[dict[str, float]] | None:
+    """Per video, the testbed scorer's 0/1 ``colour``, ``shape``, ``direction`` and ``all``;
+    None unless every prompt is a testbed caption (the prompts of any other model)."""
+    from rlr_video.testbed.scorer import ATTRIBUTES, PromptParseError, parse_prompt, score_video
+
+    try:
+        parsed = [parse_prompt(prompt) for prompt in prompts]
+    except PromptParseError:
+        return None
+    rows = [score_video(video, prompt) for video, prompt in zip(videos, parsed, strict=True)]
+    return [{k: row[k] for k in (*ATTRIBUTES, "all")} for row in rows]
 
 
 def score_files(
@@ -173,30 +193,70 @@ def contact_sheet(videos: Sequence[Tensor], labels: Sequence[str], max_frames: i
     return sheet
 
 
-def gallery_html(prompts: Sequence[str], labels: Sequence[str], scores: dict[str, dict[str, float]]) -> str:
-    """The static page: per prompt, the variants side by side with their scores."""
+def column_title(labels: Sequence[str], index: int) -> str:
+    """What the gallery calls a column: the first is the base model, the others LoRAs."""
+    return "base model" if index == 0 else f"fine-tuned: {labels[index]}"
+
+
+def gallery_html(
+    prompts: Sequence[str],
+    labels: Sequence[str],
+    scores: dict[str, dict[str, float]],
+    truth: dict[str, dict[str, float]] | None = None,
+) -> str:
+    """The static page: a summary per column (mean reward, and the testbed ground truth when
+    ``truth`` is given), then per prompt the variants side by side with their scores."""
     e = html.escape
     parts = [
         "<!doctype html>",
         '<html><head><meta charset="utf-8"><title>rlr-video render</title>',
         "<style>body{font-family:sans-serif;margin:1.5em} .row{display:flex;gap:1em;flex-wrap:wrap}"
         " .cell{text-align:center} video,img.gif{width:256px;image-rendering:pixelated}"
-        " table{margin:auto;font-size:0.85em} td{padding:0 0.4em} h2{font-size:1.05em}</style>",
+        " table{margin:auto;font-size:0.85em} td,th{padding:0 0.4em} h2{font-size:1.05em}</style>",
         "</head><body>",
         '<h1>rlr-video render</h1><p>Same seed per prompt in every column. <a href="scores.json">scores.json</a></p>',
+        _summary_html(len(prompts), labels, scores, truth),
     ]
     for i, prompt in enumerate(prompts):
         parts_ = split_prompt(prompt)
         title = " / ".join(f"{s}: {e(t)}" for s, t in zip(("coarse", "mid", "fine"), parts_)) if parts_ else e(prompt)
         parts.append(f"<h2>{i:03d}. {title}</h2><div class='row'>")
-        for label in labels:
+        for column, label in enumerate(labels):
             name = f"{i:03d}-{label}"
             rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.4f}</td></tr>" for k, v in scores[f"{name}.mp4"].items())
+            if truth is not None:
+                marks = " ".join(f"{k} {'✓' if v else '✗'}" for k, v in truth[name].items() if k != "all")
+                rows += f"<tr><td>ground truth</td><td>{marks}</td></tr>"
             parts.append(
-                f"<div class='cell'><b>{e(label)}</b><br>"
+                f"<div class='cell'><b>{e(column_title(labels, column))}</b><br>"
                 f'<video src="videos/{name}.mp4" autoplay loop muted playsinline></video><br>'
                 f'<a href="videos/{name}.gif">gif</a><table>{rows}</table></div>'
             )
         parts.append(f'</div><p><img src="contact/{i:03d}.png" alt="contact sheet {i:03d}"></p>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _summary_html(
+    count: int, labels: Sequence[str], scores: dict[str, dict[str, float]], truth: dict[str, dict[str, float]] | None
+) -> str:
+    """One row per column: each reward's mean over the prompts, and the ground-truth accuracies."""
+    e = html.escape
+    rewards = list(scores[f"000-{labels[0]}.mp4"])
+    checks = list(next(iter(truth.values()))) if truth else []
+    head = "".join(f"<th>{e(k)}</th>" for k in rewards) + "".join(f"<th>ground truth: {k}</th>" for k in checks)
+    body = []
+    for column, label in enumerate(labels):
+        names = [f"{i:03d}-{label}" for i in range(count)]
+        means = [sum(scores[f"{n}.mp4"][k] for n in names) / count for k in rewards]
+        right = [sum(truth[n][k] for n in names) / count for k in checks] if truth else []
+        cells = "".join(f"<td>{m:.4f}</td>" for m in means) + "".join(f"<td>{r:.0%}</td>" for r in right)
+        body.append(f"<tr><th>{e(column_title(labels, column))}</th>{cells}</tr>")
+    note = (
+        "<p>Ground truth: the testbed's analytic scorer (rlr_video.testbed.scorer) checks colour, shape and"
+        " direction from the pixels; unlike a learned reward, it cannot be hacked.</p>"
+        if truth
+        else ""
+    )
+    caption = f"<caption>mean over {count} prompts</caption>"
+    return f"<table class='summary'>{caption}<tr><th></th>{head}</tr>{''.join(body)}</table>{note}"

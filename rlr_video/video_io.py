@@ -66,13 +66,17 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
 def _read_decord(path: Path, num_frames: int | None, fps: float | None) -> np.ndarray:
     import decord
 
-    # Its FFmpeg would print to stderr; the reason reaches the caller in the exception instead.
+    from rlr_video.verbosity import native_stderr_silenced
+
+    # Its FFmpeg and its own C++ log ("ERROR opening: ...") would print to stderr; the reason
+    # reaches the caller in the exception instead (set_level quiets only the FFmpeg part).
     decord.logging.set_level(decord.logging.QUIET)
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    indices = select_frame_indices(len(reader), reader.get_avg_fps(), num_frames, fps)
-    if not indices:
-        raise VideoReadError("no frames")
-    return reader.get_batch(indices).asnumpy()
+    with native_stderr_silenced():
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        indices = select_frame_indices(len(reader), reader.get_avg_fps(), num_frames, fps)
+        if not indices:
+            raise VideoReadError("no frames")
+        return reader.get_batch(indices).asnumpy()
 
 
 def _read_pyav(path: Path, num_frames: int | None, fps: float | None) -> np.ndarray:

@@ -14,7 +14,8 @@ from rlr_video import cli
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.chain import rollout
 from rlr_video.config import load_config
-from rlr_video.render import sample_videos
+from rlr_video.render import gallery_html, ground_truth, sample_videos
+from rlr_video.testbed.shapes import COLOURS, make_batch
 from rlr_video.train.trainer import Trainer
 from rlr_video.video_io import read_video
 
@@ -58,6 +59,14 @@ def test_render_gallery(tmp_path, capsys):
     scores = json.loads((out / "scores.json").read_text())
     for name, row in scores.items():
         assert f"{row['color_match']:.4f}" in page, name
+    # Columns are labelled base and fine-tuned; the summary holds each column's mean reward and,
+    # the prompts being testbed captions, the analytic ground truth (per clip and per column).
+    assert page.count("<b>base model</b>") == 2 and page.count("<b>fine-tuned: step-000002</b>") == 2
+    for label in labels:
+        mean = sum(scores[f"{i:03d}-{label}.mp4"]["color_match"] for i in range(2)) / 2
+        assert f"{mean:.4f}</td>" in page, label
+    assert "<th>ground truth: all</th>" in page
+    assert len(re.findall(r"<td>colour [✓✗] shape [✓✗] direction [✓✗]</td>", page)) == 4
     # The same files scored by `rlr-video reward` (which sees the fine part of a multi-scale prompt).
     table = tmp_path / "prompts-by-file.jsonl"
     table.write_text(
@@ -90,6 +99,18 @@ def test_bad_arguments_fail_before_anything_is_written(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["render", "toy", "--limit", "0", "--out", str(out)])
     assert "--limit: '0': expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_ground_truth_is_the_testbed_scorer_on_testbed_captions_only():
+    batch = make_batch(2, seed=0)
+    colour = batch.specs[1].colour
+    wrong = batch.captions[1].replace(colour, next(c for c in COLOURS if c != colour))
+    truth = ground_truth(list(batch.videos), [batch.captions[0], wrong])
+    assert truth[0] == {"colour": 1.0, "shape": 1.0, "direction": 1.0, "all": 1.0}
+    assert truth[1]["colour"] == 0.0 and truth[1]["all"] == 0.0
+    assert ground_truth(list(batch.videos), ["a cat playing the piano", batch.captions[1]]) is None
+    page = gallery_html(["a cat playing the piano"], ["base"], {"000-base.mp4": {"clip": 0.5}})
+    assert "ground truth" not in page and "<b>base model</b>" in page
 
 
 def test_every_video_depends_on_its_seed_only():

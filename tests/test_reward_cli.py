@@ -181,6 +181,26 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
         assert message in err.err and err.err.count("\n") == 1 and not err.out  # one line, no results table
 
 
+def test_one_file_per_clip_unless_all_formats(tmp_path: Path, capsys) -> None:
+    """A render writes NAME.mp4 and NAME.gif of each clip: scored once, from the mp4."""
+    clips = smooth_videos(batch=3, frames=6, size=40)
+    for name, clip in zip("abc", clips):
+        write_gif(tmp_path / f"{name}.gif", clip)
+    write_video(tmp_path / "a.mp4", clips[0])
+    write_video(tmp_path / "c.webm", clips[2])
+    out = tmp_path / "scores.json"
+
+    def scored(*flags: str) -> dict[str, float]:
+        assert run_cli(tmp_path, "--reward", "brightness", "--out", out, *flags) == 0
+        return {Path(v["path"]).name: v["scores"]["brightness"] for v in json.loads(out.read_text())["videos"]}
+
+    assert set(scored()) == {"a.mp4", "b.gif", "c.webm"}
+    assert "2 files skipped: the same clip in another format (--all-formats" in capsys.readouterr().err
+    both = scored("--all-formats")
+    assert set(both) == {"a.gif", "a.mp4", "b.gif", "c.gif", "c.webm"}
+    assert both["a.gif"] != both["a.mp4"]  # 256-colour palette vs yuv420: not the same pixels
+
+
 def test_json_spec_with_per_reward_options_and_fps(videos: Path, tmp_path: Path) -> None:
     spec = json.dumps({"flicker": {"weight": 2.0, "chunk_size": 1}, "smooth": {"reward": "flicker", "weight": -1}})
     out = tmp_path / "r.json"

@@ -191,6 +191,21 @@ def test_cpu_default_trains_from_the_command_line(tmp_path):
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000003"]
 
 
+def test_a_run_ends_with_a_summary_of_steps_reward_and_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer(tiny(out, "train.steps=3")).train()
+    rows = read_metrics(out / "metrics.jsonl")
+    summary = capsys.readouterr().out
+    assert "training done: 3 steps" in summary
+    first, last = f"{rows[0]['reward_mean']:.4f}", f"{rows[-1]['reward_mean']:.4f}"
+    assert f"reward (training batch mean): step 1 {first}, step 3 {last}" in summary
+    latest = out / "checkpoints" / "step-000003"
+    assert f"checkpoints: {out / 'checkpoints'} (latest step-000003)" in summary
+    assert f"LoRA: {latest / 'lora'}" in summary and (latest / "lora").is_dir()
+    assert f"log: {out / 'metrics.jsonl'}" in summary
+    assert f"rlr-video render {out / 'config.yaml'} --lora {latest}" in summary
+
+
 def test_the_command_trains_a_custom_reward_and_says_what_stops_it(tmp_path, reward_module, monkeypatch, capsys):
     reward_module(
         "train_rewards",

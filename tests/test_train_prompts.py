@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -43,10 +46,16 @@ def test_csv_needs_a_prompt_column_and_other_formats_are_refused(tmp_path):
     headless.write_text("a red circle\na blue square\n")
     with pytest.raises(PromptError, match="headless.csv: a CSV needs a header row"):
         load_prompts(headless)
-    spec = tmp_path / "p.json"
-    spec.write_text('["a red circle"]')
-    with pytest.raises(PromptError, match=r"p.json: prompts come as \.txt"):
-        load_prompts(spec)
+    for name in ("p.json", "p.md", "p.yaml"):  # an unknown type names every accepted one
+        (tmp_path / name).write_text('["a red circle"]')
+        with pytest.raises(PromptError, match=rf"{name}: prompt files are \.txt .*, \.jsonl or \.csv, not"):
+            load_prompts(tmp_path / name)
+
+
+def test_prompts_module_does_not_import_the_config():
+    """``config`` validates prompts with ``train.prompts``; the reverse import made a cycle."""
+    code = "import sys, rlr_video.train.prompts; assert 'rlr_video.config' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_stream_is_a_function_of_position():

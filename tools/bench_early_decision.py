@@ -1,7 +1,7 @@
 """Where RLR wins: a reward on an attribute the chain decides early (the ``tiny-shapes-direction`` task).
 
 The prompts leave the motion direction open and the shapes CLIP rewards "moving down"
-(``configs/tiny-shapes-direction.yaml``). The direction is settled in the noisy steps of the
+(``rlr_video/configs/tiny-shapes-direction.yaml``). The direction is settled in the noisy steps of the
 chain (``benchmarks/tiny_shapes_decision_time.json``), which truncated backprop never reaches.
 Every method trains the same preset from the same seeds with the same sample budget (steps x
 batch); truncated backprop backpropagates through as many steps as RLR (``--depth``, the

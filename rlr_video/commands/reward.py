@@ -1,6 +1,10 @@
 """``rlr-video reward VIDEOS... --reward NAME``: score video files with the reward zoo.
 
-Videos are files, folders or glob patterns, scored in sorted file-name order. Prompts come from
+Videos are files, folders or glob patterns, scored in sorted file-name order. One file is
+scored per clip: files with the same name in one folder (``render`` writes NAME.mp4 and
+NAME.gif) are one clip, scored from its .mp4 (else any format but .gif); ``--all-formats``
+scores every file. The formats' scores differ: a GIF is quantised to a palette of 256 colours,
+an mp4 is lossy yuv420 compression (colour at half resolution). Prompts come from
 ``--prompts`` (a text file with one prompt per line in that order; a CSV or JSONL with ``path``
 and ``prompt`` columns) or else from a sidecar ``NAME.txt`` next to each video. Unreadable files
 are reported with their reason and the rest are still scored; the exit code is 1 only when
@@ -58,6 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", type=Path, help="write per-video scores and a summary to .json or .csv")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any file failed")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
+    parser.add_argument(
+        "--all-formats",
+        action="store_true",
+        help="score every file, also NAME.gif next to NAME.mp4 (default: one file per clip, see above)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_import_option(parser)
     parser.add_argument("--list-rewards", action="store_true", help="list the registered rewards and exit")
@@ -166,6 +175,23 @@ def columns_of(rewards: Sequence[Any]) -> list[str]:
                 raise UsageError(f"reward {name!r} is asked for twice; label one differently")
             names.append(name)
     return names
+
+
+# ---------------------------------------------------------------- file selection
+
+
+def one_file_per_clip(videos: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(kept, skipped): of files with the same stem in the same folder, keep one, the .mp4 if
+    there is one and a .gif only when there is nothing else; the order of ``videos`` is kept."""
+    clips: dict[Path, list[Path]] = {}
+    for video in videos:
+        clips.setdefault(video.with_suffix(""), []).append(video)
+    best = {min(files, key=_format_rank) for files in clips.values()}
+    return [v for v in videos if v in best], [v for v in videos if v not in best]
+
+
+def _format_rank(path: Path) -> tuple[bool, bool]:
+    return path.suffix.lower() == ".gif", path.suffix.lower() != ".mp4"  # mp4 first, gif last
 
 
 # ---------------------------------------------------------------- prompts
@@ -435,6 +461,11 @@ def _run(args: argparse.Namespace) -> int:
         check_device(args.device)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if not args.all_formats:
+        videos, skipped = one_file_per_clip(videos)
+        if skipped:
+            print(f"rlr-video reward: {len(skipped)} files skipped: the same clip in another format "
+                  "(--all-formats scores them)", file=sys.stderr)
     prompts = load_prompts(args.prompts, videos)
     try:
         rewards = build_rewards(args)

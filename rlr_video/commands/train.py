@@ -1,6 +1,6 @@
 """``rlr-video train [CONFIG] [key=value ...] [--resume [CHECKPOINT]]``.
 
-CONFIG is a YAML file or a preset name from ``configs/`` (default: the CPU preset
+CONFIG is a YAML file or a preset name from ``rlr_video/configs/`` (default: the CPU preset
 ``tiny-shapes``). Multi-GPU / multi-process: ``accelerate launch -m rlr_video train ...``.
 """
 

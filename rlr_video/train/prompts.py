@@ -19,11 +19,13 @@ import json
 import random
 from pathlib import Path
 
-from rlr_video.config import STAGES
-
+# The thirds of a multi-scale prompt, noisiest first (``prompts.ho_stage`` names one).
+STAGES = ("coarse", "mid", "fine")
 MultiScalePrompt = tuple[str, str, str]
 Prompt = str | MultiScalePrompt
 SEPARATOR = "\n"
+PROMPT_FILE_TYPES = (".txt", ".jsonl", ".csv")
+PROMPT_FILE_TYPES_TEXT = ".txt (one prompt per line), .jsonl or .csv"
 
 
 class PromptError(ValueError):
@@ -37,18 +39,19 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     has a header row naming a ``prompt`` column, or ``coarse``, ``mid`` and ``fine`` columns.
     """
     path = Path(path)
+    suffix = path.suffix.lower()
     if not path.is_file():
         raise PromptError(f"no prompt file at {path}")
-    if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        raise PromptError(f"{path}: prompts come as .txt (one per line), .jsonl or .csv")
-    if path.suffix.lower() == ".csv":
+    if suffix not in PROMPT_FILE_TYPES:
+        raise PromptError(f"{path}: prompt files are {PROMPT_FILE_TYPES_TEXT}, not '{suffix or path.name}'")
+    if suffix == ".csv":
         return _load_csv(path)
     prompts: list[Prompt] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.strip()
-        if not line or (path.suffix != ".jsonl" and line.startswith("#")):
+        if not line or (suffix != ".jsonl" and line.startswith("#")):
             continue
-        if path.suffix == ".jsonl":
+        if suffix == ".jsonl":
             prompts.append(_parse_jsonl_line(line, f"{path}:{number}"))
         else:
             prompts.append(line)

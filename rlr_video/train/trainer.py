@@ -49,6 +49,7 @@ from rlr_video.train.model import build_backbone, load_weights, save_weights
 from rlr_video.train.multiscale import MultiScaleBackbone
 from rlr_video.train.prompts import config_prompts, prompts_at, stage_j_range
 from rlr_video.train.rewards import TrainingReward
+from rlr_video.train.summary import run_summary
 
 # Estimator diagnostics that add up over micro-batches; the others are averaged.
 SUMMED_STATS = ("calls_forward", "calls_backward", "nonfinite_rewards")
@@ -327,6 +328,7 @@ class Trainer:
         bar.close()
         if self.is_main:
             plot_reward_curve(self.metrics.path, self.output_dir / CURVE_FILE)
+            print(run_summary(self.output_dir))
         if t.log_with:
             self.accelerator.end_training()
         return records
