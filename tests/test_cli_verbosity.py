@@ -34,7 +34,7 @@ def test_decord_and_transformers_noise_only_with_verbose(clips, capfd) -> None:
         assert f"{bad}: cannot read video" in out  # our report, named, either way
         assert ("ERROR opening" in err) == bool(flags), err
     # a fresh model folder per run: loaded models are cached in the process
-    for seed, flags in ((0, []), (1, ["--verbose"])):
+    for seed, flags in ((900, []), (901, ["--verbose"])):  # seeds no other test builds
         pickscore = ["--reward", "pickscore", "-O", f"pickscore.model={tiny_pickscore(seed)}"]
         assert main(["reward", str(good), *pickscore, *flags]) == 0
         out, err = capfd.readouterr()

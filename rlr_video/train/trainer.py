@@ -70,7 +70,6 @@ class Trainer:
 
         self.config = cfg = config
         self.output_dir = Path(cfg.train.output_dir)
-        _check_writable(self.output_dir)
         _check_launch()
         # Without a GPU, torchrun / accelerate-launched processes must form a CPU (gloo) group.
         self.accelerator = Accelerator(
@@ -82,6 +81,7 @@ class Trainer:
         acc = self.accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
         self.is_main = acc.is_main_process
+        _check_writable(self.output_dir, create=self.is_main)  # only rank 0 writes to the run folder
         checkpoint = self._find_checkpoint(resume)
 
         self.prompts = config_prompts(cfg.prompts)
@@ -373,16 +373,22 @@ def _check_launch() -> None:
         )
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Path, create: bool = True) -> None:
     """Raise a ``ConfigError`` naming ``train.output_dir`` unless ``folder`` can be created and
-    written: checked before the model loads, not at the first checkpoint minutes later."""
+    written: checked before the model loads, not at the first checkpoint minutes later.
+    ``create=False`` (the other ranks) only asks the file system, writing nothing."""
+    allowed = "a folder that can be created and written ({})"
+    if not create:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError("train.output_dir", str(folder), allowed.format(f"{existing} is not writable"))
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        allowed = f"a folder that can be created and written ({err.strerror or err})"
-        raise ConfigError("train.output_dir", str(folder), allowed) from None
+        raise ConfigError("train.output_dir", str(folder), allowed.format(err.strerror or err)) from None
 
 
 def config_yaml(cfg: Config) -> str:
