@@ -200,3 +200,14 @@ def test_a_plain_function_is_a_reward(backbone):
         assert torch.equal(flat_grad(backbone.trainable_parameters()), plain) and plain.abs().sum() > 0
     with pytest.raises(TypeError, match="a reward is a callable .* got int"):
         _run(RLR(h=2), backbone, 3)
+
+
+def test_state_values_explain_what_they_can_and_the_rest_is_left_one_out():
+    values = torch.tensor([0.1, 0.4, 0.2, 0.9, 0.5])
+    # R fully explained by b (slope 2, offset 1): nothing is left to reward or punish
+    advantages = RewardBaseline("loo")(2 * values + 1, ["p"] * 5, values)
+    assert torch.allclose(advantages, torch.zeros(5), atol=1e-6)
+    # b constant: no slope to fit, the plain leave-one-out advantages
+    rewards = torch.tensor([1.0, 2.0, 4.0, 0.0, 3.0])
+    flat = RewardBaseline("loo")(rewards, ["p"] * 5, torch.full((5,), 0.3))
+    assert torch.allclose(flat, RewardBaseline("loo")(rewards, ["p"] * 5))

@@ -60,6 +60,9 @@ def estimators() -> dict[str, object]:
     for fo_steps in (1, 5):
         table[f"rlr(h=2, fo_steps={fo_steps}), groups, loo"] = RLR(h=2, fo_steps=fo_steps)
         table[f"rlr(h=2, fo_steps={fo_steps}), groups, group"] = RLR(h=2, fo_steps=fo_steps, baseline="group")
+    # deeper pathwise tails at the same compute: the variance falls with the backprop depth
+    for fo_steps in (7, 8):
+        table[f"rlr(h=2, fo_steps={fo_steps}), groups, loo"] = RLR(h=2, fo_steps=fo_steps)
     table["rlr(h=2, fo_steps=5), groups, group, state baseline"] = RLR(
         h=2, fo_steps=5, baseline="group", state_baseline=True
     )
