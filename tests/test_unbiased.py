@@ -133,7 +133,12 @@ def test_group_baseline_is_unbiased_with_groups_of_prompts(linear):
     own prompt (``baseline="group"``)."""
     backbone, reward, truth = linear
     prompts = [p for p in ("a red circle", "a blue square", "a green triangle", "a cyan circle") for _ in range(4)]
-    grouped = (RLR(h=2, baseline="group"), LR(baseline="group"), RLR(h=2, baseline="group", state_baseline=True))
+    grouped = (
+        RLR(h=2, baseline="group"),
+        LR(baseline="group"),
+        RLR(h=2, baseline="group", state_baseline=True),
+        LR(baseline="group", state_baseline=True),
+    )
     for estimator in grouped:
         max_z, cosine = _check(draws(estimator, backbone, reward, 800, 16, seed=3, prompts=prompts), truth)
         assert max_z < UNBIASED_Z and cosine > 0.98, type(estimator).__name__
