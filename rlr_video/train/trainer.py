@@ -91,6 +91,7 @@ class Trainer:
         self.backbone = MultiScaleBackbone(self.model) if multiscale else self.model
         self.params = self.model.trainable_parameters()
         broadcast_parameters(self.params)
+        self._shard(cfg.train.sharding)
         # memory.budget: plans h, checkpointing and frame chunks (sets cfg.estimator.h / .zo)
         memory = plan_run(cfg, self.model, acc.device, self.output_dir if self.is_main else None,
                           print if self.is_main else None)
@@ -120,6 +121,19 @@ class Trainer:
             (self.output_dir / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
         if cfg.train.log_with:
             acc.init_trackers(cfg.train.project, config=_flat_scalars(cfg.to_dict()))
+
+    def _shard(self, sharding: str) -> None:
+        """``train.sharding=fsdp``: shard the denoiser's frozen weights over the processes."""
+        check_accelerate_fsdp(self.accelerator.distributed_type, sharding)
+        if sharding != "fsdp":
+            return
+        if self.world == 1:
+            if self.is_main:
+                print("train.sharding=fsdp: one process, nothing to shard")
+            return
+        from rlr_video.backbones.sharding import shard_denoiser
+
+        shard_denoiser(self.model)
 
     # ------------------------------------------------------------------ resume
 
@@ -162,7 +176,9 @@ class Trainer:
                 stacklevel=2,
             )
         mine = per_process[self.rank] if len(per_process) == self.world else per_process[0]
-        mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, self.accelerator.device)
+        # accelerate names a CPU process's device "cpu:0", which torch.load cannot map to
+        device = self.accelerator.device
+        mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, "cpu" if device.type == "cpu" else device)
         load_estimator_state(self.estimator, mine["estimator"])
         self._last_raw = mine["last_raw"]
         set_rng_state(mine["rng"])
@@ -370,6 +386,21 @@ def _check_launch() -> None:
             "`accelerate launch --cpu --num_processes N` started a single process (it needs mpirun for more). "
             "For N CPU processes use `accelerate launch --multi_gpu --num_processes N -m rlr_video train ...` "
             "(without a GPU the trainer forms a gloo CPU group) or `torchrun --nproc_per_node N -m rlr_video train ...`"
+        )
+
+
+def check_accelerate_fsdp(distributed_type, sharding: str) -> None:
+    """Refuse a launch with accelerate's FSDP plugin (``--use_fsdp`` or an FSDP accelerate
+    config): the trainer shards the denoiser itself (``train.sharding``), so the plugin's
+    options (wrap policy, state dict type ...) would be silently unused."""
+    from accelerate.utils import DistributedType
+
+    if distributed_type == DistributedType.FSDP:
+        raise ConfigError(
+            "train.sharding",
+            sharding,
+            "'fsdp' with a plain multi-GPU launch (accelerate launch --multi_gpu, or torchrun); the trainer "
+            "shards the denoiser itself and does not use accelerate's FSDP plugin (--use_fsdp)",
         )
 
 
