@@ -88,7 +88,7 @@ def _tiny_model_args(path) -> list[str]:
 
 def _lora(path):
     with safe_open(path, "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        return {k: f.get_tensor(k) for k in f}, f.metadata()
 
 
 class FirstGradients(Trainer):
@@ -101,7 +101,8 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     model = _tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms"))
     # One process, two micro-batches of 2, unsharded and without checkpointing ==
     # two FSDP processes, one micro-batch of 2 each, the estimator's replay checkpointed.
-    single = FirstGradients(load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, "train.grad_accum=2"]))
+    config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, "train.grad_accum=2"])
+    single = FirstGradients(config)
     single.train()
 
     script = tmp_path / "worker.py"

@@ -177,8 +177,8 @@ class Trainer:
             )
         mine = per_process[self.rank] if len(per_process) == self.world else per_process[0]
         # accelerate names a CPU process's device "cpu:0", which torch.load cannot map to
-        device = self.accelerator.device
-        mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, "cpu" if device.type == "cpu" else device)
+        device = "cpu" if self.accelerator.device.type == "cpu" else self.accelerator.device
+        mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, device)
         load_estimator_state(self.estimator, mine["estimator"])
         self._last_raw = mine["last_raw"]
         set_rng_state(mine["rng"])
