@@ -88,7 +88,7 @@ def _tiny_model_args(path) -> list[str]:
 
 def _lora(path):
     with safe_open(path, "pt") as f:
-        return {k: f.get_tensor(k) for k in f}, f.metadata()
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 - not a dict
 
 
 class FirstGradients(Trainer):
