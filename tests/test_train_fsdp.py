@@ -20,6 +20,7 @@ from rlr_video.backbones import load_backbone
 from rlr_video.backbones.sharding import SHARD_BLOCKS, backbone_family, shard_units
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.config import ConfigError, load_config
+from rlr_video.train.metrics import read_metrics
 from rlr_video.train.trainer import Trainer, check_accelerate_fsdp
 
 # Run A trains 2 steps with a checkpoint after each; run B resumes A's first checkpoint in
@@ -54,6 +55,7 @@ WORKER = textwrap.dedent(
         "held": held, "total": sum(p.numel() for p in params),
     }
     a.train()
+    report["baseline"] = a.baseline.state_dict()
 
     full = get_model_state_dict(a.model.denoiser, options=StateDictOptions(full_state_dict=True))
     plain = build_backbone(a.config.model)
@@ -76,6 +78,8 @@ WORKER = textwrap.dedent(
 )
 
 STEPS = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false"]
+# each micro-batch one prompt twice, the group's baseline; the per-prompt running baseline on top
+GROUPS = ["train.group_size=2", "estimator.baseline=group", "train.prompt_baseline=true"]
 LORA = "checkpoints/step-000002/lora/pytorch_lora_weights.safetensors"
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
@@ -98,7 +102,7 @@ class FirstGradients(Trainer):
 
 
 def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path):
-    model = _tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms"))
+    model = [*_tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms")), *GROUPS]
     # One process, two micro-batches of 2, unsharded and without checkpointing ==
     # two FSDP processes, one micro-batch of 2 each, the estimator's replay checkpointed.
     config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, "train.grad_accum=2"])
@@ -125,6 +129,14 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     # The same update: FSDP all-gathers the weights exactly, but the kernels see other memory
     # addresses, which changes float sums in the last bits.
     rank0, rank1 = (torch.load(tmp_path / f"grads-rank{r}.pt") for r in (0, 1))
+    # Every process saw every process's rewards: the per-prompt baseline is the one-process one.
+    assert reports[0]["baseline"] == reports[1]["baseline"]
+    assert reports[0]["baseline"]["history"].keys() == single.baseline.history.keys()
+    for prompt, history in single.baseline.history.items():
+        assert reports[0]["baseline"]["history"][prompt] == pytest.approx(list(history), rel=1e-5)
+    one_metrics, two_metrics = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "a"))
+    assert [r["samples"] for r in one_metrics] == [r["samples"] for r in two_metrics] == [4, 8]
+    assert [r["reward_mean"] for r in two_metrics] == pytest.approx([r["reward_mean"] for r in one_metrics], rel=1e-5)
     for g0, g1, g in zip(rank0, rank1, single.first, strict=True):
         assert torch.equal(g0, g1)
         torch.testing.assert_close(g0, g, rtol=1e-5, atol=1e-6)
