@@ -80,6 +80,7 @@ WORKER = textwrap.dedent(
 STEPS = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false"]
 # each micro-batch one prompt twice, the group's baseline; the per-prompt running baseline on top
 GROUPS = ["train.group_size=2", "estimator.baseline=group", "train.prompt_baseline=true"]
+PLANNED = ["memory.budget=1GiB", "memory.max_h=2"]  # the trainer plans per process
 LORA = "checkpoints/step-000002/lora/pytorch_lora_weights.safetensors"
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
@@ -102,7 +103,7 @@ class FirstGradients(Trainer):
 
 
 def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path):
-    model = [*_tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms")), *GROUPS]
+    model = [*_tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms")), *GROUPS, *PLANNED]
     # One process, two micro-batches of 2, unsharded and without checkpointing ==
     # two FSDP processes, one micro-batch of 2 each, the estimator's replay checkpointed.
     config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, "train.grad_accum=2"])
@@ -118,6 +119,8 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
+    plan = json.loads((tmp_path / "a" / "memory_plan.json").read_text())
+    assert (plan["processes"], plan["sharding"], plan["h"]) == (2, "fsdp", 2) and plan["load"] > 0
     reports = [json.loads((tmp_path / f"report-rank{r}.json").read_text()) for r in (0, 1)]
     for report in reports:
         assert report["sharded"] > 100  # every frozen weight of the UNet's blocks and root

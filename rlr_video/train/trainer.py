@@ -91,7 +91,6 @@ class Trainer:
         self.backbone = MultiScaleBackbone(self.model) if multiscale else self.model
         self.params = self.model.trainable_parameters()
         broadcast_parameters(self.params)
-        self._shard(cfg.train.sharding)
         # memory.budget: plans h, checkpointing and frame chunks (sets cfg.estimator.h / .zo)
         memory = plan_run(cfg, self.model, acc.device, self.output_dir if self.is_main else None,
                           print if self.is_main else None)
@@ -103,6 +102,7 @@ class Trainer:
         self.baseline = PromptBaseline(cfg.train.baseline_window) if cfg.train.prompt_baseline else None
         self.reward = TrainingReward(build_reward(cfg.reward), self.baseline)
         self.memory = memory.apply(self.backbone, self.reward, self.estimator) if memory else None
+        self._shard(cfg.train.sharding)  # after planning: the cost model reads the whole model
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps
