@@ -16,7 +16,7 @@ gradient (measured with torch 2.14.1 on 2 gloo processes). They are therefore
 ``ignored_params``: plain tensors in every process, summed across processes by the trainer's
 all-reduce as without sharding, so checkpoints and the exported LoRA are the very files of a
 DDP run. LoRA is a small fraction of a video model (rank 16 on Wan 2.1 14B's attention
-projections: about 0.5%), the frozen base is what needs sharding.
+projections: about 0.4%), the frozen base is what needs sharding.
 
 Why ``fully_shard`` and not accelerate's FSDP plugin: accelerate 1.16 enables the plugin only
 for GPU-like distributed types. With CPU processes (gloo) ``Accelerator(fsdp_plugin=...)``
