@@ -73,6 +73,11 @@ WORKER = textwrap.dedent(
     b = Trainer(load_config("toy", [f"train.output_dir={root / 'b'}", *args]),
                 resume=root / "a" / "checkpoints" / "step-000001")
     b.train()
+    # the toy: its text embedding is the one unit, and encode calls it outside the denoiser
+    toy_args = [f"train.output_dir={root / 'toy'}", "train.sharding=fsdp", "train.steps=1", "train.progress=false"]
+    toy = Trainer(load_config("toy", toy_args))
+    report["toy_sharded"] = isinstance(toy.model.denoiser.text.weight, DTensor)
+    toy.train()
     (root / f"report-rank{a.rank}.json").write_text(json.dumps(report))
     """
 )
@@ -128,6 +133,7 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
         lora = sum(p.numel() for p in single.params)
         assert report["held"] - lora == pytest.approx((report["total"] - lora) / 2, rel=0.02)
         assert report["full_state_dict_equal"] and report["round_trip_equal"]
+        assert report["toy_sharded"]
 
     # The same update: FSDP all-gathers the weights exactly, but the kernels see other memory
     # addresses, which changes float sums in the last bits.

@@ -3,7 +3,7 @@ weights (LoRA) replicated.
 
 Each block of ``SHARD_BLOCKS`` (the transformer / UNet blocks of a family) becomes one FSDP2
 unit (``torch.distributed.fsdp.fully_shard``), and the denoiser itself the root unit holding
-what is left (embeddings, norms, the output projection). Between calls every process keeps
+what is left (embeddings, norms, the output projection), which FSDP keeps gathered. Between calls every process keeps
 1/N of the frozen weights; a unit's weights are all-gathered just before it runs and freed
 just after, in the forward and again in the backward pass. Text encoder, VAE and reward
 models stay whole on every process.
@@ -84,7 +84,13 @@ def shard_denoiser(backbone) -> nn.Module:
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(\w+\) returned a view tensor")
     denoiser = backbone.denoiser
     ignored = set(backbone.trainable_parameters())
-    for unit in shard_units(backbone):
-        fully_shard(unit, ignored_params=ignored)
-    fully_shard(denoiser, ignored_params=ignored)
+    units = shard_units(backbone)
+    for unit in units:
+        fully_shard(unit, reshard_after_forward=True, ignored_params=ignored)
+    in_units = {id(p) for u in units for p in u.parameters()}
+    # The root unit takes the frozen weights outside the blocks. Without any (the toy) it is
+    # left out: FSDP wants a root's forward to run first, and the toy's encode calls its text
+    # unit outside the denoiser's forward.
+    if any(id(p) not in in_units and p not in ignored for p in denoiser.parameters()):
+        fully_shard(denoiser, ignored_params=ignored)
     return denoiser
