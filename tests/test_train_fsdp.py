@@ -185,3 +185,15 @@ def test_accelerate_fsdp_plugin_launch_is_refused():
     with pytest.raises(ConfigError, match="train.sharding.*--use_fsdp"):
         check_accelerate_fsdp(DistributedType.FSDP, "fsdp")
     check_accelerate_fsdp(DistributedType.MULTI_CPU, "fsdp")
+
+
+def test_one_process_has_nothing_to_shard(tmp_path, capsys):
+    args = ["train.steps=1", "train.progress=false"]
+    plain = Trainer(load_config("toy", [f"train.output_dir={tmp_path / 'plain'}", *args]))
+    sharded = Trainer(load_config("toy", [f"train.output_dir={tmp_path / 'fsdp'}", "train.sharding=fsdp", *args]))
+    assert "train.sharding=fsdp: one process, nothing to shard" in capsys.readouterr().out
+    plain.train(), sharded.train()
+    for a, b in zip(plain.params, sharded.params, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="train.sharding.*'zero3'"):
+        load_config("toy", ["train.sharding=zero3"])
