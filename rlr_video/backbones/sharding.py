@@ -2,11 +2,11 @@
 weights (LoRA) replicated.
 
 Each block of ``SHARD_BLOCKS`` (the transformer / UNet blocks of a family) becomes one FSDP2
-unit (``torch.distributed.fsdp.fully_shard``), and the denoiser itself the root unit holding
-what is left (embeddings, norms, the output projection), which FSDP keeps gathered. Between calls every process keeps
-1/N of the frozen weights; a unit's weights are all-gathered just before it runs and freed
-just after, in the forward and again in the backward pass. Text encoder, VAE and reward
-models stay whole on every process.
+unit (``torch.distributed.fsdp.fully_shard``) and the denoiser itself the root unit, which
+holds what is left (embeddings, norms, the output projection) and which FSDP keeps gathered.
+Between calls every process keeps 1/N of each block's frozen weights; a block is all-gathered
+just before it runs and freed just after, in the forward and again in the backward pass.
+Text encoder, VAE and reward models stay whole on every process.
 
 Why the trainable weights are not sharded: the estimators take gradients with
 ``torch.autograd.grad(loss, params)``, and FSDP2 runs a unit's forward on all-gathered copies
@@ -53,10 +53,9 @@ def backbone_family(backbone) -> str:
     return getattr(backbone, "family", None) or type(backbone).__name__
 
 
-def shard_units(backbone, denoiser: nn.Module | None = None) -> list[nn.Module]:
-    """The denoiser's modules that become FSDP units (``SHARD_BLOCKS``), innermost first.
-
-    ``denoiser`` defaults to ``backbone.denoiser`` (the planner passes a meta-device twin)."""
+def shard_units(backbone) -> list[nn.Module]:
+    """The modules of ``backbone.denoiser`` that become FSDP units (``SHARD_BLOCKS``); they
+    share no parameters (the planner counts each block's once)."""
     family = backbone_family(backbone)
     if family not in SHARD_BLOCKS:
         raise ValueError(
@@ -64,11 +63,10 @@ def shard_units(backbone, denoiser: nn.Module | None = None) -> list[nn.Module]:
             f"known: {', '.join(SHARD_BLOCKS)} (add yours to rlr_video.backbones.sharding.SHARD_BLOCKS)"
         )
     names = SHARD_BLOCKS[family]
-    denoiser = backbone.denoiser if denoiser is None else denoiser
-    units = [m for m in denoiser.modules() if type(m).__name__ in names]
+    units = [m for m in backbone.denoiser.modules() if type(m).__name__ in names]
     if not units:
-        raise ValueError(f"train.sharding=fsdp: {type(denoiser).__name__} has none of the blocks {names}")
-    return units[::-1]  # children before their parents: a unit never contains a later one
+        raise ValueError(f"train.sharding=fsdp: {type(backbone.denoiser).__name__} has none of the blocks {names}")
+    return units
 
 
 def shard_denoiser(backbone) -> nn.Module:
