@@ -57,7 +57,9 @@ WORKER = textwrap.dedent(
     a.train()
     report["baseline"] = a.baseline.state_dict()
 
-    full = get_model_state_dict(a.model.denoiser, options=StateDictOptions(full_state_dict=True))
+    options = StateDictOptions(full_state_dict=True)
+    # cloned: the entries of parameters FSDP does not shard (LoRA) are the parameters themselves
+    full = {k: v.clone() for k, v in get_model_state_dict(a.model.denoiser, options=options).items()}
     plain = build_backbone(a.config.model)
     load_weights(plain, weights_dir(latest_checkpoint(root / "a")))
     expected = plain.denoiser.state_dict()
@@ -66,9 +68,12 @@ WORKER = textwrap.dedent(
     with torch.no_grad():
         for p in a.params:
             p.zero_()
-    set_model_state_dict(a.model.denoiser, dict(full), options=StateDictOptions(full_state_dict=True))
-    again = get_model_state_dict(a.model.denoiser, options=StateDictOptions(full_state_dict=True))
+    set_model_state_dict(a.model.denoiser, dict(full), options=options)
+    again = get_model_state_dict(a.model.denoiser, options=options)
     report["round_trip_equal"] = again.keys() == full.keys() and all(torch.equal(again[k], full[k]) for k in full)
+    with torch.no_grad():  # after the round trip (LoRA zeroed, then loaded): bitwise the unsharded forward
+        latents, cond = plain.initial_latents(2, torch.Generator().manual_seed(0)), plain.encode(["a", "b"])
+        report["forward_equal"] = torch.equal(a.model.predict(latents, 1, cond), plain.predict(latents, 1, cond))
 
     b = Trainer(load_config("toy", [f"train.output_dir={root / 'b'}", *args]),
                 resume=root / "a" / "checkpoints" / "step-000001")
@@ -133,7 +138,7 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
         lora = sum(p.numel() for p in single.params)
         assert report["held"] - lora == pytest.approx((report["total"] - lora) / 2, rel=0.02)
         assert report["full_state_dict_equal"] and report["round_trip_equal"]
-        assert report["toy_sharded"]
+        assert report["toy_sharded"] and report["forward_equal"]
 
     # The same update to float tolerance: the forward pass is bitwise the same, the gradients
     # differ in the last bits (FSDP's autograd nodes around each block change the order in which
