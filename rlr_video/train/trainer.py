@@ -80,6 +80,7 @@ class Trainer:
             project_dir=str(self.output_dir),
         )
         acc = self.accelerator
+        check_accelerate_fsdp(acc.distributed_type, cfg.train.sharding)  # before a model loads
         self.world, self.rank = acc.num_processes, acc.process_index
         self.is_main = acc.is_main_process
         checkpoint = self._find_checkpoint(resume)
@@ -124,7 +125,6 @@ class Trainer:
 
     def _shard(self, sharding: str) -> None:
         """``train.sharding=fsdp``: shard the denoiser's frozen weights over the processes."""
-        check_accelerate_fsdp(self.accelerator.distributed_type, sharding)
         if sharding != "fsdp":
             return
         if self.world == 1:
