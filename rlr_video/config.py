@@ -163,6 +163,8 @@ class TrainConfig:
     group_size: int = field(default=1, metadata=_meta(1))
     grad_accum: int = field(default=1, metadata=_meta(1))  # micro-batches per update
     mixed_precision: Literal["no", "bf16"] = "no"
+    # fsdp: the denoiser's frozen weights sharded over the processes (rlr_video.backbones.sharding)
+    sharding: Literal["none", "fsdp"] = "none"
     seed: int = 0
     output_dir: str = "runs/rlr-video"
     checkpoint_every: int = field(default=50, metadata=_meta(1))

@@ -9,6 +9,10 @@ The model is built on the meta device from its config files (``unet/config.json`
 weights are read), so a hub id only needs its configs and tokenizer in the cache. The
 reward is costed by name from its default vision tower unless its weights load.
 ``--probe`` loads the real weights and calibrates the prediction with one measured call.
+``--processes N --sharding fsdp`` plans per process for N training processes with the
+denoiser's frozen weights sharded over them (``train.sharding``): 1/N of each block, the
+root's own weights and two gathered blocks; LoRA, its AdamW state and activations per
+process as with one process.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ def add_parser(subparsers) -> None:
         default=None,
         choices=["math", "flash", "efficient", "cudnn", "xformers"],
         help="the attention kernel to assume (default: what SDPA picks on the device)",
+    )
+    parser.add_argument("--processes", type=int, default=1, metavar="N", help="training processes (default: 1)")
+    parser.add_argument(
+        "--sharding", default=None, choices=["none", "fsdp"], help="shard the denoiser (default: train.sharding)"
     )
     parser.add_argument("--probe", action="store_true", help="load the weights and calibrate with one measured call")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the plan as JSON")
@@ -69,11 +77,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"rlr-video plan: {err}", file=sys.stderr)
         return 2
+    if args.processes < 1:
+        print(f"rlr-video plan: --processes {args.processes}: expected 1 or more", file=sys.stderr)
+        return 2
+    sharding = args.sharding or config.train.sharding
     if config.estimator.name != "rlr":
         print("rlr-video plan: the planner chooses RLR's h; set estimator.name=rlr", file=sys.stderr)
         return 2
     try:
-        plan = make_plan(config, budget, args.device, args.attention, args.probe)
+        plan = make_plan(config, budget, args.device, args.attention, args.probe, args.processes, sharding)
     except Exception as err:  # noqa: BLE001 - a missing model, a budget too small: say it plainly
         from rlr_video.backbones.layout import BackboneLoadError
         from rlr_video.memory.planner import BudgetTooSmall
@@ -92,7 +104,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_plan(config, budget, device: str | None, attention: str | None, probe: bool):
+def make_plan(
+    config,
+    budget,
+    device: str | None,
+    attention: str | None,
+    probe: bool,
+    processes: int = 1,
+    sharding: str = "none",
+):
     import torch
 
     from rlr_video.memory.cost_model import CostModel, reward_stubs
@@ -114,7 +134,7 @@ def make_plan(config, budget, device: str | None, attention: str | None, probe: 
     if reward is None:
         itemsize = 2 if m.dtype in ("bfloat16", "float16") or config.train.mixed_precision == "bf16" else 4
         reward = _RewardMix(reward_stubs(config.reward, itemsize))
-    cost_model = CostModel(backbone, reward, device=device, attention=attention)
+    cost_model = CostModel(backbone, reward, device=device, attention=attention, processes=processes, sharding=sharding)
     if probe:
         from rlr_video.memory.probe import calibrate
 

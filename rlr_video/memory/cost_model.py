@@ -110,6 +110,9 @@ class CostModel:
         device: where training runs (decides the attention kernel); default the backbone's.
         attention: override the detected attention kernel (``math``, ``flash``, ``xformers`` ...).
         text_length: prompt tokens (default: the backbone's prompt encoder's length).
+        processes: training processes (``fixed`` is per process).
+        sharding: ``fsdp``: the denoiser's frozen weights sharded over the processes
+            (``rlr_video.backbones.sharding``); ``none``: every process holds all weights.
     """
 
     def __init__(
@@ -120,7 +123,12 @@ class CostModel:
         attention: str | None = None,
         text_length: int | None = None,
         calibration: Calibration | None = None,
+        processes: int = 1,
+        sharding: str = "none",
     ):
+        if processes < 1 or sharding not in ("none", "fsdp"):
+            raise ValueError(f"processes={processes} must be >= 1 and sharding={sharding!r} one of none, fsdp")
+        self.processes, self.sharding = processes, sharding
         self.backbone = unwrap(backbone)
         self.reward = reward
         model = getattr(self.backbone, "denoiser", None)
@@ -267,7 +275,9 @@ class CostModel:
     # ---------------------------------------------------------------- fixed
 
     def fixed(self, trainable_numel: int | None = None) -> FixedCost:
-        """Weights of every model, the trainable parameters, gradients and AdamW state."""
+        """Weights of every model, the trainable parameters, gradients and AdamW state, per
+        process. The trainable parameters and their state are whole on every process, with or
+        without sharding (see ``rlr_video.backbones.sharding``)."""
         b = self.backbone
         models = [m for m in (getattr(b, "denoiser", None), getattr(b, "vae", None)) if isinstance(m, nn.Module)]
         text = getattr(getattr(b, "prompt_encoder", None), "text_encoder", None)
@@ -285,10 +295,32 @@ class CostModel:
         if trainable_numel is None:
             trainable_numel = _trainable_numel(b)
         trainable = trainable_numel * 4
-        weights = sum(details.values())
-        if not is_meta(b):  # LoRA weights are inside the denoiser's parameters already
-            weights -= trainable
-        return FixedCost(weights, trainable, 4 * trainable, 2 * trainable, details)
+        if not is_meta(b) and "denoiser" in details:  # LoRA weights are inside the denoiser's parameters
+            details["denoiser"] -= trainable
+        load = 0
+        if self.sharding == "fsdp" and self.processes > 1 and "denoiser" in details:
+            load = sum(details.values())
+            details.update(self._sharded_denoiser())
+        return FixedCost(sum(details.values()), trainable, 4 * trainable, 2 * trainable, details, load)
+
+    def _sharded_denoiser(self) -> dict[str, int]:
+        """The denoiser's frozen weights per process under FSDP: each block's split over the
+        processes, the root unit's own (embeddings, norms, projections) whole, as FSDP keeps
+        the root gathered between calls, and two blocks gathered at once (the one computing
+        and the next one being fetched)."""
+        from rlr_video.backbones.sharding import shard_units
+
+        trainable = {id(p) for p in self.backbone.trainable_parameters()}
+
+        def frozen(module: nn.Module) -> int:
+            return sum(p.numel() * p.element_size() for p in module.parameters() if id(p) not in trainable)
+
+        blocks = [frozen(u) for u in shard_units(self.backbone)]
+        root = frozen(self.backbone.denoiser) - sum(blocks)
+        return {
+            "denoiser": root + math.ceil(sum(blocks) / self.processes),
+            "denoiser_gathered": min(2, len(blocks)) * max(blocks),
+        }
 
 
 def _text_length(backbone) -> int:

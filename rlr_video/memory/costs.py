@@ -118,6 +118,7 @@ class FixedCost:
     gradients: int = 0  # p.grad plus the estimator's per-part buffers
     optimizer: int = 0  # AdamW: two moments
     details: dict[str, int] = field(default_factory=dict)
+    load: int = 0  # with sharding: weights one process holds whole while loading, before sharding
 
     @property
     def total(self) -> int:

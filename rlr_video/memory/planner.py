@@ -66,6 +66,7 @@ class Estimate:
     persistent: int  # trajectory + gradient buffers, alive through the update
     fixed: int  # weights, LoRA, optimizer state
     forwards: float  # forward-pass equivalents of the update
+    load: int = 0  # with sharding: the weights a process holds whole while loading
 
     @property
     def update(self) -> int:
@@ -98,6 +99,8 @@ class Plan:
     reasons: list[str] = field(default_factory=list)
     eq8: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, float] = field(default_factory=dict)
+    processes: int = 1
+    sharding: str = "none"
 
     @property
     def recompute_multiplier(self) -> float:
@@ -125,6 +128,9 @@ class Plan:
             "eq8": dict(self.eq8),
             "reasons": list(self.reasons),
             "calibration": dict(self.calibration),
+            "processes": self.processes,
+            "sharding": self.sharding,
+            "load": e.load,
         }
 
     def table(self) -> str:
@@ -132,7 +138,8 @@ class Plan:
         e = self.estimate
         s = self.shape
         lines = [
-            f"memory plan for {s.batch} video(s) x {s.frames} frames x {s.height}x{s.width}, budget {gib(self.budget)}",
+            f"memory plan for {s.batch} video(s) x {s.frames} frames x {s.height}x{s.width}, budget {gib(self.budget)}"
+            + (f" per process ({self.processes} processes, sharding {self.sharding})" if self.processes > 1 else ""),
             "",
             f"{'choice':<16} {'value':<14} why",
             f"{'-' * 16} {'-' * 14} {'-' * 40}",
@@ -152,6 +159,8 @@ class Plan:
             lines.append(f"{'  phase ' + name:<28} {gib(value):>12}{mark}")
         lines.append(f"{'  trajectory + grad buffers':<28} {gib(e.persistent):>12}")
         lines.append(f"{'  weights + LoRA + AdamW':<28} {gib(e.fixed):>12}")
+        if e.load:
+            lines.append(f"{'  (loading, before sharding)':<28} {gib(e.load):>12}  (every model whole, no activations)")
         lines.append(f"{'total':<28} {gib(e.total):>12}  ({100 * e.total / self.budget:.0f}% of the budget)")
         lines += ["", "one denoiser call's activations (no checkpointing):"]
         total = sum(self.components.values()) or 1
@@ -245,7 +254,8 @@ class Planner:
         ho = ho_held + ho_extra
         zo_peak = first.peak(options) + chain if zo == "latent_lr" else 0
         phases = {"rollout": int(rollout), "fo": int(fo), "ho": int(ho), "zo": int(zo_peak)}
-        return Estimate(h, options, zo, phases, int(persistent), fixed.total, self.forwards(h, options, zo))
+        forwards = self.forwards(h, options, zo)
+        return Estimate(h, options, zo, phases, int(persistent), fixed.total, forwards, fixed.load)
 
     def forwards(self, h: int, options: MemoryOptions, zo: str) -> float:
         """Forward-pass equivalents of an update: T forwards to sample; each call with
@@ -331,6 +341,14 @@ class Planner:
         """The setting for ``budget`` (bytes or a size string); ``BudgetTooSmall`` if none fits.
         ``modes`` / ``chunk`` restrict the search (a user's fixed choices)."""
         budget = parse_budget(budget, self.cm.device)
+        load = self.cm.fixed().load
+        if load > budget:
+            raise BudgetTooSmall(
+                f"memory budget {gib(budget)} is too small to load the model: every process holds its "
+                f"{gib(load)} of weights whole before the denoiser is sharded",
+                load,
+                {},
+            )
         options = self.candidates(modes, chunked, chunk)
         self._searched = options
         order = [self.zo] + [z for z in ("latent_lr", "param_es") if z != self.zo and self.zo != "none"]
@@ -395,6 +413,8 @@ class Planner:
             reasons,
             eq8,
             cm.calibration.as_dict(),
+            cm.processes,
+            cm.sharding,
         )
 
     def eq8_terms(self, budget: int) -> dict[str, float]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rlr_video.config import Config
 
 PLAN_FILE = "memory_plan.json"
@@ -36,7 +38,7 @@ def plan_run(config: Config, backbone, device, output_dir: str | Path | None = N
     """The memory options of the run (None: nothing to do); with a budget, plan them and set
     ``config.estimator.h`` / ``.zo`` to the plan's."""
     from rlr_video.memory.checkpointing import MemoryOptions
-    from rlr_video.train.distributed import gather_objects
+    from rlr_video.train.distributed import gather_objects, is_distributed
 
     mem, est = config.memory, config.estimator
     if mem.budget is None:
@@ -48,7 +50,9 @@ def plan_run(config: Config, backbone, device, output_dir: str | Path | None = N
     from rlr_video.memory.cost_model import CostModel
     from rlr_video.memory.planner import Planner
 
-    cost_model = CostModel(backbone, build_reward(config.reward), device=device)
+    processes = torch.distributed.get_world_size() if is_distributed() else 1
+    reward = build_reward(config.reward)
+    cost_model = CostModel(backbone, reward, device=device, processes=processes, sharding=config.train.sharding)
     if mem.probe:
         from rlr_video.memory.probe import calibrate
 

@@ -79,6 +79,7 @@ class Trainer:
             project_dir=str(self.output_dir),
         )
         acc = self.accelerator
+        check_accelerate_fsdp(acc.distributed_type, cfg.train.sharding)  # before a model loads
         self.world, self.rank = acc.num_processes, acc.process_index
         self.is_main = acc.is_main_process
         _check_writable(self.output_dir, create=self.is_main)  # only rank 0 writes to the run folder
@@ -102,6 +103,7 @@ class Trainer:
         self.baseline = PromptBaseline(cfg.train.baseline_window) if cfg.train.prompt_baseline else None
         self.reward = TrainingReward(build_reward(cfg.reward), self.baseline)
         self.memory = memory.apply(self.backbone, self.reward, self.estimator) if memory else None
+        self._shard(cfg.train.sharding)  # after planning: the cost model reads the whole model
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps
@@ -120,6 +122,18 @@ class Trainer:
             (self.output_dir / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
         if cfg.train.log_with:
             acc.init_trackers(cfg.train.project, config=_flat_scalars(cfg.to_dict()))
+
+    def _shard(self, sharding: str) -> None:
+        """``train.sharding=fsdp``: shard the denoiser's frozen weights over the processes."""
+        if sharding != "fsdp":
+            return
+        if self.world == 1:
+            if self.is_main:
+                print("train.sharding=fsdp: one process, nothing to shard")
+            return
+        from rlr_video.backbones.sharding import shard_denoiser
+
+        shard_denoiser(self.model)
 
     # ------------------------------------------------------------------ resume
 
@@ -162,7 +176,9 @@ class Trainer:
                 stacklevel=2,
             )
         mine = per_process[self.rank] if len(per_process) == self.world else per_process[0]
-        mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, self.accelerator.device)
+        # accelerate names a CPU process's device "cpu:0", which torch.load cannot map to
+        device = "cpu" if self.accelerator.device.type == "cpu" else self.accelerator.device
+        mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, device)
         load_estimator_state(self.estimator, mine["estimator"])
         self._last_raw = mine["last_raw"]
         set_rng_state(mine["rng"])
@@ -370,6 +386,21 @@ def _check_launch() -> None:
             "`accelerate launch --cpu --num_processes N` started a single process (it needs mpirun for more). "
             "For N CPU processes use `accelerate launch --multi_gpu --num_processes N -m rlr_video train ...` "
             "(without a GPU the trainer forms a gloo CPU group) or `torchrun --nproc_per_node N -m rlr_video train ...`"
+        )
+
+
+def check_accelerate_fsdp(distributed_type, sharding: str) -> None:
+    """Refuse a launch with accelerate's FSDP plugin (``--use_fsdp`` or an FSDP accelerate
+    config): the trainer shards the denoiser itself (``train.sharding``), so the plugin's
+    options (wrap policy, state dict type ...) would be silently unused."""
+    from accelerate.utils import DistributedType
+
+    if distributed_type == DistributedType.FSDP:
+        raise ConfigError(
+            "train.sharding",
+            sharding,
+            "'fsdp' with a plain multi-GPU launch (accelerate launch --multi_gpu, or torchrun); the trainer "
+            "shards the denoiser itself and does not use accelerate's FSDP plugin (--use_fsdp)",
         )
 
 

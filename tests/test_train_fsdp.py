@@ -1,0 +1,205 @@
+"""``train.sharding=fsdp`` on two CPU processes (gloo): the denoiser's frozen weights are
+sharded, the update equals one process's on the whole batch, a resumed run continues
+bitwise, and the checkpoint holds the same diffusers-format LoRA as an unsharded run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from accelerate.utils import DistributedType
+from backbone_fixtures import FAMILIES, build_tiny_modelscope, tiny_model_dir, tiny_options
+from safetensors import safe_open
+from test_train_distributed import free_port
+
+from rlr_video.backbones import load_backbone
+from rlr_video.backbones.sharding import SHARD_BLOCKS, backbone_family, shard_units
+from rlr_video.backbones.toy import ToyBackbone
+from rlr_video.config import ConfigError, load_config
+from rlr_video.train.metrics import read_metrics
+from rlr_video.train.trainer import Trainer, check_accelerate_fsdp
+
+# Run A trains 2 steps with a checkpoint after each; run B resumes A's first checkpoint in
+# another folder. Each process also reports how much of the denoiser it holds, and checks the
+# full state dict gathered from the shards against a model loaded unsharded with A's LoRA,
+# then loads it back into the shards (the state-dict round trip).
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+    from torch.distributed.tensor import DTensor
+    from rlr_video.config import load_config
+    from rlr_video.train.checkpoint import latest_checkpoint, weights_dir
+    from rlr_video.train.model import build_backbone, load_weights
+    from rlr_video.train.trainer import Trainer
+
+    root, args = Path(sys.argv[1]), sys.argv[2:]
+
+    class Dump(Trainer):
+        def on_gradients(self, step):
+            if step == 0 and self.output_dir.name == "a":
+                torch.save([p.grad.clone() for p in self.params], root / f"grads-rank{self.rank}.pt")
+
+    a = Dump(load_config("toy", [f"train.output_dir={root / 'a'}", *args]))
+    params = list(a.model.denoiser.parameters())
+    shards = [p for p in params if isinstance(p, DTensor)]
+    held = sum(p.to_local().numel() for p in shards) + sum(p.numel() for p in params if not isinstance(p, DTensor))
+    report = {
+        "sharded": len(shards), "plain": [p.requires_grad for p in params if not isinstance(p, DTensor)],
+        "held": held, "total": sum(p.numel() for p in params),
+    }
+    a.train()
+    report["baseline"] = a.baseline.state_dict()
+
+    options = StateDictOptions(full_state_dict=True)
+    # cloned: the entries of parameters FSDP does not shard (LoRA) are the parameters themselves
+    full = {k: v.clone() for k, v in get_model_state_dict(a.model.denoiser, options=options).items()}
+    plain = build_backbone(a.config.model)
+    load_weights(plain, weights_dir(latest_checkpoint(root / "a")))
+    expected = plain.denoiser.state_dict()
+    report["full_state_dict_equal"] = full.keys() == expected.keys() and all(
+        torch.equal(full[k], expected[k]) for k in expected)
+    with torch.no_grad():
+        for p in a.params:
+            p.zero_()
+    set_model_state_dict(a.model.denoiser, dict(full), options=options)
+    again = get_model_state_dict(a.model.denoiser, options=options)
+    report["round_trip_equal"] = again.keys() == full.keys() and all(torch.equal(again[k], full[k]) for k in full)
+    with torch.no_grad():  # after the round trip (LoRA zeroed, then loaded): bitwise the unsharded forward
+        latents, cond = plain.initial_latents(2, torch.Generator().manual_seed(0)), plain.encode(["a", "b"])
+        report["forward_equal"] = torch.equal(a.model.predict(latents, 1, cond), plain.predict(latents, 1, cond))
+
+    b = Trainer(load_config("toy", [f"train.output_dir={root / 'b'}", *args]),
+                resume=root / "a" / "checkpoints" / "step-000001")
+    b.train()
+    # the toy: its text embedding is the one unit, and encode calls it outside the denoiser
+    toy_args = [f"train.output_dir={root / 'toy'}", "train.sharding=fsdp", "train.steps=1", "train.progress=false"]
+    toy = Trainer(load_config("toy", toy_args))
+    report["toy_sharded"] = isinstance(toy.model.denoiser.text.weight, DTensor)
+    toy.train()
+    (root / f"report-rank{a.rank}.json").write_text(json.dumps(report))
+    """
+)
+
+STEPS = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false"]
+# each micro-batch one prompt twice, the group's baseline; the per-prompt running baseline on top
+GROUPS = ["train.group_size=2", "estimator.baseline=group", "train.prompt_baseline=true"]
+PLANNED = ["memory.budget=1GiB", "memory.max_h=2"]  # the trainer plans per process
+LORA = "checkpoints/step-000002/lora/pytorch_lora_weights.safetensors"
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
+
+def _tiny_model_args(path) -> list[str]:
+    model = ["model.toy=null", f"model.path={path}", "model.num_steps=4", "model.height=16", "model.width=16"]
+    return model + ["model.frames=4", "model.lora_rank=4", "estimator.zo_samples=1", "optim.lr=1e-2"]
+
+
+def _lora(path):
+    with safe_open(path, "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 - not a dict
+
+
+class FirstGradients(Trainer):
+    def on_gradients(self, step):
+        if step == 0:
+            self.first = [p.grad.clone() for p in self.params]
+
+
+def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path):
+    model = [*_tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms")), *GROUPS, *PLANNED]
+    # One process, two micro-batches of 2, unsharded and without checkpointing ==
+    # two FSDP processes, one micro-batch of 2 each, the estimator's replay checkpointed.
+    config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, "train.grad_accum=2"])
+    single = FirstGradients(config)
+    single.train()
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    extra = ["train.sharding=fsdp", "memory.checkpoint=call"]
+    proc = subprocess.run(
+        [*launch, str(script), str(tmp_path), *model, *STEPS, *extra], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    plan = json.loads((tmp_path / "a" / "memory_plan.json").read_text())
+    assert (plan["processes"], plan["sharding"], plan["h"]) == (2, "fsdp", 2) and plan["load"] > 0
+    reports = [json.loads((tmp_path / f"report-rank{r}.json").read_text()) for r in (0, 1)]
+    for report in reports:
+        assert report["sharded"] > 100  # every frozen weight of the UNet's blocks and root
+        assert report["plain"] and all(report["plain"])  # only the LoRA stays whole
+        lora = sum(p.numel() for p in single.params)
+        assert report["held"] - lora == pytest.approx((report["total"] - lora) / 2, rel=0.02)
+        assert report["full_state_dict_equal"] and report["round_trip_equal"]
+        assert report["toy_sharded"] and report["forward_equal"]
+
+    # The same update to float tolerance: the forward pass is bitwise the same, the gradients
+    # differ in the last bits (FSDP's autograd nodes around each block change the order in which
+    # the backward pass sums the contributions to tensors several blocks share, most likely).
+    rank0, rank1 = (torch.load(tmp_path / f"grads-rank{r}.pt") for r in (0, 1))
+    # Every process saw every process's rewards: the per-prompt baseline is the one-process one.
+    assert reports[0]["baseline"] == reports[1]["baseline"]
+    assert reports[0]["baseline"]["history"].keys() == single.baseline.history.keys()
+    for prompt, history in single.baseline.history.items():
+        assert reports[0]["baseline"]["history"][prompt] == pytest.approx(list(history), rel=1e-5)
+    one_metrics, two_metrics = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "a"))
+    assert [r["samples"] for r in one_metrics] == [r["samples"] for r in two_metrics] == [4, 8]
+    assert [r["reward_mean"] for r in two_metrics] == pytest.approx([r["reward_mean"] for r in one_metrics], rel=1e-5)
+    for g0, g1, g in zip(rank0, rank1, single.first, strict=True):
+        assert torch.equal(g0, g1)
+        torch.testing.assert_close(g0, g, rtol=1e-5, atol=1e-6)
+    (one, one_meta), (two, two_meta), (resumed, _) = (
+        _lora(d / LORA) for d in (tmp_path / "one", tmp_path / "a", tmp_path / "b")
+    )
+    assert one_meta == two_meta and one.keys() == two.keys()  # the diffusers file of an unsharded run
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
+        assert torch.equal(resumed[k], two[k]), k  # the resumed run continues bitwise
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "toy"])
+def test_every_family_names_its_fsdp_units(family):
+    if family == "toy":
+        backbone = ToyBackbone.create()
+    else:
+        backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, lora_rank=2))
+    units = shard_units(backbone)
+    assert units and all(type(u).__name__ in SHARD_BLOCKS[backbone_family(backbone)] for u in units)
+    assert backbone.denoiser not in units  # the root unit is the denoiser itself
+    owners = [id(p) for u in units for p in u.parameters()]
+    assert len(owners) == len(set(owners))  # no weight in two units
+    lora = {id(p) for p in backbone.trainable_parameters()}
+    assert any(id(p) in lora for u in units for p in u.parameters()) == (family != "toy")
+
+
+def test_an_unknown_family_is_a_clear_error():
+    class Mine(ToyBackbone):
+        family = "mine"
+
+    with pytest.raises(ValueError, match="no FSDP block list for backbone family 'mine'"):
+        shard_units(Mine(ToyBackbone.create().denoiser, ToyBackbone.create().transition))
+
+
+def test_accelerate_fsdp_plugin_launch_is_refused():
+    with pytest.raises(ConfigError, match="train.sharding.*--use_fsdp"):
+        check_accelerate_fsdp(DistributedType.FSDP, "fsdp")
+    check_accelerate_fsdp(DistributedType.MULTI_CPU, "fsdp")
+
+
+def test_one_process_has_nothing_to_shard(tmp_path, capsys):
+    args = ["train.steps=1", "train.progress=false"]
+    plain = Trainer(load_config("toy", [f"train.output_dir={tmp_path / 'plain'}", *args]))
+    sharded = Trainer(load_config("toy", [f"train.output_dir={tmp_path / 'fsdp'}", "train.sharding=fsdp", *args]))
+    assert "train.sharding=fsdp: one process, nothing to shard" in capsys.readouterr().out
+    plain.train(), sharded.train()
+    for a, b in zip(plain.params, sharded.params, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="train.sharding.*'zero3'"):
+        load_config("toy", ["train.sharding=zero3"])
