@@ -158,6 +158,7 @@ def score_files(
     The reward sees the final (fine) part of a multi-scale prompt."""
     from rewards import build_reward
     from rlr_video.commands.reward import score_videos
+
     reward = build_reward(spec)
     results = score_videos(
         list(paths),

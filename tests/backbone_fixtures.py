@@ -38,8 +38,27 @@ TINY_VIDEO = {
 
 # Whole-word tokens of the tiny tokenizers; any other text falls back to letters.
 WORDS = [
-    "a", "red", "green", "blue", "yellow", "circle", "square", "triangle", "moving", "left",
-    "right", "up", "down", "still", "on", "the", "background", "cat", "dog", "blurry", "ugly",
+    "a",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "moving",
+    "left",
+    "right",
+    "up",
+    "down",
+    "still",
+    "on",
+    "the",
+    "background",
+    "cat",
+    "dog",
+    "blurry",
+    "ugly",
 ]
 CLIP_MAX_LENGTH = 16
 T5_MAX_LENGTH = 12
@@ -160,9 +179,7 @@ def _tiny_sd_parts(seed: int):
         motion_max_seq_length=32,
     )
     # The scheduler AnimateDiff recommends (linear betas, linspace spacing, steps_offset 1).
-    scheduler = DDIMScheduler(
-        beta_schedule="linear", clip_sample=False, timestep_spacing="linspace", steps_offset=1
-    )
+    scheduler = DDIMScheduler(beta_schedule="linear", clip_sample=False, timestep_spacing="linspace", steps_offset=1)
     parts = dict(vae=tiny_vae_2d(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     return parts, adapter
 
@@ -183,9 +200,7 @@ def build_tiny_sd_base_and_motion_adapter(directory: str | Path, seed: int = 0) 
     from diffusers import StableDiffusionPipeline
 
     parts, adapter = _tiny_sd_parts(seed)
-    base = StableDiffusionPipeline(
-        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
+    base = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     directory = Path(directory)
     _save(base, directory / "base")
     adapter.save_pretrained(directory / "motion_adapter")
@@ -226,17 +241,22 @@ def tiny_modelscope_pipeline(seed: int = 0, pixel_space: bool | str = False):
     # ModelScope's own scheduler config. steps_offset 1 matters: with 0 the last DDIM step
     # goes from alpha_0 to alpha_0 (set_alpha_to_one is off), an identity that ignores the
     # model, so a gradient through it is rounding noise.
-    scheduler = DDIMScheduler(
-        beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
-    )
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     vae = None if pixel_space else tiny_vae_2d()
     if pixel_space == "vae":
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
-            up_block_types=("UpDecoderBlock2D",), block_out_channels=(6,), latent_channels=3,
-            layers_per_block=1, norm_num_groups=3, sample_size=8, scaling_factor=1.0,
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",),
+            up_block_types=("UpDecoderBlock2D",),
+            block_out_channels=(6,),
+            latent_channels=3,
+            layers_per_block=1,
+            norm_num_groups=3,
+            sample_size=8,
+            scaling_factor=1.0,
         ).eval()
     return TextToVideoSDPipeline(
         vae=vae,

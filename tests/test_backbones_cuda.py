@@ -39,8 +39,14 @@ def test_cuda_parity_and_device_independent_seeds(name, no_tf32):
     assert torch.equal(on_gpu.latents[-1].cpu(), on_cpu.latents[-1])  # same seed, same x_T
     ours = gpu.decode(on_gpu.sample)
     pipe = tiny_pipeline(name).to("cuda")
-    reference = pipe(PROMPTS, num_inference_steps=gpu.num_steps, guidance_scale=4.0,
-                     latents=on_gpu.latents[-1].clone(), output_type="pt", **pipeline_kwargs(name)).frames
+    reference = pipe(
+        PROMPTS,
+        num_inference_steps=gpu.num_steps,
+        guidance_scale=4.0,
+        latents=on_gpu.latents[-1].clone(),
+        output_type="pt",
+        **pipeline_kwargs(name),
+    ).frames
     assert float((ours - reference).abs().max()) <= 1e-4
     assert float((ours.cpu() - cpu.decode(on_cpu.sample)).abs().max()) <= 1e-4
 

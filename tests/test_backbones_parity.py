@@ -30,6 +30,8 @@ PROMPTS = ["a red circle moving left", "a blue square"]
 def _one_thread():
     with single_thread():
         yield
+
+
 TOLERANCE = 1e-4
 
 

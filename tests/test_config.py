@@ -112,8 +112,13 @@ def test_multiscale_stage_validation(tmp_path):
     with pytest.raises(ConfigError, match="prompts.ho_stage"):  # a third of 4 steps cannot hold h = 2
         load_config(
             "tiny-shapes",
-            [f"prompts.path={prompts}", "prompts.ho_stage=fine", "estimator.fo_steps=2", "model.num_steps=4",
-             "estimator.zo_samples=null"],
+            [
+                f"prompts.path={prompts}",
+                "prompts.ho_stage=fine",
+                "estimator.fo_steps=2",
+                "model.num_steps=4",
+                "estimator.zo_samples=null",
+            ],
         )
     # 10 steps: the fine third is steps 1-3; with fo_steps 2 only j = 3 is left, too few for h = 2.
     fine = [f"prompts.path={prompts}", "prompts.ho_stage=fine", "estimator.zo_samples=null"]

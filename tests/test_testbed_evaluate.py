@@ -61,8 +61,25 @@ def _run_tool(*argv: str) -> str:
 def test_bench_training_runs_every_method_and_seed(tmp_path):
     out, png = tmp_path / "training.json", tmp_path / "training.png"
     printed = _run_tool(
-        "tools/bench_training.py", "--config", "toy", "--estimators", "rlr", "full_bp", "--seeds", "0", "1",
-        "--steps", "2", "--eval-every", "1", "--eval-videos", "4", "--out", str(out), "--plot", str(png),
+        "tools/bench_training.py",
+        "--config",
+        "toy",
+        "--estimators",
+        "rlr",
+        "full_bp",
+        "--seeds",
+        "0",
+        "1",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--eval-videos",
+        "4",
+        "--out",
+        str(out),
+        "--plot",
+        str(png),
     )
     result = json.loads(out.read_text())
     assert set(result["summary"]) == {"rlr", "full_bp"} and "rlr" in printed and "full_bp" in printed

@@ -249,8 +249,10 @@ def test_clip_words_with_a_target_rewards_that_word_whatever_the_prompt() -> Non
     other = [i for i, spec in enumerate(batch.specs) if spec.direction in ("up", "left")][:4]
     videos = batch.videos[down + other]
     # prompts that say another direction, or none: the target word is what counts
-    prompts = [shapes.combo_prompt(batch.specs[i].colour, batch.specs[i].shape, d) for i, d in
-               zip(down + other, ["up", None] * 4, strict=True)]
+    prompts = [
+        shapes.combo_prompt(batch.specs[i].colour, batch.specs[i].shape, d)
+        for i, d in zip(down + other, ["up", None] * 4, strict=True)
+    ]
     scores = reward(videos, prompts)
     assert float(scores[:4].min()) > 0.5 and float(scores[4:].max()) < 0.2
     soft = build_reward({"clip_words": {"target": {"direction": "down"}, "temperature": 4}})(videos, prompts)

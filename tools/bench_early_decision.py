@@ -60,10 +60,17 @@ def method_overrides(depth: int) -> tuple[dict[str, list[str]], dict[str, list[s
 def run(config_name: str, overrides: list[str], seed: int, args, workdir: Path) -> dict:
     """Train one method from one seed; evaluate, time and measure it."""
     out = workdir / f"run-{seed}"
-    config = load_config(config_name, [
-        *overrides, f"train.seed={seed}", f"train.steps={args.steps}", f"train.output_dir={out}",
-        "train.progress=false", f"train.checkpoint_every={args.steps}",
-    ])
+    config = load_config(
+        config_name,
+        [
+            *overrides,
+            f"train.seed={seed}",
+            f"train.steps={args.steps}",
+            f"train.output_dir={out}",
+            "train.progress=false",
+            f"train.checkpoint_every={args.steps}",
+        ],
+    )
     target = config.reward["clip_words"]["target"]
     trainer = EvaluatingTrainer(config, args.eval_videos, args.eval_every, target=target)
     records = trainer.train()
@@ -125,9 +132,15 @@ def plot(result: dict, path: Path) -> None:
 
     groups = {**result["methods"], **{k: v for k, v in result["ablation"].items() if k != "rlr"}}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
-    for ax, (key, label) in zip(axes, [("reward", "eval reward (shapes CLIP: moving down)"),
-                                       ("direction", "ground truth: moving down"),
-                                       ("all", "ground truth: down, colour and shape")], strict=True):
+    for ax, (key, label) in zip(
+        axes,
+        [
+            ("reward", "eval reward (shapes CLIP: moving down)"),
+            ("direction", "ground truth: moving down"),
+            ("all", "ground truth: down, colour and shape"),
+        ],
+        strict=True,
+    ):
         for i, (name, entry) in enumerate(groups.items()):
             xs = np.array([[p["samples"] for p in c] for c in entry["curves"]]).mean(0)
             ys = np.array([[p[key] for p in c] for c in entry["curves"]])
@@ -170,8 +183,14 @@ def main() -> None:
                 runs[name].append(run(args.config, overrides, seed, args, Path(tmp)))
     entries = {name: collect(r) for name, r in runs.items()}
     command = "python tools/bench_early_decision.py " + " ".join(
-        [*args.overrides, f"--seeds {' '.join(map(str, args.seeds))}", f"--steps {args.steps}",
-         f"--eval-every {args.eval_every}", f"--eval-videos {args.eval_videos}"])
+        [
+            *args.overrides,
+            f"--seeds {' '.join(map(str, args.seeds))}",
+            f"--steps {args.steps}",
+            f"--eval-every {args.eval_every}",
+            f"--eval-videos {args.eval_videos}",
+        ]
+    )
     seconds = round(time.perf_counter() - start, 1)
     if args.only and args.out.exists():  # rerun some names: keep the others' recorded results
         old = json.loads(args.out.read_text())
@@ -182,8 +201,11 @@ def main() -> None:
         "command": command,
         "config": base.to_dict(),
         "overrides": {**methods, **ablation},
-        "machine": {"torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__},
+        "machine": {
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
         "total_seconds": seconds,
         "methods": {k: entries[k] for k in methods if k in entries},
         "ablation": {k: entries[k] for k in ablation if k in entries},
@@ -192,10 +214,12 @@ def main() -> None:
         result["verdict"] = verdict(result["methods"])
     print(f"\n{'name':<16}{'truth_target':>16}{'all three':>16}{'reward gain':>16}{'s/update':>10}{'peak MiB':>10}")
     for name, e in entries.items():
-        print(f"{name:<16}{e['truth_target_mean']:>9.3f} ± {e['truth_target_se']:.3f}"
-              f"{e['truth_all_three_mean']:>9.3f} ± {e['truth_all_three_se']:.3f}"
-              f"{e['reward_gain_mean']:>+9.3f} ± {e['reward_gain_se']:.3f}"
-              f"{e['seconds_mean'] / args.steps:>10.2f}{e['peak_memory_mib_mean']:>10.1f}")
+        print(
+            f"{name:<16}{e['truth_target_mean']:>9.3f} ± {e['truth_target_se']:.3f}"
+            f"{e['truth_all_three_mean']:>9.3f} ± {e['truth_all_three_se']:.3f}"
+            f"{e['reward_gain_mean']:>+9.3f} ± {e['reward_gain_se']:.3f}"
+            f"{e['seconds_mean'] / args.steps:>10.2f}{e['peak_memory_mib_mean']:>10.1f}"
+        )
     print("start:", entries[names[0]]["start"])
     print("verdict:", result.get("verdict"))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -155,9 +155,11 @@ def main() -> None:
 
     columns = ("cost", "depth", "n@budget", "rel. MSE", "max|z|", "cosine")
     header = f"{'estimator':36s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, (5, 5, 8, 10, 8, 14)))
-    print(f"\nT={args.steps}, batch={args.batch}, {n_params} trainable parameters, budget = "
-          f"{budget:.0f} call-equivalents ({args.budget_fullbp:g} FullBP draws); truth from {args.truth_draws} "
-          f"FullBP draws (relative se {math.sqrt(truth_var / float(truth.pow(2).sum())):.3f})\n{header}")
+    print(
+        f"\nT={args.steps}, batch={args.batch}, {n_params} trainable parameters, budget = "
+        f"{budget:.0f} call-equivalents ({args.budget_fullbp:g} FullBP draws); truth from {args.truth_draws} "
+        f"FullBP draws (relative se {math.sqrt(truth_var / float(truth.pow(2).sum())):.3f})\n{header}"
+    )
     norm2 = float(truth.pow(2).sum())
     for name, r in results.items():
         se = r["cosine_se"]

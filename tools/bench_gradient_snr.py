@@ -62,8 +62,12 @@ def main() -> None:
     truth_rows = draws(FullBP(), backbone, reward, prompts, args.truth_draws, 10_000, "full_bp (truth)")
     truth = truth_rows.mean(0)
     half = args.truth_draws // 2
-    table = {"truth": {"norm": float(truth.norm()), "split_half_cosine": cosine(truth_rows[:half].mean(0),
-                                                                                 truth_rows[half:].mean(0))}}
+    table = {
+        "truth": {
+            "norm": float(truth.norm()),
+            "split_half_cosine": cosine(truth_rows[:half].mean(0), truth_rows[half:].mean(0)),
+        }
+    }
     estimators = {
         "full_bp": FullBP(),
         "truncated_bp(K=1)": TruncatedBP(K=1),
@@ -80,8 +84,10 @@ def main() -> None:
             "single_draw_cosine_se": float(cosines.std() / len(rows) ** 0.5) if len(rows) > 1 else None,
             "mean_cosine": cosine(rows.mean(0), truth),
         }
-    print(f"reward {args.reward}: truth norm {table['truth']['norm']:.4f}, "
-          f"split-half cosine {table['truth']['split_half_cosine']:.3f}")
+    print(
+        f"reward {args.reward}: truth norm {table['truth']['norm']:.4f}, "
+        f"split-half cosine {table['truth']['split_half_cosine']:.3f}"
+    )
     print(f"{'estimator':<24}{'norm':>10}{'cos(draw, truth) ± se':>24}{f'cos(mean of {args.draws})':>18}")
     for name, row in table.items():
         if name != "truth":
@@ -89,9 +95,9 @@ def main() -> None:
             print(f"{name:<24}{row['norm']:>10.3f}{single:>24}{row['mean_cosine']:>18.3f}")
     result = {
         "command": f"python tools/bench_gradient_snr.py --reward {args.reward} --draws {args.draws} "
-                   f"--truth-draws {args.truth_draws} --batch-size {args.batch_size}",
+        f"--truth-draws {args.truth_draws} --batch-size {args.batch_size}",
         "model": f"tiny-shapes, {backbone.num_frames} frames, 10 DDIM steps, eta 1, "
-                 f"guidance {backbone.guidance_scale:g}, LoRA rank 8",
+        f"guidance {backbone.guidance_scale:g}, LoRA rank 8",
         "prompts": prompts,
         "seconds": round(time.perf_counter() - start, 1),
         "table": table,

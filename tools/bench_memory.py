@@ -559,8 +559,11 @@ def table(results: list[dict], summary: dict) -> str:
         f"median |error| {summary['median_abs_error']:.1%} (max {summary['max_abs_error']:.1%}) "
         f"target <= 15%: {'met' if t['median_error_le_15pct'] else 'MISSED'}",
         "per-call checkpointing, peak growth h=1 -> h=4: "
-        + (f"max {growth:+.1%} target <= 10%: {'met' if t['call_growth_le_10pct'] else 'MISSED'}"
-           if growth is not None else "not measured (--h must include 1 and 4)"),
+        + (
+            f"max {growth:+.1%} target <= 10%: {'met' if t['call_growth_le_10pct'] else 'MISSED'}"
+            if growth is not None
+            else "not measured (--h must include 1 and 4)"
+        ),
         "chunked backprop segment at F=16 vs plain: "
         + ", ".join(f"{k} {v:.0%}" for k, v in summary["segment_chunked_vs_plain_F16"].items())
         + f" target <= 40%: {'met' if t['segment_le_40pct'] else 'MISSED'}",

@@ -57,8 +57,11 @@ class EvaluatingTrainer(Trainer):
     def _evaluate(self, step: int) -> dict:
         result = evaluate(self.model, self.eval_reward, self.eval_prompts, self.eval_seeds, target=self.target)
         result.update(step=step, samples=self.position * self.config.train.batch_size, seconds=self.train_seconds)
-        print(f"    step {step:3d}  reward {result['reward']:.4f} ± {result['reward_se']:.4f}  "
-              + "  ".join(f"{k} {result[k]:.3f}" for k in GROUND_TRUTH_KEYS), flush=True)
+        print(
+            f"    step {step:3d}  reward {result['reward']:.4f} ± {result['reward_se']:.4f}  "
+            + "  ".join(f"{k} {result[k]:.3f}" for k in GROUND_TRUTH_KEYS),
+            flush=True,
+        )
         return result
 
     def on_step_end(self, step: int, record: dict) -> None:
@@ -69,10 +72,18 @@ class EvaluatingTrainer(Trainer):
 
 def run(config_name: str, overrides: list[str], method: str, seed: int, args, workdir: Path) -> dict:
     out = workdir / f"{method}-{seed}"
-    config = load_config(config_name, [
-        *overrides, *ESTIMATORS[method], f"train.seed={seed}", f"train.steps={args.steps}",
-        f"train.output_dir={out}", "train.progress=false", f"train.checkpoint_every={args.steps}",
-    ])
+    config = load_config(
+        config_name,
+        [
+            *overrides,
+            *ESTIMATORS[method],
+            f"train.seed={seed}",
+            f"train.steps={args.steps}",
+            f"train.output_dir={out}",
+            "train.progress=false",
+            f"train.checkpoint_every={args.steps}",
+        ],
+    )
     trainer = EvaluatingTrainer(config, args.eval_videos, args.eval_every)
     records = trainer.train()
     shutil.rmtree(out, ignore_errors=True)
@@ -98,9 +109,12 @@ def summarise(runs: list[dict]) -> dict:
         for key in ("reward", *GROUND_TRUTH_KEYS):
             start = np.array([r["curve"][0][key] for r in mine])
             end = np.array([r["curve"][-1][key] for r in mine])
-            row[key] = {"start": float(start.mean()), "end": float(end.mean()),
-                        "gain": float((end - start).mean()), "gain_std": float((end - start).std(ddof=1))
-                        if len(mine) > 1 else float("nan")}
+            row[key] = {
+                "start": float(start.mean()),
+                "end": float(end.mean()),
+                "gain": float((end - start).mean()),
+                "gain_std": float((end - start).std(ddof=1)) if len(mine) > 1 else float("nan"),
+            }
         # Paired per video (same prompt and seed before and after), pooled over seeds.
         diffs = np.concatenate([np.subtract(r["final_rewards"], r["start_rewards"]) for r in mine])
         row["reward"]["paired_gain_se"] = float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
@@ -158,20 +172,35 @@ def main() -> None:
                 print(f"{method}, seed {seed}", flush=True)
                 runs.append(run(args.config, args.overrides, method, seed, args, Path(tmp)))
     table = summarise(runs)
-    print(f"\n{'method':<14}{'s/step':>8}{'depth':>7}{'reward start':>14}{'end':>8}{'gain ± std':>18}"
-          + "".join(f"{k + ' end':>15}" for k in GROUND_TRUTH_KEYS))
+    print(
+        f"\n{'method':<14}{'s/step':>8}{'depth':>7}{'reward start':>14}{'end':>8}{'gain ± std':>18}"
+        + "".join(f"{k + ' end':>15}" for k in GROUND_TRUTH_KEYS)
+    )
     for method, row in table.items():
         r = row["reward"]
-        print(f"{method:<14}{row['seconds_per_step']:>8.2f}{row['backprop_depth']:>7.0f}{r['start']:>14.4f}"
-              f"{r['end']:>8.4f}{r['gain']:>+11.4f} ± {r['gain_std']:.4f}"
-              + "".join(f"{row[k]['start']:>7.3f}→{row[k]['end']:.3f}" for k in GROUND_TRUTH_KEYS))
+        print(
+            f"{method:<14}{row['seconds_per_step']:>8.2f}{row['backprop_depth']:>7.0f}{r['start']:>14.4f}"
+            f"{r['end']:>8.4f}{r['gain']:>+11.4f} ± {r['gain_std']:.4f}"
+            + "".join(f"{row[k]['start']:>7.3f}→{row[k]['end']:.3f}" for k in GROUND_TRUTH_KEYS)
+        )
     result = {
-        "command": "python tools/bench_training.py " + " ".join(
-            [*args.overrides, f"--config {args.config}", f"--seeds {' '.join(map(str, args.seeds))}",
-             f"--steps {args.steps}", f"--eval-every {args.eval_every}", f"--eval-videos {args.eval_videos}"]),
+        "command": "python tools/bench_training.py "
+        + " ".join(
+            [
+                *args.overrides,
+                f"--config {args.config}",
+                f"--seeds {' '.join(map(str, args.seeds))}",
+                f"--steps {args.steps}",
+                f"--eval-every {args.eval_every}",
+                f"--eval-videos {args.eval_videos}",
+            ]
+        ),
         "config": load_config(args.config, args.overrides).to_dict(),
-        "machine": {"torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__},
+        "machine": {
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
         "total_seconds": round(time.perf_counter() - start, 1),
         "summary": table,
         "runs": runs,

@@ -59,8 +59,10 @@ def main() -> None:
     print(f"\ntraining reward (batch means), first {window} steps: {mean_sd(train[:window])}")
     print(f"training reward (batch means), last {window} steps:  {mean_sd(train[-window:])}")
     print(f"\nevaluation: {len(prompts)} videos, fixed prompts and seeds, base vs {checkpoint.name}")
-    print(f"  reward  before {before['reward']:.4f} ± {before['reward_se']:.4f}   "
-          f"after {after['reward']:.4f} ± {after['reward_se']:.4f}   (mean ± standard error)")
+    print(
+        f"  reward  before {before['reward']:.4f} ± {before['reward_se']:.4f}   "
+        f"after {after['reward']:.4f} ± {after['reward_se']:.4f}   (mean ± standard error)"
+    )
     print(f"  paired gain {gains.mean():+.4f} ± {gain_se:.4f}  (z = {gains.mean() / gain_se:.1f})")
     for key in GROUND_TRUTH_KEYS:
         print(f"  ground truth {key:<10} {before[key]:.3f} -> {after[key]:.3f}")

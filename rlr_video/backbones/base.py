@@ -114,9 +114,7 @@ class DiffusersBackbone:
     def predict(self, latents: Tensor, step: int, cond: TextConditioning) -> Tensor:
         """The denoiser's output at chain step ``step``, classifier-free guidance applied."""
         if cond.batch_size != latents.shape[0]:
-            raise ValueError(
-                f"conditioning for {cond.batch_size} prompts, latents for {latents.shape[0]} videos"
-            )
+            raise ValueError(f"conditioning for {cond.batch_size} prompts, latents for {latents.shape[0]} videos")
         t = self.transition.timestep(step).to(latents.device)
         x = latents.to(self.dtype)
         if not cond.guided:
@@ -184,9 +182,7 @@ def or_default(value, default):
     return default if value is None else value
 
 
-def spatial_size(
-    options: BackboneOptions, default: int | tuple[int, int], multiple: int, root
-) -> tuple[int, int]:
+def spatial_size(options: BackboneOptions, default: int | tuple[int, int], multiple: int, root) -> tuple[int, int]:
     """(height, width) from the options or the model's default, checked against ``multiple``
     (the VAE's spatial factor times the patch size: latents must tile the frame exactly)."""
     default_h, default_w = default if isinstance(default, tuple) else (default, default)

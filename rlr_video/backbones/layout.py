@@ -30,6 +30,7 @@ def packaged_defaults(root: Path) -> dict[str, Any]:
             return PACKAGED_DEFAULTS.get(name, {})
     return {}
 
+
 # Raw checkpoints some hub repositories carry next to the diffusers folders; never needed.
 _HUB_IGNORE = ["*.ckpt", "*.pth", "*.pt", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.gguf"]
 

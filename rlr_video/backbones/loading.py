@@ -70,9 +70,8 @@ def detect_family(layout: Layout, motion_adapter: bool = False) -> str:
     if layout.pipeline_class in PIPELINES:
         return PIPELINES[layout.pipeline_class]
     top = layout.config(".") or {}
-    expected = (
-        "a diffusers pipeline directory (model_index.json) whose denoiser is one of "
-        + ", ".join(f"{f}/{c}" for f, c in DENOISERS)
+    expected = "a diffusers pipeline directory (model_index.json) whose denoiser is one of " + ", ".join(
+        f"{f}/{c}" for f, c in DENOISERS
     )
     if top.get("_class_name") == "MotionAdapter":
         raise BackboneLoadError(

@@ -54,9 +54,7 @@ def add_lora(model: nn.Module, config: LoraConfig) -> list[nn.Parameter]:
         raise ValueError("the model already has a LoRA adapter")
     matched = [n for n, _ in model.named_modules() if _matches(n, config.target_modules)]
     if not matched:
-        raise ValueError(
-            f"lora_targets={sorted(config.target_modules)} match no module of {type(model).__name__}"
-        )
+        raise ValueError(f"lora_targets={sorted(config.target_modules)} match no module of {type(model).__name__}")
     if isinstance(model, PeftAdapterMixin):
         model.add_adapter(config, adapter_name=ADAPTER)
     else:

@@ -51,4 +51,3 @@ class ModelScopeBackbone(SDUNetBackbone):
     def enable_gradient_checkpointing(self) -> None:
         """Checkpoint each down/mid/up block (diffusers has no switch for UNet3D)."""
         set_block_checkpointing(self.denoiser, True)
-

@@ -464,8 +464,11 @@ def _run(args: argparse.Namespace) -> int:
     if not args.all_formats:
         videos, skipped = one_file_per_clip(videos)
         if skipped:
-            print(f"rlr-video reward: {len(skipped)} files skipped: the same clip in another format "
-                  "(--all-formats scores them)", file=sys.stderr)
+            print(
+                f"rlr-video reward: {len(skipped)} files skipped: the same clip in another format "
+                "(--all-formats scores them)",
+                file=sys.stderr,
+            )
     prompts = load_prompts(args.prompts, videos)
     try:
         rewards = build_rewards(args)

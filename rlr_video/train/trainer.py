@@ -93,8 +93,9 @@ class Trainer:
         self.params = self.model.trainable_parameters()
         broadcast_parameters(self.params)
         # memory.budget: plans h, checkpointing and frame chunks (sets cfg.estimator.h / .zo)
-        memory = plan_run(cfg, self.model, acc.device, self.output_dir if self.is_main else None,
-                          print if self.is_main else None)
+        memory = plan_run(
+            cfg, self.model, acc.device, self.output_dir if self.is_main else None, print if self.is_main else None
+        )
         j_range = None
         if cfg.prompts.ho_stage is not None:
             e = cfg.estimator

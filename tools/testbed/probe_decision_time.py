@@ -48,8 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated numbers of the schedule's last steps to run (25 of 25: from the top)",
     )
     p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
-    p.add_argument("--caption", choices=("conflicting", "own"), default="conflicting",
-                   help="denoise under a caption with every attribute changed, or the video's own")
+    p.add_argument(
+        "--caption",
+        choices=("conflicting", "own"),
+        default="conflicting",
+        help="denoise under a caption with every attribute changed, or the video's own",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "tiny_shapes_decision_time.json")
@@ -65,8 +69,11 @@ def conflicting(caption: str) -> str:
 
 def share(measured: list, prompts: list, attribute: str) -> float:
     """How many measured videos show the ``attribute`` value their entry of ``prompts`` names."""
-    return round(sum(getattr(m, attribute) == getattr(p, attribute) for m, p in zip(measured, prompts, strict=True))
-                 / len(measured), 4)
+    return round(
+        sum(getattr(m, attribute) == getattr(p, attribute) for m, p in zip(measured, prompts, strict=True))
+        / len(measured),
+        4,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
