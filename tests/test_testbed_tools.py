@@ -79,3 +79,15 @@ def test_decision_time_probe_keeps_a_lightly_noised_video(tmp_path) -> None:
     assert probe.conflicting("a red circle moving left on a black background") == (
         "a green square moving right on a black background"
     )
+
+
+def test_decision_step_probe_switches_the_caption_mid_chain(tmp_path) -> None:
+    probe = _tool("probe_decision_step")
+    out = tmp_path / "probe.json"
+    report = probe.main(["--videos", "3", "--steps", "4", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert report["timesteps"] == [751, 501, 251, 1] and len(report["switches"]) == 5
+    first, last = report["switches"][0], report["switches"][-1]
+    # switched before the first step: only the second caption was ever seen, and vice versa
+    assert first["colour_second"] == 1.0 and first["colour_first"] == 0.0
+    assert last["colour_first"] == 1.0 and last["colour_second"] == 0.0

@@ -44,9 +44,10 @@ def method_overrides(depth: int) -> tuple[dict[str, list[str]], dict[str, list[s
         "truncated_bp_k1": ["estimator.name=truncated_bp", "estimator.K=1"],  # their usual K = 1
         "full_bp": ["estimator.name=full_bp"],
         "lr": ["estimator.name=lr"],  # DDPO: REINFORCE over every step
-        # the state-dependent baseline (reward of x0_hat(x_t) per step) flipped from the preset's
+        # the state-dependent baseline (reward of x0_hat(x_t) per step) on top of the preset
         "rlr_state_baseline": ["estimator.state_baseline=true"],
-        "lr_state_baseline": ["estimator.name=lr", "estimator.state_baseline=true"],
+        # GRPO-style groups: 2 prompts x 4 videos per batch, each against its own prompt's others
+        "rlr_groups": ["train.group_size=4", "estimator.baseline=group"],
     }
     ablation = {  # the paper's: full RLR / without ZO / without HO / FO only
         "rlr": [],

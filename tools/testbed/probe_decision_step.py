@@ -16,7 +16,6 @@ writes ``benchmarks/tiny_shapes_decision_step.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools" / "testbed"))
 
-from probe_decision_time import conflicting, share  # noqa: E402
+from probe_decision_time import conflicting, share, write_report  # noqa: E402
 
 from rlr_video.backbones import load_backbone  # noqa: E402
 from rlr_video.chain import chain_step, draw_noise  # noqa: E402
@@ -88,11 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
             row[f"{a}_second"] = share(measured, asked_second, a)
         report["switches"].append(row)
         print(row, flush=True)
-    report["seconds"] = round(time.time() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out} in {report['seconds']:.0f}s")
-    return report
+    return write_report(report, args.out, start)
 
 
 if __name__ == "__main__":

@@ -125,10 +125,15 @@ def main(argv: list[str] | None = None) -> dict:
         level["valid"] = round(float(scorer.score_batch(frames, captions)["valid"].mean()), 4)
         report["levels"].append(level)
         print(level, flush=True)
+    return write_report(report, args.out, start)
+
+
+def write_report(report: dict, out: Path, start: float) -> dict:
+    """Add the elapsed seconds since ``start``, write ``report`` as JSON to ``out`` and return it."""
     report["seconds"] = round(time.time() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out} in {report['seconds']:.0f}s")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out} in {report['seconds']:.0f}s")
     return report
 
 
