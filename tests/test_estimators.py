@@ -204,9 +204,12 @@ def test_a_plain_function_is_a_reward(backbone):
 
 def test_state_values_explain_what_they_can_and_the_rest_is_left_one_out():
     values = torch.tensor([0.1, 0.4, 0.2, 0.9, 0.5])
-    # R fully explained by b (slope 2, offset 1): nothing is left to reward or punish
-    advantages = RewardBaseline("loo")(2 * values + 1, ["p"] * 5, values)
+    # R fully explained by b (slope 0.8, offset 1): nothing is left to reward or punish
+    advantages = RewardBaseline("loo")(0.8 * values + 1, ["p"] * 5, values)
     assert torch.allclose(advantages, torch.zeros(5), atol=1e-6)
+    # a slope above 1 is capped: b is subtracted once, the rest is left to the advantage
+    steep = RewardBaseline("loo")(3 * values, ["p"] * 5, values)
+    assert torch.allclose(steep, RewardBaseline("loo")(2 * values, ["p"] * 5), atol=1e-6)
     # b constant: no slope to fit, the plain leave-one-out advantages
     rewards = torch.tensor([1.0, 2.0, 4.0, 0.0, 3.0])
     flat = RewardBaseline("loo")(rewards, ["p"] * 5, torch.full((5,), 0.3))

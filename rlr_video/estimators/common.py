@@ -43,8 +43,8 @@ class RewardBaseline:
 
         ``values`` (b(x_t) per video, see ``state_values``) adds a state-dependent control
         variate: video i's reward becomes R_i - c_i b_i, with c_i the least-squares slope of R
-        on b over the *other* videos of the batch (so a useless b gets c ~ 0 rather than adding
-        its noise), and the baseline above is taken of those residuals. c_i and the others'
+        on b over the *other* videos of the batch, kept in [0, 1] (so a useless b gets c ~ 0
+        rather than adding its noise), and the baseline above is taken of those residuals. c_i and the others'
         residuals never use video i's draw, so the advantage stays unbiased. Needs ``loo`` or
         ``group``.
         """
@@ -92,6 +92,9 @@ class RewardBaseline:
         v_dev = v - (w @ v)[:, None]
         var = (others * v_dev.pow(2)).sum(1)
         slope = torch.where(var > 1e-12, (others * r_dev * v_dev).sum(1) / var.clamp_min(1e-12), 0.0)
+        # In [0, 1]: b is a prediction of R, never amplified. Without the cap one video whose b
+        # stands apart from the others' makes their fitted slope explode (6x seen on the testbed).
+        slope = slope.clamp(0.0, 1.0)
         residual = r[None, :] - slope[:, None] * v[None, :]  # [i, j]: R_j - c_i b_j
         own = residual.diagonal()
         offset = (centre * residual).sum(1) / centre.sum(1)
