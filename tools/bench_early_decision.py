@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_training import EvaluatingTrainer
+from bench_training import EvaluatingTrainer, bench_config
 
 from rlr_video.config import load_config
 from rlr_video.memory.probe import measure_peak
@@ -61,17 +61,7 @@ def method_overrides(depth: int) -> tuple[dict[str, list[str]], dict[str, list[s
 def run(config_name: str, overrides: list[str], seed: int, args, workdir: Path) -> dict:
     """Train one method from one seed; evaluate, time and measure it."""
     out = workdir / f"run-{seed}"
-    config = load_config(
-        config_name,
-        [
-            *overrides,
-            f"train.seed={seed}",
-            f"train.steps={args.steps}",
-            f"train.output_dir={out}",
-            "train.progress=false",
-            f"train.checkpoint_every={args.steps}",
-        ],
-    )
+    config = bench_config(config_name, overrides, seed, args.steps, out)
     target = config.reward["clip_words"]["target"]
     trainer = EvaluatingTrainer(config, args.eval_videos, args.eval_every, target=target)
     records = trainer.train()

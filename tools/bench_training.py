@@ -70,20 +70,16 @@ class EvaluatingTrainer(Trainer):
             self.curve.append(self._evaluate(step))
 
 
+def bench_config(config_name: str, overrides: list[str], seed: int, steps: int, out: Path):
+    """One benchmark run's config: ``overrides`` plus its seed, steps and run folder, without a
+    progress bar, with one checkpoint at the end."""
+    run_keys = [f"train.seed={seed}", f"train.steps={steps}", f"train.output_dir={out}", "train.progress=false"]
+    return load_config(config_name, [*overrides, *run_keys, f"train.checkpoint_every={steps}"])
+
+
 def run(config_name: str, overrides: list[str], method: str, seed: int, args, workdir: Path) -> dict:
     out = workdir / f"{method}-{seed}"
-    config = load_config(
-        config_name,
-        [
-            *overrides,
-            *ESTIMATORS[method],
-            f"train.seed={seed}",
-            f"train.steps={args.steps}",
-            f"train.output_dir={out}",
-            "train.progress=false",
-            f"train.checkpoint_every={args.steps}",
-        ],
-    )
+    config = bench_config(config_name, [*overrides, *ESTIMATORS[method]], seed, args.steps, out)
     trainer = EvaluatingTrainer(config, args.eval_videos, args.eval_every)
     records = trainer.train()
     shutil.rmtree(out, ignore_errors=True)
