@@ -76,23 +76,15 @@ def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     ours = backbone.decode(traj.sample)
 
     pipe = tiny_pipeline(name)
-    plain = pipe(
-        PROMPTS,
-        num_inference_steps=backbone.num_steps,
-        guidance_scale=3.0,
-        latents=traj.latents[-1].clone(),
-        output_type="pt",
-        **pipeline_kwargs(name),
-    ).frames
+
+    def sample():
+        latents = traj.latents[-1].clone()
+        kwargs = dict(guidance_scale=3.0, latents=latents, output_type="pt", **pipeline_kwargs(name))
+        return pipe(PROMPTS, num_inference_steps=backbone.num_steps, **kwargs).frames
+
+    plain = sample()
     pipe.load_lora_weights(tmp_path / "lora")
-    tuned = pipe(
-        PROMPTS,
-        num_inference_steps=backbone.num_steps,
-        guidance_scale=3.0,
-        latents=traj.latents[-1].clone(),
-        output_type="pt",
-        **pipeline_kwargs(name),
-    ).frames
+    tuned = sample()
     assert float((plain - ours).abs().max()) > 1e-3, "the LoRA must matter for this test to mean anything"
     assert float((tuned - ours).abs().max()) <= 1e-4
 
