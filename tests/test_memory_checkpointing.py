@@ -135,6 +135,16 @@ def test_options_are_applied_and_restored():
         MemoryOptions("block", 0)
 
 
+def test_a_causal_vae_is_checkpointed_per_decoder_step_and_restored():
+    backbone = load_backbone(tiny_model_dir("wan"), **tiny_options("wan", lora_rank=2))
+    with memory_options(backbone, "call") as handle:
+        assert backbone.decode_checkpoint_chunk == 1 and handle.applied["decode"] == "per step"
+        assert "decode" not in vars(backbone)  # decode itself is not wrapped
+    assert backbone.decode_checkpoint_chunk is None and "decode_checkpoint_chunk" not in vars(backbone)
+    with memory_options(backbone, "none"):
+        assert backbone.decode_checkpoint_chunk is None
+
+
 def test_rlr_with_checkpointed_calls_gives_the_same_estimate():
     backbone = ToyBackbone.create(num_steps=6)
     params = backbone.trainable_parameters()

@@ -15,14 +15,14 @@ import torch
 from torch import Tensor
 
 from rlr_video.backbones.base import DiffusersBackbone, check_frames, or_default, spatial_size
+from rlr_video.backbones.causal_vae import CausalDecoding
 from rlr_video.backbones.layout import Layout
 from rlr_video.backbones.options import BackboneOptions
 from rlr_video.backbones.schedulers import cogvideox_transition
 from rlr_video.backbones.text import T5PromptEncoder
-from rlr_video.backbones.vae import to_unit_range
 
 
-class CogVideoXBackbone(DiffusersBackbone):
+class CogVideoXBackbone(CausalDecoding, DiffusersBackbone):
     family = "cogvideox"
     denoiser_component = "transformer"
     pipeline_class_name = "CogVideoXPipeline"
@@ -123,8 +123,7 @@ class CogVideoXBackbone(DiffusersBackbone):
             return_dict=False,
         )[0]
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """The causal 3D VAE on the whole clip: (B, F_lat, C, h, w) -> (B, F, 3, H, W)."""
+    def vae_input(self, latents: Tensor) -> Tensor:
+        """(B, F_lat, C, h, w) without the padding frames -> (B, C, F_lat, h, w), unscaled."""
         latents = latents[:, self.frame_padding :].permute(0, 2, 1, 3, 4).to(self.vae.dtype)
-        video = self.vae.decode(1 / self.vae.config.scaling_factor * latents).sample
-        return to_unit_range(video.permute(0, 2, 1, 3, 4))
+        return 1 / self.vae.config.scaling_factor * latents

@@ -13,14 +13,14 @@ import torch
 from torch import Tensor
 
 from rlr_video.backbones.base import DiffusersBackbone, check_frames, or_default
+from rlr_video.backbones.causal_vae import CausalDecoding
 from rlr_video.backbones.layout import BackboneLoadError, Layout
 from rlr_video.backbones.options import BackboneOptions
 from rlr_video.backbones.schedulers import flow_transition
 from rlr_video.backbones.text import T5PromptEncoder
-from rlr_video.backbones.vae import to_unit_range
 
 
-class WanBackbone(DiffusersBackbone):
+class WanBackbone(CausalDecoding, DiffusersBackbone):
     family = "wan"
     denoiser_component = "transformer"
     pipeline_class_name = "WanPipeline"
@@ -80,12 +80,11 @@ class WanBackbone(DiffusersBackbone):
             hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=embeds, return_dict=False
         )[0]
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """Un-normalise with the VAE's per-channel mean/std, then its causal decoder."""
+    def vae_input(self, latents: Tensor) -> Tensor:
+        """Un-normalised with the VAE's per-channel mean/std, as WanPipeline does."""
         cfg = self.vae.config
         latents = latents.to(self.vae.dtype)
         shape = (1, cfg.z_dim, 1, 1, 1)
         mean = torch.tensor(cfg.latents_mean).view(shape).to(latents)
         inv_std = 1.0 / torch.tensor(cfg.latents_std).view(shape).to(latents)
-        video = self.vae.decode(latents / inv_std + mean, return_dict=False)[0]  # as WanPipeline
-        return to_unit_range(video.permute(0, 2, 1, 3, 4))
+        return latents / inv_std + mean

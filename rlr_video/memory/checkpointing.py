@@ -15,7 +15,8 @@ Three knobs, all exact (the gradients equal the plain computation's):
   a time. Only unit inputs stay alive until the backward pass; a unit's insides exist one
   unit (one chunk) at a time.
 - the decoder and the reward: a per-frame decoder (2D VAE, pixel space, the toy) decodes
-  ``decode_chunk`` frames per checkpoint; causal 3D VAEs are checkpointed whole. Rewards of
+  ``decode_chunk`` frames per checkpoint; a causal 3D VAE (Wan, CogVideoX) one video's decoder
+  step (its latent-frame group, with the causal caches carried over) per checkpoint. Rewards of
   the zoo with ``chunk_size`` / ``checkpoint`` options encode ``reward_chunk`` images per
   checkpoint.
 
@@ -267,6 +268,14 @@ def decoder_is_frame_local(backbone) -> bool:
     return type(backbone).__name__ == "ToyBackbone"
 
 
+def decoder_steps_checkpointed(backbone) -> bool:
+    """Whether the decoder is a causal 3D VAE decoded one checkpointed step at a time when
+    checkpointed (``rlr_video.backbones.causal_vae``: Wan, CogVideoX, untiled)."""
+    from rlr_video.backbones.causal_vae import CausalDecoding, supports_chunked_decode
+
+    return isinstance(backbone, CausalDecoding) and supports_chunked_decode(backbone.vae)
+
+
 def frame_axis(backbone) -> int:
     """The frame axis of the backbone's latents (CogVideoX: 1; the others: 2)."""
     return 1 if getattr(backbone, "family", None) == "cogvideox" else 2
@@ -387,7 +396,17 @@ def _apply_to_backbone(backbone, options: MemoryOptions, handle: MemoryHandle) -
         handle.applied["units"] = sum(1 for _ in classify_units(model)) if options.units else 0
         if options.units:
             _pause_builtin_checkpointing(model, handle)
-    if options.checkpoint != "none" or options.decoder_chunk is not None:
+    if options.checkpoint == "none" and options.decoder_chunk is None:
+        return
+    if decoder_steps_checkpointed(backbone):
+        # One decoder step per checkpoint: the same one recompute as checkpointing the decoder
+        # whole, with the backward pass holding one step's activations instead of the clip's
+        # (the caches carried between steps are far smaller: see causal_vae.decode_profile).
+        before_chunk = backbone.__dict__.get("decode_checkpoint_chunk")
+        backbone.decode_checkpoint_chunk = 1
+        handle.on_restore(lambda: _reset_attr(backbone, "decode_checkpoint_chunk", before_chunk))
+        handle.applied["decode"] = "per step"
+    else:
         original = backbone.__dict__.get("decode")
         backbone.decode = checkpointed_decode(
             type(backbone).decode.__get__(backbone) if original is None else original,

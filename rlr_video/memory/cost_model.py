@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlr_video.backbones.causal_vae import decode_profile
 from rlr_video.memory.attention import (
     AttentionBackend,
     attention_saved_bytes,
@@ -29,7 +30,7 @@ from rlr_video.memory.attention import (
     processors_backend,
     sdpa_backend,
 )
-from rlr_video.memory.checkpointing import MemoryOptions, decoder_is_frame_local, unwrap
+from rlr_video.memory.checkpointing import MemoryOptions, decoder_is_frame_local, decoder_steps_checkpointed, unwrap
 from rlr_video.memory.costs import (
     GRAD_IO,
     RECOMPUTE,
@@ -233,7 +234,12 @@ class CostModel:
         if frame_local:
             factor = shape.batch * shape.frames
             return SegmentCost(tr.saved * factor, frames_out, shape.frames, tr.largest_any * shape.batch, True)
-        return SegmentCost(tr.saved, frames_out, 1, tr.largest_any, False)
+        cost = SegmentCost(tr.saved, frames_out, 1, tr.largest_any, False)
+        if decoder_steps_checkpointed(self.shell):
+            profile = decode_profile(self.shell.vae, self.shell.vae_input(latents.detach()))
+            cost.carried = shape.batch * (profile.steps - 1) * profile.carried
+            cost.step_share = profile.largest_step / (shape.batch * profile.frames)
+        return cost
 
     # ---------------------------------------------------------------- reward
 

@@ -100,13 +100,19 @@ class SegmentCost:
     frame_local: bool
     scale: float = 1.0
     transient: float = TRANSIENT
+    # A causal decoder checkpointed step by step: the caches kept between its checkpoints, and
+    # the largest share of ``saved`` one checkpoint recomputes (``causal_vae.decode_profile``).
+    carried: int = 0
+    step_share: float | None = None
 
     def held(self, chunk: int | None, checkpointed: bool) -> int:
-        return int(self.scale * (self.kept_chunked if checkpointed else self.saved))
+        return int(self.scale * (self.kept_chunked + self.carried if checkpointed else self.saved))
 
     def backward_extra(self, chunk: int | None, checkpointed: bool) -> int:
         if not checkpointed:
             return int(self.scale * self.transient * self.largest)
+        if self.step_share is not None:
+            return int(self.scale * (self.saved * self.step_share + self.transient * self.largest))
         n = chunks(self.length, chunk) if self.frame_local else 1
         return int(self.scale * (self.saved + self.transient * self.largest) / n)
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from rlr_video.memory.budget import parse_budget
-from rlr_video.memory.checkpointing import MemoryOptions
+from rlr_video.memory.checkpointing import MemoryOptions, decoder_is_frame_local, decoder_steps_checkpointed
 from rlr_video.memory.cost_model import COMPONENTS, CostModel, VideoShape, gib
 
 ZO_MODES = ("latent_lr", "param_es", "none")
@@ -387,10 +387,16 @@ class Planner:
         if opt.frame_chunk:
             unchunked = self.estimate(h, opt.replace(frame_chunk=None, decode_chunk=None, reward_chunk=None), zo)
             reasons.append(f"{self.rows()} rows in chunks of {opt.frame_chunk}: unchunked needs {gib(unchunked.total)}")
-            reasons.append(f"the decoder runs {opt.decoder_chunk} frame(s) per checkpoint")
         else:
             reasons.append("frame-local work fits unchunked")
-            reasons.append("decoder unchunked" if opt.checkpoint == "none" else "decoder checkpointed whole")
+        if opt.checkpoint == "none" and opt.decoder_chunk is None:
+            reasons.append("decoder unchunked")
+        elif decoder_steps_checkpointed(self.cm.backbone):
+            reasons.append("causal VAE: one video's decoder step per checkpoint")
+        elif opt.decoder_chunk and decoder_is_frame_local(self.cm.backbone):
+            reasons.append(f"the decoder runs {opt.decoder_chunk} frame(s) per checkpoint")
+        else:
+            reasons.append("decoder checkpointed whole")
         if zo == self.zo:
             reasons.append(f"as configured ({zo}); its phase peaks at {gib(chosen.phases['zo'])}")
         else:

@@ -1,0 +1,75 @@
+"""Causal 3D VAEs decoded a few latent frames per checkpoint: the frames and gradients of
+``vae.decode`` one video at a time (diffusers' slicing), with less kept for the backward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from backbone_fixtures import tiny_model_dir, tiny_options
+
+from rlr_video.backbones import load_backbone
+from rlr_video.backbones.causal_vae import causal_steps, decode_profile
+from rlr_video.memory.meta import meta_twin
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
+# 17 frames: 5 latent frames; Wan decodes them one per step, CogVideoX as groups of 3 and 2.
+FRAMES = 17
+
+
+def _channels(backbone) -> int:
+    cfg = backbone.vae.config
+    return cfg.z_dim if backbone.family == "wan" else cfg.latent_channels
+
+
+def _decode_with_grad(backbone, latents, chunk):
+    """Frames, the gradient of a fixed weighting of them, and the bytes autograd saved."""
+    backbone.decode_checkpoint_chunk = chunk
+    x = latents.clone().requires_grad_(True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        frames = backbone.decode(x)
+    weights = torch.linspace(-1, 1, frames.numel()).reshape(frames.shape)
+    (grad,) = torch.autograd.grad((frames * weights).sum(), x)
+    return frames.detach(), grad, sum(saved)
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
+    backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
+    latents = backbone.initial_latents(2, torch.Generator().manual_seed(0))
+    batched, batched_grad, saved = _decode_with_grad(backbone, latents, None)
+    backbone.vae.enable_slicing()  # diffusers' own decoding one video at a time, as the chunks do
+    frames, grad, _ = _decode_with_grad(backbone, latents, None)
+    assert frames.shape[:2] == (2, FRAMES)
+    torch.testing.assert_close(frames, batched)
+    torch.testing.assert_close(grad, batched_grad, rtol=1e-4, atol=1e-4)  # float sums, another order
+    steps = causal_steps(backbone.vae, torch.zeros(1, _channels(backbone), 5, 2, 2)).pieces
+    assert [p.shape[2] for p in steps] == {"wan": [1] * 5, "cogvideox": [3, 2]}[family]
+    for chunk in (1, 2):
+        chunked, chunked_grad, chunked_saved = _decode_with_grad(backbone, latents, chunk)
+        assert torch.equal(chunked, frames)
+        assert torch.equal(chunked_grad, grad)
+        # what the checkpoints keep: their inputs and the caches, not the decoder's activations
+        assert chunked_saved < saved / 4, (chunked_saved, saved)
+    with torch.no_grad():  # without gradients nothing is checkpointed
+        assert torch.equal(backbone.decode(latents), frames)
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+def test_decode_profile_on_the_meta_device(family):
+    backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
+    twin = meta_twin(backbone.vae)
+    z = torch.zeros(3, _channels(backbone), 5, 4, 4, device="meta")
+    profile = decode_profile(twin, z)
+    # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames
+    assert (profile.frames, profile.largest_step) == (FRAMES, {"wan": 4, "cogvideox": 9}[family])
+    # the cache: the last frames of every causal convolution's input, one video's
+    with torch.no_grad():
+        real = decode_profile(backbone.vae, torch.zeros(1, _channels(backbone), 5, 4, 4))
+    assert profile.carried == real.carried > 0
