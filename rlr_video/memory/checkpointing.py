@@ -54,6 +54,12 @@ UNET_TEMPORAL = ("TemporalConvLayer", "TransformerTemporalModel", "AnimateDiffTr
 TRANSFORMER_TOKEN_LOCAL = ("FeedForward",)
 UNET_MODELS = ("UNet3DConditionModel", "UNetMotionModel")
 TRANSFORMER_MODELS = ("CogVideoXTransformer3DModel", "WanTransformer3DModel")
+# The blocks diffusers' own gradient checkpointing (``enable_gradient_checkpointing``, the
+# backbone option ``gradient_checkpointing``) recomputes in a transformer, each whole.
+BUILTIN_CHECKPOINT_BLOCKS = {
+    "WanTransformer3DModel": "WanTransformerBlock",
+    "CogVideoXTransformer3DModel": "CogVideoXBlock",
+}
 
 _STATE = "_rlr_memory_units"
 
@@ -203,6 +209,16 @@ def classify_units(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
             units.append((name, module, kind))
             taken.append(name)
     return units
+
+
+def builtin_checkpoint_units(model: nn.Module, twin: nn.Module | None = None) -> list[tuple[str, nn.Module, str]]:
+    """The blocks of ``twin`` (default ``model``) that diffusers' gradient checkpointing
+    recomputes whole when it is on in ``model`` and units are off; [] when it is off or the
+    model is not a transformer (the cost model then counts every saved activation)."""
+    block = BUILTIN_CHECKPOINT_BLOCKS.get(type(model).__name__)
+    if block is None or not getattr(model, "is_gradient_checkpointing", False):
+        return []
+    return [(name, m, "whole") for name, m in (twin or model).named_modules() if type(m).__name__ == block]
 
 
 def _looks_like_transformer(model: nn.Module) -> bool:

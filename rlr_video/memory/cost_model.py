@@ -30,7 +30,13 @@ from rlr_video.memory.attention import (
     processors_backend,
     sdpa_backend,
 )
-from rlr_video.memory.checkpointing import MemoryOptions, decoder_is_frame_local, decoder_steps_checkpointed, unwrap
+from rlr_video.memory.checkpointing import (
+    MemoryOptions,
+    builtin_checkpoint_units,
+    decoder_is_frame_local,
+    decoder_steps_checkpointed,
+    unwrap,
+)
 from rlr_video.memory.costs import (
     GRAD_IO,
     RECOMPUTE,
@@ -211,7 +217,11 @@ class CostModel:
         cond = meta_conditioning(self.backbone, shape.batch, self.text_length, self.trace_device)
         step = max(1, min(self.backbone.num_steps, self.backbone.num_steps // 2))
         model = getattr(shell, "denoiser", None)
-        return trace(lambda: shell.predict(latents, step, cond), model, self.attention, self.transformer, None, True)
+        call = trace(lambda: shell.predict(latents, step, cond), model, self.attention, self.transformer, None, True)
+        blocks = builtin_checkpoint_units(self.backbone.denoiser, model) if model is not None else []
+        if blocks:  # the same call, with the model's own checkpointed blocks as the units
+            call.builtin = trace(lambda: shell.predict(latents, step, cond), model, self.attention, True, units=blocks)
+        return call
 
     # ---------------------------------------------------------------- decoder
 

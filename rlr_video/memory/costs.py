@@ -48,21 +48,30 @@ class CallCost:
         """Bytes the call keeps from its forward to its backward pass."""
         if options.calls and in_chain:
             return 0
-        return int((self.trace.kept_units if options.units else self.trace.saved) * self.scale)
+        if options.units:
+            return int(self.trace.kept_units * self.scale)
+        builtin = self.trace.builtin
+        return int((builtin.kept_units if builtin else self.trace.saved) * self.scale)
 
     def peak(self, options: MemoryOptions, in_chain: bool = False) -> int:
         """The call's peak while its backward runs, counting what it holds itself.
 
-        Without units: everything saved plus the first gradient buffers. With units, unit i is
-        recomputed while only the kept bytes created before it are alive (the backward runs in
-        reverse), so the peak is max_i(kept before i + i's insides per chunk + buffers). In a
-        chain with call checkpointing the call is recomputed whole under the inner mode.
+        Without units: everything saved plus the first gradient buffers, or with diffusers'
+        gradient checkpointing on, its blocks as the units. With units, unit i is recomputed
+        while only the kept bytes created before it are alive (the backward runs in reverse),
+        so the peak is max_i(kept before i + i's insides per chunk + buffers). In a chain with
+        call checkpointing the call is recomputed whole under the inner mode.
         """
         tr = self.trace
         if options.calls and in_chain:
             return self.peak(options.replace(checkpoint="block" if options.units else "none"), False)
         if not options.units:
+            if tr.builtin is not None:
+                return self._units_peak(tr.builtin, options)
             return int(self.scale * (tr.saved + self.transient * tr.largest_any + SCORE_GRADS * tr.largest_scores))
+        return self._units_peak(tr, options)
+
+    def _units_peak(self, tr: Trace, options: MemoryOptions) -> int:
         worst = tr.kept_units + self.transient * tr.largest
         for u in tr.units:
             part = 1.0 / self._chunks(u, options)

@@ -85,6 +85,9 @@ class Trace:
     largest_scores: int = 0
     forward_peak: int = 0  # live bytes peak of the same call without gradients
     output: int = 0
+    # A denoiser call with diffusers' gradient checkpointing on: its trace with the checkpointed
+    # blocks as the units (``CallCost`` uses it while the planner's units are off).
+    builtin: Trace | None = None
 
     def scaled(self, factor: float) -> Trace:
         """Every byte count times ``factor`` (per-frame traces scaled to a frame count)."""
@@ -93,11 +96,19 @@ class Trace:
             setattr(out, name, int(getattr(self, name) * factor))
         out.components = {k: int(v * factor) for k, v in self.components.items()}
         out.scores = {k: int(v * factor) for k, v in self.scores.items()}
+        out.builtin = self.builtin.scaled(factor) if self.builtin else None
         return out
 
 
 class _Tracer:
-    def __init__(self, model: nn.Module | None, backend: AttentionBackend, transformer: bool, label: str | None):
+    def __init__(
+        self,
+        model: nn.Module | None,
+        backend: AttentionBackend,
+        transformer: bool,
+        label: str | None,
+        units: list[tuple[str, nn.Module, str]] | None = None,
+    ):
         self.backend, self.transformer, self.label = backend, transformer, label
         self.saved: dict[int, tuple[int, str | None, str, Tensor]] = {}
         self.virtual: list[tuple[int, str | None, str, int]] = []
@@ -113,7 +124,7 @@ class _Tracer:
         self.handles: list[Any] = []
         if model is not None:
             self.exclude = {_key(t) for t in [*model.parameters(), *model.buffers()]}
-            units = {id(m): (n, k) for n, m, k in classify_units(model)}
+            units = {id(m): (n, k) for n, m, k in (classify_units(model) if units is None else units)}
             for module in model.modules():
                 self.handles.append(module.register_forward_pre_hook(self._enter(module, units), with_kwargs=True))
                 self.handles.append(module.register_forward_hook(self._leave(module, units), always_call=True))
@@ -270,12 +281,14 @@ def trace(
     transformer: bool = False,
     label: str | None = None,
     forward_peak: bool = False,
+    units: list[tuple[str, nn.Module, str]] | None = None,
 ) -> Trace:
     """Saved-activation bytes of ``fn()`` (run on meta tensors), attributed to components
-    (or all to ``label``) and to the checkpoint units of ``model``."""
+    (or all to ``label``) and to the checkpoint units of ``model`` (``units``, default
+    ``classify_units(model)``)."""
     from rlr_video.memory.probe import TensorMemoryTracker
 
-    tracer = _Tracer(model, backend, transformer, label)
+    tracer = _Tracer(model, backend, transformer, label, units)
     try:
         with _patched_sdpa(tracer), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(tracer.pack, _same):
             out = fn()
