@@ -16,7 +16,14 @@ from safetensors import safe_open
 from test_train_distributed import free_port
 
 from rlr_video.backbones import load_backbone
-from rlr_video.backbones.sharding import SHARD_BLOCKS, backbone_family, shard_units
+from rlr_video.backbones.sharding import (
+    SHARD_BLOCKS,
+    ShardSettings,
+    accelerate_fsdp_plugin,
+    backbone_family,
+    shard_settings,
+    shard_units,
+)
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.config import ConfigError, load_config
 from rlr_video.train.metrics import read_metrics
@@ -293,6 +300,46 @@ def test_accelerate_fsdp_plugin_launch_shards_with_its_settings(tmp_path):
     autocast_error = _relative_distance(grads["plain"], grads["fsdp"])
     assert _relative_distance(grads["plugin-bf16"], grads["plain"]) < autocast_error
     assert _relative_distance(grads["plugin-bf16"], grads["fsdp"]) < 1.25 * autocast_error
+
+
+def _plugin_env(monkeypatch, **fsdp):
+    """The variables `accelerate launch --use_fsdp --fsdp_<key> <value> ...` sets."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for key, value in fsdp.items():
+        monkeypatch.setenv(f"FSDP_{key.upper()}", value)
+
+
+def test_the_plugin_settings_map_onto_fully_shard(monkeypatch):
+    assert accelerate_fsdp_plugin() is None  # no --use_fsdp
+    assert shard_settings(None, "no") == ShardSettings()
+    assert shard_settings(None, "bf16") == ShardSettings(param_dtype=torch.bfloat16)
+
+    wrap = {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_cls_to_wrap": "WanTransformerBlock"}
+    _plugin_env(monkeypatch, version="2", reshard_after_forward="false", offload_params="true", **wrap)
+    _plugin_env(monkeypatch, state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading="false")
+    notes = []
+    settings = shard_settings(accelerate_fsdp_plugin(), "bf16", notes.append)
+    assert settings == ShardSettings(("WanTransformerBlock",), False, True, torch.bfloat16) and not notes
+
+    _plugin_env(monkeypatch, auto_wrap_policy="SIZE_BASED_WRAP", ignored_modules="rope", offload_params="false")
+    notes = []
+    assert shard_settings(accelerate_fsdp_plugin(), "no", notes.append) == ShardSettings(reshard_after_forward=False)
+    assert notes == [
+        "accelerate FSDP plugin: fsdp_auto_wrap_policy=SIZE_BASED_WRAP: not used; the units are the blocks of "
+        "SHARD_BLOCKS",
+        "accelerate FSDP plugin: fsdp_ignored_modules=rope: not used; only the LoRA stays whole",
+    ]
+
+
+def test_plugin_settings_that_cannot_apply_are_clear_errors(monkeypatch):
+    _plugin_env(monkeypatch)  # accelerate's default: FSDP1
+    with pytest.raises(ConfigError, match=r"'fsdp_version': '1' is not valid; allowed: 2 \(accelerate launch"):
+        accelerate_fsdp_plugin()
+    _plugin_env(monkeypatch, version="2", activation_checkpointing="true")
+    with pytest.raises(ConfigError, match="'fsdp_activation_checkpointing'.*memory.checkpoint"):
+        accelerate_fsdp_plugin()
+    with pytest.raises(ConfigError, match="'fsdp_transformer_layer_cls_to_wrap'.*ToyDenoiser; it has no Block, Nope"):
+        shard_units(ToyBackbone.create(), ("EmbeddingBag", "Nope", "Block"))
 
 
 def test_one_process_has_nothing_to_shard(tmp_path, capsys):
