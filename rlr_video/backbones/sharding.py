@@ -1,11 +1,12 @@
 """FSDP for a backbone's denoiser: the frozen base sharded over the processes, the trainable
 weights (LoRA) replicated.
 
-Each block of ``SHARD_BLOCKS`` (the transformer / UNet blocks of a family) becomes one FSDP2
-unit (``torch.distributed.fsdp.fully_shard``) and the denoiser itself the root unit, which
-holds what is left (embeddings, norms, the output projection) and which FSDP keeps gathered.
-Between calls every process keeps 1/N of each block's frozen weights; a block is all-gathered
-just before it runs and freed just after, in the forward and again in the backward pass.
+Each block of ``SHARD_BLOCKS`` (the transformer / UNet blocks of a family; or of the classes
+accelerate's FSDP plugin names) becomes one FSDP2 unit (``torch.distributed.fsdp.fully_shard``)
+and the denoiser itself the root unit, which holds what is left (embeddings, norms, the output
+projection) and which FSDP keeps gathered. Between calls every process keeps 1/N of each
+block's frozen weights; a block is all-gathered just before it runs and freed just after, in
+the forward and again in the backward pass.
 Text encoder, VAE and reward models stay whole on every process.
 
 Why the trainable weights are not sharded: the estimators take gradients with
@@ -21,7 +22,7 @@ projections: about 0.4%), the frozen base is what needs sharding.
 Mixed precision (``train.mixed_precision: bf16``): the units gather the frozen weights in
 bfloat16 (``MixedPrecisionPolicy(param_dtype=...)``), which halves the all-gather traffic and
 the gathered blocks' memory when they are stored wider. The weights autocast casts anyway
-(linear, convolution, attention) are bitwise what it would cast them to; those it leaves in
+(linear, convolution) are bitwise what it would cast them to; those it leaves in
 float32 (norms' scales, biases added outside a matmul) are rounded to bfloat16. The units'
 inputs are not cast (``cast_forward_inputs=False``): autocast picks each op's dtype, as without
 sharding. The LoRA, ignored by FSDP, stays float32 and is cast by autocast as before.
