@@ -1,6 +1,7 @@
 """``train.sharding=fsdp`` on two CPU processes (gloo): the denoiser's frozen weights are
 sharded, the update equals one process's on the whole batch, a resumed run continues
-bitwise, and the checkpoint holds the same diffusers-format LoRA as an unsharded run."""
+bitwise, and the checkpoint holds the same diffusers-format LoRA as an unsharded run.
+Accelerate's FSDP plugin gives the same update with its settings; bf16 gathers in bf16."""
 
 from __future__ import annotations
 
@@ -292,11 +293,11 @@ def test_accelerate_fsdp_plugin_launch_shards_with_its_settings(tmp_path):
     # train.sharding=fsdp to float tolerance (as in the test above).
     for g_plugin, g_fsdp in zip(grads["plugin"], grads["fsdp"], strict=True):
         torch.testing.assert_close(g_plugin, g_fsdp, rtol=1e-5, atol=1e-6)
-    # bf16: autocast alone moves this update 4.4% from float32 (relative L2 distance,
-    # measured); gathering the frozen weights in bf16 too moves it 2.4% more from the unsharded
-    # autocast update (norm scales and biases used outside matmuls rounded to bf16, and bf16
-    # sums in another order: two sharded bf16 runs differing only in their units differ 1.4%),
-    # and leaves it as close to float32 as unsharded autocast (4.7%).
+    # bf16, against the float32 "fsdp" update (relative L2 distances, measured): unsharded
+    # autocast is 4.4% away; gathering the frozen weights in bf16 as well moves the update 2.4%
+    # from unsharded autocast's (norm scales and biases outside matmuls rounded to bf16, bf16
+    # sums in another order: two sharded bf16 runs that differ only in their units are 1.4%
+    # apart) and leaves it 4.7% from float32, as accurate as autocast alone.
     autocast_error = _relative_distance(grads["plain"], grads["fsdp"])
     assert _relative_distance(grads["plugin-bf16"], grads["plain"]) < autocast_error
     assert _relative_distance(grads["plugin-bf16"], grads["fsdp"]) < 1.25 * autocast_error

@@ -131,8 +131,9 @@ def shard_settings(plugin, mixed_precision: str, note: Callable[[str], None] | N
         notes.append("fsdp_state_dict_type=SHARDED_STATE_DICT: not used; checkpoints hold only the LoRA, whole")
     if plugin.cpu_ram_efficient_loading:
         notes.append("fsdp_cpu_ram_efficient_loading=true: not used; every process loads the whole model, then shards")
-    for line in notes if note else ():
-        note(f"accelerate FSDP plugin: {line}")
+    if note:
+        for line in notes:
+            note(f"accelerate FSDP plugin: {line}")
     offload = isinstance(plugin.cpu_offload, CPUOffloadPolicy)
     return ShardSettings(blocks, plugin.reshard_after_forward, offload, param_dtype)
 

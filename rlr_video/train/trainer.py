@@ -84,12 +84,11 @@ class Trainer:
         acc = self.accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
         self.is_main = acc.is_main_process
-        note = print if self.is_main else None
         if fsdp_plugin is not None and cfg.train.sharding != "fsdp":
-            if note:
-                note(f"accelerate FSDP plugin: train.sharding={cfg.train.sharding} -> fsdp")
+            if self.is_main:
+                print(f"accelerate FSDP plugin: train.sharding={cfg.train.sharding} -> fsdp")
             cfg.train.sharding = "fsdp"  # before planning and before config.yaml is written
-        self.shard_settings = shard_settings(fsdp_plugin, cfg.train.mixed_precision, note)
+        self.shard_settings = shard_settings(fsdp_plugin, cfg.train.mixed_precision, print if self.is_main else None)
         _check_writable(self.output_dir, create=self.is_main)  # only rank 0 writes to the run folder
         checkpoint = self._find_checkpoint(resume)
 
