@@ -1,6 +1,7 @@
 """``train.sharding=fsdp`` on two CPU processes (gloo): the denoiser's frozen weights are
 sharded, the update equals one process's on the whole batch, a resumed run continues
-bitwise, and the checkpoint holds the same diffusers-format LoRA as an unsharded run."""
+bitwise, and the checkpoint holds the same diffusers-format LoRA as an unsharded run.
+Accelerate's FSDP plugin gives the same update with its settings; bf16 gathers in bf16."""
 
 from __future__ import annotations
 
@@ -11,17 +12,23 @@ import textwrap
 
 import pytest
 import torch
-from accelerate.utils import DistributedType
 from backbone_fixtures import FAMILIES, build_tiny_modelscope, tiny_model_dir, tiny_options
 from safetensors import safe_open
 from test_train_distributed import free_port
 
 from rlr_video.backbones import load_backbone
-from rlr_video.backbones.sharding import SHARD_BLOCKS, backbone_family, shard_units
+from rlr_video.backbones.sharding import (
+    SHARD_BLOCKS,
+    ShardSettings,
+    accelerate_fsdp_plugin,
+    backbone_family,
+    shard_settings,
+    shard_units,
+)
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.config import ConfigError, load_config
 from rlr_video.train.metrics import read_metrics
-from rlr_video.train.trainer import Trainer, check_accelerate_fsdp
+from rlr_video.train.trainer import Trainer
 
 # Run A trains 2 steps with a checkpoint after each; run B resumes A's first checkpoint in
 # another folder. Each process also reports how much of the denoiser it holds, and checks the
@@ -84,6 +91,56 @@ WORKER = textwrap.dedent(
     report["toy_sharded"] = isinstance(toy.model.denoiser.text.weight, DTensor)
     toy.train()
     (root / f"report-rank{a.rank}.json").write_text(json.dumps(report))
+    """
+)
+
+# Under `accelerate launch --use_fsdp` (the plugin's settings in FSDP_* variables), one step
+# each: "plugin" (train.sharding=none in its config) and, without the plugin, "fsdp"
+# (train.sharding=fsdp); then in bf16 "plain" (unsharded autocast, without the plugin) and
+# "plugin-bf16".
+PLUGIN_WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    import torch
+    from accelerate.state import AcceleratorState
+    from torch.distributed.fsdp import FSDPModule
+    from rlr_video.config import load_config
+    from rlr_video.train.trainer import Trainer
+
+    root, args = Path(sys.argv[1]), sys.argv[2:]
+    report = {}
+
+    class Dump(Trainer):
+        def on_gradients(self, step):
+            torch.save([p.grad.clone() for p in self.params], root / f"grads-{self.output_dir.name}-rank{self.rank}.pt")
+
+    def run(name, *extra):
+        trainer = Dump(load_config("toy", [f"train.output_dir={root / name}", *args, *extra]))
+        unet, seen = trainer.model.denoiser, {}
+
+        def record(module, _):
+            seen.setdefault(type(module).__name__, str(module.weight.dtype))
+
+        # a root weight, one in a nested unit, one in a block: their dtype while gathered
+        for module in (unet.conv_in, unet.mid_block.attentions[0].norm, unet.down_blocks[0].resnets[0].norm1):
+            module.register_forward_pre_hook(record)
+        trainer.train()
+        report[name] = {
+            "sharding": trainer.config.train.sharding,
+            "units": sorted(type(m).__name__ for m in unet.modules() if isinstance(m, FSDPModule)),
+            "gathered_dtypes": seen,
+            "lora": sorted({f"{type(p).__name__} {p.dtype}" for p in trainer.params}),
+        }
+
+    run("plugin")
+    os.environ["ACCELERATE_USE_FSDP"] = "false"
+    run("fsdp", "train.sharding=fsdp")
+    AcceleratorState._reset_state()  # another mixed_precision: keeps the process group
+    run("plain", "train.mixed_precision=bf16")
+    os.environ["ACCELERATE_USE_FSDP"] = "true"
+    run("plugin-bf16", "train.mixed_precision=bf16")
+    (root / f"report-rank{torch.distributed.get_rank()}.json").write_text(json.dumps(report))
     """
 )
 
@@ -187,10 +244,103 @@ def test_an_unknown_family_is_a_clear_error():
         shard_units(Mine(ToyBackbone.create().denoiser, ToyBackbone.create().transition))
 
 
-def test_accelerate_fsdp_plugin_launch_is_refused():
-    with pytest.raises(ConfigError, match="train.sharding.*--use_fsdp"):
-        check_accelerate_fsdp(DistributedType.FSDP, "fsdp")
-    check_accelerate_fsdp(DistributedType.MULTI_CPU, "fsdp")
+def _relative_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    a, b = torch.cat([t.flatten() for t in a]), torch.cat([t.flatten() for t in b])
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_accelerate_fsdp_plugin_launch_shards_with_its_settings(tmp_path):
+    model = [*_tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms")), *GROUPS]
+    run = ["train.steps=1", "train.batch_size=2", "train.progress=false", "memory.checkpoint=call"]
+    script = tmp_path / "worker.py"
+    script.write_text(PLUGIN_WORKER)
+    units = ["CrossAttnDownBlock3D", "UNetMidBlock3DCrossAttn", "CrossAttnUpBlock3D", "Transformer2DModel"]  # nested
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    launch += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
+    launch += ["--fsdp_transformer_layer_cls_to_wrap", ",".join(units)]
+    launch += ["--fsdp_reshard_after_forward", "false", "--fsdp_offload_params", "true"]
+    proc = subprocess.run(
+        [*launch, str(script), str(tmp_path), *model, *run], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    prefix = "accelerate FSDP plugin: "
+    notes = [line.removeprefix(prefix) for line in proc.stdout.splitlines() if line.startswith(prefix)]
+    assert notes == 2 * [  # rank 0 only, once per plugin run
+        "train.sharding=none -> fsdp",
+        "fsdp_state_dict_type=SHARDED_STATE_DICT: not used; checkpoints hold only the LoRA, whole",
+        "fsdp_cpu_ram_efficient_loading=true: not used; every process loads the whole model, then shards",
+    ]
+    reports = [json.loads((tmp_path / f"report-rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0] == reports[1]
+    plugin, fsdp, plain, plugin_bf16 = (reports[0][name] for name in ("plugin", "fsdp", "plain", "plugin-bf16"))
+    assert [r["sharding"] for r in (plugin, fsdp, plain, plugin_bf16)] == ["fsdp", "fsdp", "none", "fsdp"]
+    # the plugin's class list, nested Transformer2DModels included, and the root
+    assert plugin["units"] == plugin_bf16["units"]
+    assert set(plugin["units"]) == {f"FSDP{u}" for u in (*units, "UNet3DConditionModel")}
+    assert plugin["units"].count("FSDPTransformer2DModel") > 1
+    assert set(fsdp["units"]) == {f"FSDP{u}" for u in (*SHARD_BLOCKS["modelscope"], "UNet3DConditionModel")}
+    dtypes = ("Conv2d", "GroupNorm")
+    assert plugin["gathered_dtypes"] == plain["gathered_dtypes"] == dict.fromkeys(dtypes, "torch.float32")
+    assert plugin_bf16["gathered_dtypes"] == dict.fromkeys(dtypes, "torch.bfloat16")  # gathered in bf16
+    assert all(r["lora"] == ["Parameter torch.float32"] for r in (plugin, fsdp, plain, plugin_bf16))  # whole, float32
+
+    grads = {name: torch.load(tmp_path / f"grads-{name}-rank0.pt") for name in reports[0]}
+    for name in grads:
+        assert all(map(torch.equal, grads[name], torch.load(tmp_path / f"grads-{name}-rank1.pt")))
+    # The plugin's units, reshard_after_forward=false and CPU offload: the update of
+    # train.sharding=fsdp to float tolerance (as in the test above).
+    for g_plugin, g_fsdp in zip(grads["plugin"], grads["fsdp"], strict=True):
+        torch.testing.assert_close(g_plugin, g_fsdp, rtol=1e-5, atol=1e-6)
+    # bf16, against the float32 "fsdp" update (relative L2 distances, measured): unsharded
+    # autocast is 4.4% away; gathering the frozen weights in bf16 as well moves the update 2.4%
+    # from unsharded autocast's (norm scales and biases outside matmuls rounded to bf16, bf16
+    # sums in another order: two sharded bf16 runs that differ only in their units are 1.4%
+    # apart) and leaves it 4.7% from float32, as accurate as autocast alone.
+    autocast_error = _relative_distance(grads["plain"], grads["fsdp"])
+    assert _relative_distance(grads["plugin-bf16"], grads["plain"]) < autocast_error
+    assert _relative_distance(grads["plugin-bf16"], grads["fsdp"]) < 1.25 * autocast_error
+
+
+def _plugin_env(monkeypatch, **fsdp):
+    """The variables `accelerate launch --use_fsdp --fsdp_<key> <value> ...` sets."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for key, value in fsdp.items():
+        monkeypatch.setenv(f"FSDP_{key.upper()}", value)
+
+
+def test_the_plugin_settings_map_onto_fully_shard(monkeypatch):
+    assert accelerate_fsdp_plugin() is None  # no --use_fsdp
+    assert shard_settings(None, "no") == ShardSettings()
+    assert shard_settings(None, "bf16") == ShardSettings(param_dtype=torch.bfloat16)
+
+    wrap = {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_cls_to_wrap": "WanTransformerBlock"}
+    _plugin_env(monkeypatch, version="2", reshard_after_forward="false", offload_params="true", **wrap)
+    _plugin_env(monkeypatch, state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading="false")
+    notes = []
+    settings = shard_settings(accelerate_fsdp_plugin(), "bf16", notes.append)
+    assert settings == ShardSettings(("WanTransformerBlock",), False, True, torch.bfloat16) and not notes
+
+    _plugin_env(monkeypatch, auto_wrap_policy="SIZE_BASED_WRAP", ignored_modules="rope", offload_params="false")
+    notes = []
+    assert shard_settings(accelerate_fsdp_plugin(), "no", notes.append) == ShardSettings(reshard_after_forward=False)
+    assert notes == [
+        "accelerate FSDP plugin: fsdp_auto_wrap_policy=SIZE_BASED_WRAP: not used; the units are the blocks of "
+        "SHARD_BLOCKS",
+        "accelerate FSDP plugin: fsdp_ignored_modules=rope: not used; only the LoRA stays whole",
+    ]
+
+
+def test_plugin_settings_that_cannot_apply_are_clear_errors(monkeypatch):
+    _plugin_env(monkeypatch)  # accelerate's default: FSDP1
+    with pytest.raises(ConfigError, match=r"'fsdp_version': '1' is not valid; allowed: 2 \(accelerate launch"):
+        accelerate_fsdp_plugin()
+    _plugin_env(monkeypatch, version="2", activation_checkpointing="true")
+    with pytest.raises(ConfigError, match="'fsdp_activation_checkpointing'.*memory.checkpoint"):
+        accelerate_fsdp_plugin()
+    with pytest.raises(ConfigError, match="'fsdp_transformer_layer_cls_to_wrap'.*ToyDenoiser; it has no Block, Nope"):
+        shard_units(ToyBackbone.create(), ("EmbeddingBag", "Nope", "Block"))
 
 
 def test_one_process_has_nothing_to_shard(tmp_path, capsys):

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from rewards import build_reward
+from rlr_video.backbones.sharding import accelerate_fsdp_plugin, shard_denoiser, shard_settings
 from rlr_video.config import Config, ConfigError
 from rlr_video.train import checkpoint as ckpt
 from rlr_video.train.baseline import PromptBaseline
@@ -71,17 +72,23 @@ class Trainer:
         self.config = cfg = config
         self.output_dir = Path(cfg.train.output_dir)
         _check_launch()
+        fsdp_plugin = accelerate_fsdp_plugin()  # before a model loads
         # Without a GPU, torchrun / accelerate-launched processes must form a CPU (gloo) group.
         self.accelerator = Accelerator(
             mixed_precision=cfg.train.mixed_precision,
             cpu=not torch.cuda.is_available(),
             log_with=list(cfg.train.log_with) or None,
             project_dir=str(self.output_dir),
+            fsdp_plugin=fsdp_plugin,
         )
         acc = self.accelerator
-        check_accelerate_fsdp(acc.distributed_type, cfg.train.sharding)  # before a model loads
         self.world, self.rank = acc.num_processes, acc.process_index
         self.is_main = acc.is_main_process
+        if fsdp_plugin is not None and cfg.train.sharding != "fsdp":
+            if self.is_main:
+                print(f"accelerate FSDP plugin: train.sharding={cfg.train.sharding} -> fsdp")
+            cfg.train.sharding = "fsdp"  # before planning and before config.yaml is written
+        self.shard_settings = shard_settings(fsdp_plugin, cfg.train.mixed_precision, print if self.is_main else None)
         _check_writable(self.output_dir, create=self.is_main)  # only rank 0 writes to the run folder
         checkpoint = self._find_checkpoint(resume)
 
@@ -132,9 +139,7 @@ class Trainer:
             if self.is_main:
                 print("train.sharding=fsdp: one process, nothing to shard")
             return
-        from rlr_video.backbones.sharding import shard_denoiser
-
-        shard_denoiser(self.model)
+        shard_denoiser(self.model, self.shard_settings)
 
     # ------------------------------------------------------------------ resume
 
@@ -387,21 +392,6 @@ def _check_launch() -> None:
             "`accelerate launch --cpu --num_processes N` started a single process (it needs mpirun for more). "
             "For N CPU processes use `accelerate launch --multi_gpu --num_processes N -m rlr_video train ...` "
             "(without a GPU the trainer forms a gloo CPU group) or `torchrun --nproc_per_node N -m rlr_video train ...`"
-        )
-
-
-def check_accelerate_fsdp(distributed_type, sharding: str) -> None:
-    """Refuse a launch with accelerate's FSDP plugin (``--use_fsdp`` or an FSDP accelerate
-    config): the trainer shards the denoiser itself (``train.sharding``), so the plugin's
-    options (wrap policy, state dict type ...) would be silently unused."""
-    from accelerate.utils import DistributedType
-
-    if distributed_type == DistributedType.FSDP:
-        raise ConfigError(
-            "train.sharding",
-            sharding,
-            "'fsdp' with a plain multi-GPU launch (accelerate launch --multi_gpu, or torchrun); the trainer "
-            "shards the denoiser itself and does not use accelerate's FSDP plugin (--use_fsdp)",
         )
 
 
