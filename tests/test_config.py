@@ -16,6 +16,7 @@ PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 def test_presets_exist():
     names = {p.stem for p in PRESETS}
     expected = {"tiny-shapes", "toy", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"}
+    expected |= {"wan14b-composite", "tiny-shapes-direction"}
     assert expected <= names
 
 
