@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
 from torch.utils.checkpoint import checkpoint
 
 from rlr_video.backbones.vae import to_unit_range
@@ -142,22 +143,13 @@ class DecodeProfile:
 def decode_profile(vae: nn.Module, z: Tensor) -> DecodeProfile:
     """Run the decoding loop on one video of ``z`` without gradients and measure it; on the
     meta device this costs a model without its weights and computes nothing."""
-    steps = causal_steps(vae, z[:1])
-    cache, carried, largest, frames = steps.cache, 0, 0, 0
+    carried, largest, frames = 0, 0, 0
     with torch.no_grad():
+        steps = causal_steps(vae, z[:1])
+        cache = steps.cache
         for i, piece in enumerate(steps.pieces):
             out, cache = steps.step(piece, cache, i == 0)
-            carried = max(carried, sum(t.numel() * t.element_size() for t in _tensors(cache)))
+            cached = [t for t in tree_leaves(cache) if isinstance(t, Tensor)]
+            carried = max(carried, sum(t.numel() * t.element_size() for t in cached))
             largest, frames = max(largest, out.shape[2]), frames + out.shape[2]
     return DecodeProfile(carried, largest, frames, len(steps.pieces))
-
-
-def _tensors(cache: Any):
-    if isinstance(cache, Tensor):
-        yield cache
-    elif isinstance(cache, dict):
-        for value in cache.values():
-            yield from _tensors(value)
-    elif isinstance(cache, list | tuple):
-        for value in cache:
-            yield from _tensors(value)
