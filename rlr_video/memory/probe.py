@@ -55,11 +55,14 @@ class TensorMemoryTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # A view or in-place result shares an input's storage: no new memory. Without this a
+        # weight's transpose (F.linear is t + addmm down here) counted the whole weight.
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage._cdata
-                if key in self.live:
+                if key in self.live or key in inputs:
                     continue
                 nbytes = storage.nbytes()
                 if nbytes == 0:
