@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         if isinstance(err, BackboneLoadError | FileNotFoundError | ValueError):  # exit 2, as `train`
             print(f"rlr-video plan: {err}", file=sys.stderr)
+            if isinstance(err, BackboneLoadError) and "hf download" in str(err) and not args.probe:
+                # the plan reads no weights: the configs and the tokenizer are a few MB
+                repo = config.model.path
+                print(f"  (plan needs only: hf download {repo} --include '*.json' 'tokenizer/*')", file=sys.stderr)
             return 2
         raise
     print(plan.table())
