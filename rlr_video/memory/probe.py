@@ -55,14 +55,19 @@ class TensorMemoryTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        # A view or in-place result shares an input's storage: no new memory. Without this a
-        # weight's transpose (F.linear is t + addmm down here) counted the whole weight.
-        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        inputs = None
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage._cdata
-                if key in self.live or key in inputs:
+                if key in self.live:
+                    continue
+                # A view or in-place result shares an input's storage: no new memory. Without this
+                # a weight's transpose (F.linear is t + addmm down here) counted the whole weight.
+                if inputs is None:  # only for a storage not seen yet: this runs on every op
+                    leaves = tree_leaves((args, kwargs))
+                    inputs = {a.untyped_storage()._cdata for a in leaves if isinstance(a, torch.Tensor)}
+                if key in inputs:
                     continue
                 nbytes = storage.nbytes()
                 if nbytes == 0:
