@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from rlr_video.config import PRESET_DIR, load_config
-from rlr_video.train.prompts import config_prompts
+from rlr_video.prompts import config_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ def test_the_wheel_ships_presets_and_prompt_lists(tmp_path):
     zipfile.ZipFile(wheel).extractall(site)
     code = (
         "from rlr_video.config import PRESET_DIR, load_config, resolve_config_path\n"
-        "from rlr_video.train.prompts import config_prompts\n"
+        "from rlr_video.prompts import config_prompts\n"
         f"assert str(resolve_config_path('tiny-shapes')).startswith({str(site)!r}), PRESET_DIR\n"
         "assert len(config_prompts(load_config('tiny-shapes').prompts)) > 10\n"
     )

@@ -13,11 +13,11 @@ import torch
 
 from rewards import build_reward
 from rlr_video.backbones import load_backbone
+from rlr_video.chain import sample_videos
 from rlr_video.config import load_config
-from rlr_video.render import sample_videos
+from rlr_video.seeds import derive_seed
 from rlr_video.testbed.evaluate import GROUND_TRUTH_KEYS, eval_set, evaluate
 from rlr_video.testbed.scorer import score_batch
-from rlr_video.train.distributed import derive_seed
 from rlr_video.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rlr_video.backbones import load_backbone
-from rlr_video.render import sample_videos
+from rlr_video.chain import sample_videos
 from rlr_video.testbed import shapes
 from rlr_video.testbed import tiny_model as tm
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
+from rlr_video.backbones.multiscale import MultiScaleBackbone
 from rlr_video.backbones.toy import ToyBackbone
-from rlr_video.train.multiscale import MultiScaleBackbone
-from rlr_video.train.prompts import (
+from rlr_video.prompts import (
     PromptError,
     encode_prompt,
     final_prompt,
@@ -53,8 +53,8 @@ def test_csv_needs_a_prompt_column_and_other_formats_are_refused(tmp_path):
 
 
 def test_prompts_module_does_not_import_the_config():
-    """``config`` validates prompts with ``train.prompts``; the reverse import made a cycle."""
-    code = "import sys, rlr_video.train.prompts; assert 'rlr_video.config' not in sys.modules"
+    """``config`` validates prompts with ``rlr_video.prompts``; the reverse import would make a cycle."""
+    code = "import sys, rlr_video.prompts; assert 'rlr_video.config' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -20,11 +20,11 @@ import torch
 
 from rewards import build_reward
 from rlr_video.config import load_config
+from rlr_video.prompts import config_prompts
 from rlr_video.testbed.evaluate import GROUND_TRUTH_KEYS, eval_set, evaluate
 from rlr_video.train.checkpoint import latest_checkpoint, weights_dir
 from rlr_video.train.metrics import read_metrics
 from rlr_video.train.model import build_backbone, load_weights
-from rlr_video.train.prompts import config_prompts
 
 
 def mean_sd(values: list[float]) -> str:

@@ -2,6 +2,7 @@
 
 from rlr_video.chain.flow import FlowSDETransition
 from rlr_video.chain.rollout import Trajectory, chain_step, draw_noise, predict, replay, rollout
+from rlr_video.chain.sample import sample_videos
 from rlr_video.chain.transitions import (
     DDIMTransition,
     DDPMTransition,
@@ -21,4 +22,5 @@ __all__ = [
     "predict",
     "replay",
     "rollout",
+    "sample_videos",
 ]

@@ -19,15 +19,13 @@ import glob
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlr_video.commands import add_import_option, check_device
 
-PROMPT_PATH_KEYS = ("path", "video", "file", "filename")
-PROMPT_TEXT_KEYS = ("prompt", "caption", "text")
-
+if TYPE_CHECKING:
+    from rlr_video.scoring import VideoResult
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -165,194 +163,7 @@ def build_rewards(args: argparse.Namespace) -> list[Any]:
     return rewards
 
 
-def columns_of(rewards: Sequence[Any]) -> list[str]:
-    """One column per reward; a composite also gets one per term, before its total."""
-    names: list[str] = []
-    for reward in rewards:
-        parts = [r.name for _, r in reward.terms] if hasattr(reward, "score_terms") else []
-        for name in [*parts, reward.name]:
-            if name in names:
-                raise UsageError(f"reward {name!r} is asked for twice; label one differently")
-            names.append(name)
-    return names
-
-
-# ---------------------------------------------------------------- file selection
-
-
-def one_file_per_clip(videos: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """(kept, skipped): of files with the same stem in the same folder, keep one, the .mp4 if
-    there is one and a .gif only when there is nothing else; the order of ``videos`` is kept."""
-    clips: dict[Path, list[Path]] = {}
-    for video in videos:
-        clips.setdefault(video.with_suffix(""), []).append(video)
-    best = {min(files, key=_format_rank) for files in clips.values()}
-    return [v for v in videos if v in best], [v for v in videos if v not in best]
-
-
-def _format_rank(path: Path) -> tuple[bool, bool]:
-    return path.suffix.lower() == ".gif", path.suffix.lower() != ".mp4"  # mp4 first, gif last
-
-
-# ---------------------------------------------------------------- prompts
-
-
-def _sort_key(path: Path) -> tuple[str, str]:
-    return (path.name, str(path))
-
-
-def load_prompts(source: Path | None, videos: Sequence[Path]) -> dict[Path, str]:
-    """Prompts per video from ``source`` (.txt in order, .csv/.jsonl/.json by path) and sidecars."""
-    prompts: dict[Path, str] = {}
-    if source is not None:
-        if not source.is_file():
-            raise UsageError(f"--prompts {str(source)!r}: no such file")
-        suffix = source.suffix.lower()
-        if suffix in (".csv", ".jsonl", ".json"):
-            prompts = _match_by_path(source, _prompt_records(source), videos)
-        else:
-            # blank and '#' lines are skipped, as in the trainer's prompt files
-            text = source.read_text(encoding="utf-8").splitlines()
-            lines = [line for line in text if line.strip() and not line.lstrip().startswith("#")]
-            if len(lines) != len(videos):
-                raise UsageError(
-                    f"--prompts {str(source)!r} has {len(lines)} prompts but {len(videos)} videos were "
-                    "found; a text file needs one prompt per video, in sorted file-name order"
-                )
-            prompts = {video: line.strip() for video, line in zip(videos, lines)}
-    for video in videos:
-        sidecar = video.with_suffix(".txt")
-        if video not in prompts and sidecar.is_file() and sidecar != source:
-            prompts[video] = sidecar.read_text(encoding="utf-8").strip()
-    return prompts
-
-
-def _prompt_records(source: Path) -> list[dict[str, Any]]:
-    text = source.read_text(encoding="utf-8")
-    try:
-        if source.suffix.lower() == ".csv":
-            return list(csv.DictReader(text.splitlines()))
-        if source.suffix.lower() == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = json.loads(text)
-    except (json.JSONDecodeError, csv.Error) as err:
-        raise UsageError(f"--prompts {str(source)!r}: cannot parse ({err})") from err
-    if isinstance(data, dict):  # {path: prompt}
-        return [{"path": k, "prompt": v} for k, v in data.items()]
-    return list(data)
-
-
-def _match_by_path(source: Path, records: list[dict[str, Any]], videos: Sequence[Path]) -> dict[Path, str]:
-    """Match records to videos by path (relative to the prompts file, or as given), then by name."""
-    by_path: dict[Path, str] = {}
-    by_name: dict[str, str | None] = {}
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, dict):
-            raise UsageError(f"--prompts {str(source)!r}: record {number} is not an object")
-        path_key = next((k for k in PROMPT_PATH_KEYS if k in record), None)
-        text_key = next((k for k in PROMPT_TEXT_KEYS if k in record), None)
-        if path_key is None or text_key is None:
-            raise UsageError(
-                f"--prompts {str(source)!r}: record {number} needs a path column ({'/'.join(PROMPT_PATH_KEYS)}) "
-                f"and a prompt column ({'/'.join(PROMPT_TEXT_KEYS)}); found {sorted(record)}"
-            )
-        raw, prompt = Path(str(record[path_key])), str(record[text_key])
-        for candidate in (raw, source.parent / raw):
-            by_path[candidate.resolve()] = prompt
-        # A file name shared by two records is ambiguous, so it is not used to match.
-        by_name[raw.name] = prompt if raw.name not in by_name else None
-    matched = {}
-    for video in videos:
-        prompt = by_path.get(video.resolve(), by_name.get(video.name))
-        if prompt is not None:
-            matched[video] = prompt
-    return matched
-
-
-# ---------------------------------------------------------------- scoring
-
-
-@dataclass
-class VideoResult:
-    path: Path
-    prompt: str | None
-    frames: int = 0
-    scores: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-
-def _score_batch(batch: list[tuple[VideoResult, Any]], rewards: Sequence[Any], device: str) -> None:
-    import torch
-
-    frames = torch.stack([video for _, video in batch]).to(device)
-    prompts = [result.prompt or "" for result, _ in batch]
-    try:
-        with torch.inference_mode():
-            scores: dict[str, Any] = {}
-            for reward in rewards:
-                if hasattr(reward, "score_terms"):
-                    terms = reward.score_terms(frames, prompts)
-                    scores.update(terms)
-                    scores[reward.name] = reward.combine(terms)
-                else:
-                    scores[reward.name] = reward(frames, prompts)
-    except Exception as err:  # noqa: BLE001  (report on these files, keep scoring the others)
-        for result, _ in batch:
-            result.error = f"scoring failed: {type(err).__name__}: {err}"
-        return
-    for i, (result, _) in enumerate(batch):
-        result.scores = {name: float(value[i]) for name, value in scores.items()}
-
-
-def score_videos(
-    videos: Sequence[Path],
-    prompts: dict[Path, str],
-    rewards: Sequence[Any],
-    *,
-    num_frames: int | None = None,
-    fps: float | None = None,
-    batch_size: int = 4,
-    device: str = "cpu",
-    progress: bool = True,
-) -> list[VideoResult]:
-    """Read and score every video; failures are recorded on their result, never raised.
-
-    Videos of the same shape are batched together (rewards resize internally, but a batch must
-    stack).
-    """
-    from tqdm import tqdm
-
-    from rlr_video.video_io import VideoReadError, read_video
-
-    needs_prompts = any(getattr(r, "needs_prompts", True) for r in rewards)
-    results = [VideoResult(path, prompts.get(path)) for path in videos]
-    pending: dict[tuple[int, ...], list[tuple[VideoResult, Any]]] = {}
-    for result in tqdm(results, desc="scoring", unit="video", disable=True if not progress else None):
-        if needs_prompts and result.prompt is None:
-            result.error = f"no prompt: give --prompts FILE or a sidecar {result.path.with_suffix('.txt').name}"
-            continue
-        try:
-            video = read_video(result.path, num_frames=num_frames, fps=fps)
-        except (VideoReadError, OSError) as err:
-            result.error = str(err)
-            continue
-        result.frames = int(video.shape[0])
-        group = pending.setdefault(tuple(video.shape), [])
-        group.append((result, video))
-        if len(group) >= batch_size:
-            _score_batch(pending.pop(tuple(video.shape)), rewards, device)
-    for group in pending.values():
-        _score_batch(group, rewards, device)
-    return results
-
-
 # ---------------------------------------------------------------- output
-
-
-def summaries(results: Sequence[VideoResult], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
-    from rewards.stats import summarize
-
-    return {c: summarize([r.scores[c] for r in results if r.error is None and c in r.scores]) for c in columns}
 
 
 def _fmt(value: Any) -> str:
@@ -440,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from rewards import MissingWeightsError
+    from rlr_video.scoring import ScoringError, one_file_per_clip, reward_columns, score_videos, sort_key, summaries
+    from rlr_video.scoring import video_prompts as read_prompts
     from rlr_video.video_io import list_videos
 
     if args.out is not None and args.out.suffix.lower() not in (".json", ".csv"):
@@ -452,7 +265,7 @@ def _run(args: argparse.Namespace) -> int:
     missing = [v for v in args.videos if not glob.has_magic(v) and not Path(v).exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(repr(v) for v in missing)}")
-    videos = sorted(list_videos(args.videos, recursive=args.recursive), key=_sort_key)
+    videos = sorted(list_videos(args.videos, recursive=args.recursive), key=sort_key)
     if not videos:
         given = ", ".join(repr(v) for v in args.videos) or "nothing: give files, folders or glob patterns"
         folder = not args.recursive and any(Path(v).is_dir() for v in args.videos)
@@ -469,12 +282,12 @@ def _run(args: argparse.Namespace) -> int:
                 "(--all-formats scores them)",
                 file=sys.stderr,
             )
-    prompts = load_prompts(args.prompts, videos)
     try:
+        prompts = read_prompts(args.prompts, videos)
         rewards = build_rewards(args)
-    except MissingWeightsError as err:
+        columns = reward_columns(rewards)
+    except (MissingWeightsError, ScoringError) as err:
         raise UsageError(str(err)) from err
-    columns = columns_of(rewards)
     device = args.device or _default_device()
     results = score_videos(
         videos,

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from rlr_video.chain.sample import sample_videos
+from rlr_video.seeds import derive_seed
 from rlr_video.testbed.scorer import score_batch
 from rlr_video.testbed.word_swap import retarget
-from rlr_video.train.distributed import derive_seed
 
 GROUND_TRUTH_KEYS = ("colour", "shape", "direction", "all")
 
@@ -49,8 +50,6 @@ def evaluate(
     "down"}``, what a retargeted reward asks for) the ground truth is checked against each
     prompt rewritten with those words instead of the prompt itself.
     """
-    from rlr_video.render import sample_videos
-
     rewards: list[float] = []
     truth: dict[str, list[float]] = {k: [] for k in GROUND_TRUTH_KEYS}
     for start in range(0, len(prompts), batch_size):

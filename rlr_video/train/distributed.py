@@ -2,25 +2,18 @@
 
 Estimators compute gradients with ``torch.autograd.grad``, so DDP's backward hooks never fire:
 the trainer sums ``p.grad`` across processes itself (``all_reduce_sum``). Randomness is
-derived from the run seed and the *global* index of a micro-batch (``derive_seed``), never
+derived from the run seed and the *global* index of a micro-batch (``rlr_video.seeds``), never
 from a process's rank or history, so a run is the same with 1 or N processes (for the same
 micro-batch size and global batch) and a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
 import numpy as np
 import torch
-
-
-def derive_seed(seed: int, *keys: object) -> int:
-    """A 63-bit seed from the run seed and keys, stable across processes and Python runs."""
-    digest = hashlib.sha256("/".join(map(str, (seed, *keys))).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def is_distributed() -> bool:

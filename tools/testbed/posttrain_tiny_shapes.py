@@ -40,12 +40,12 @@ sys.path.insert(0, str(ROOT))
 from rlr_video.backbones import load_backbone  # noqa: E402
 from rlr_video.backbones import lora as lora_lib  # noqa: E402
 from rlr_video.estimators import FullBP  # noqa: E402
+from rlr_video.seeds import derive_seed  # noqa: E402
 from rlr_video.testbed import shapes  # noqa: E402
 from rlr_video.testbed.clip import CaptionWordReward, load_shapes_clip  # noqa: E402
 from rlr_video.testbed.evaluate import evaluate  # noqa: E402
 from rlr_video.testbed.scorer import ATTRIBUTES  # noqa: E402
 from rlr_video.testbed.tiny_model import GUIDANCE_SCALE, TINY_SHAPES_DIR  # noqa: E402
-from rlr_video.train.distributed import derive_seed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -167,14 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
         batch = [prompts[i] for i in rng.choice(len(prompts), args.batch_size, replace=False)]
         opt.zero_grad(set_to_none=True)
         generator = torch.Generator().manual_seed(derive_seed(args.seed, "train", step))
-        stats = estimator.estimate(backbone, reward, batch, generator)
-        if stats["skipped"]:
+        estimate = estimator.estimate(backbone, reward, batch, generator)
+        if estimate.skipped:
             tqdm.write(f"step {step}: non-finite reward, update skipped")
             continue
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
-        info["train_rewards"].append(round(stats["reward_mean"], 4))
-        bar.set_postfix(reward=f"{stats['reward_mean']:.3f}")
+        info["train_rewards"].append(round(estimate.reward_mean, 4))
+        bar.set_postfix(reward=f"{estimate.reward_mean:.3f}")
         done = args.time_limit > 0 and time.time() - start > args.time_limit * 60
         if step % args.eval_every == 0 or done:
             run_eval(step)

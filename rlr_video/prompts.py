@@ -1,4 +1,4 @@
-"""Training prompts: reading them, the deterministic prompt stream, and multi-scale prompts.
+"""Prompts: reading them, the deterministic prompt stream, and multi-scale prompts.
 
 A multi-scale prompt is three texts (coarse, mid, fine); each conditions its third of the
 denoising steps, coarse the noisiest (``MultiScaleBackbone``). It travels through estimators
@@ -9,7 +9,7 @@ The stream is a pure function of (seed, position): item k of the endless sequenc
 epochs. A micro-batch takes the items at its global position, whichever process runs it, so
 runs with different process counts see the same prompts and a resumed run continues exactly.
 
-This module imports no torch, so config validation can use it.
+A leaf module: it imports no torch and nothing of the library, so every layer can use it.
 """
 
 from __future__ import annotations
@@ -45,19 +45,25 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     if suffix not in PROMPT_FILE_TYPES:
         raise PromptError(f"{path}: prompt files are {PROMPT_FILE_TYPES_TEXT}, not '{suffix or path.name}'")
     if suffix == ".csv":
-        return _load_csv(path)
-    prompts: list[Prompt] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or (suffix != ".jsonl" and line.startswith("#")):
-            continue
-        if suffix == ".jsonl":
-            prompts.append(_parse_jsonl_line(line, f"{path}:{number}"))
-        else:
-            prompts.append(line)
+        prompts = _load_csv(path)
+    elif suffix == ".jsonl":
+        prompts = [_parse_jsonl_line(line, f"{path}:{number}") for number, line in _lines(path, comments=False)]
+    else:
+        prompts = text_prompts(path)
     if not prompts:
         raise PromptError(f"{path} holds no prompts")
     return prompts
+
+
+def text_prompts(path: Path) -> list[str]:
+    """One prompt per line of a text file, stripped; blank lines and ``#`` comments skipped."""
+    return [line for _, line in _lines(path, comments=True)]
+
+
+def _lines(path: Path, comments: bool) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-blank lines (and non-``#`` ones with ``comments``)."""
+    rows = enumerate((line.strip() for line in path.read_text(encoding="utf-8").splitlines()), start=1)
+    return [(n, line) for n, line in rows if line and not (comments and line.startswith("#"))]
 
 
 def _load_csv(path: Path) -> list[Prompt]:
