@@ -39,7 +39,7 @@ def test_rlr_gives_finite_nonzero_gradients_to_lora_only(name):
     assert all(p.requires_grad and p.dtype == torch.float32 for p in params)
     assert not any(p.requires_grad for p in others)
 
-    stats = RLR(h=2, zo="latent_lr").estimate(backbone, Brightness(), PROMPTS, torch.Generator().manual_seed(0))
+    stats = RLR(h=2, zo="latent_lr").estimate(backbone, Brightness(), PROMPTS, torch.Generator().manual_seed(0)).stats
 
     assert all(isinstance(v, float) for v in stats.values())
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in params)

@@ -40,10 +40,13 @@ def _run(estimator, backbone, reward=None, seed=0):
     ids=["rlr", "rlr-sampled", "rlr-oversampled", "rlr-es", "rlr-none", "rlr-fo3", "full", "trunc", "lr"],
 )
 def test_diagnostics_and_call_counts(backbone, estimator, forward, backward):
-    stats = _run(estimator, backbone)
-    assert stats["skipped"] == 0.0
+    estimate = _run(estimator, backbone)
+    stats = estimate.stats
+    assert not estimate.skipped and estimate.fresh
     assert stats["calls_forward"] == forward and stats["calls_backward"] == backward
-    assert math.isfinite(stats["reward_mean"]) and stats["reward_std"] >= 0
+    rewards = DistanceReward()(torch.zeros(1, 1, 3, 1, 1), [""])  # the reward's scale, for its dtype
+    assert estimate.rewards.shape == (len(PROMPTS),) and estimate.rewards.dtype == rewards.dtype
+    assert math.isfinite(estimate.reward_mean) and list(estimate.terms) == ["distance"]
     assert stats["grad_norm"] > 0
     assert math.isclose(stats["grad_norm"], float(flat_grad(backbone.trainable_parameters()).norm()), rel_tol=1e-4)
     if isinstance(estimator, RLR):
@@ -72,8 +75,9 @@ def test_nonfinite_reward_skips_without_touching_grads(backbone, estimator):
     for p in params:
         p.grad = torch.ones_like(p)
     weights = [p.detach().clone() for p in params]
-    stats = estimator.estimate(backbone, NaNReward(), PROMPTS, torch.Generator().manual_seed(0))
-    assert stats["skipped"] == 1.0 and stats["nonfinite_rewards"] == 1.0
+    estimate = estimator.estimate(backbone, NaNReward(), PROMPTS, torch.Generator().manual_seed(0))
+    assert estimate.skipped and estimate.stats["nonfinite_rewards"] == 1.0
+    assert torch.isnan(estimate.rewards[1]) and torch.isfinite(estimate.rewards[[0, 2]]).all()
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in params)
     assert all(torch.equal(p, w) for p, w in zip(params, weights))
 
@@ -123,9 +127,9 @@ def test_ppo_clip_is_reinforce_on_policy_and_clips_when_reused(backbone):
     with torch.no_grad():  # move the policy, then reuse the batch: ratios leave the clip range
         for p in backbone.trainable_parameters():
             p.add_(0.05)
-    stats = _run(ppo, backbone, seed=999)
-    assert stats["calls_forward"] == 6  # no new rollout: the stored batch was reused
-    assert stats["clip_fraction"] > 0
+    reused = _run(ppo, backbone, seed=999)
+    assert reused.stats["calls_forward"] == 6  # no new rollout: the stored batch was reused
+    assert not reused.fresh and reused.stats["clip_fraction"] > 0
 
 
 def test_param_perturbation_restores_weights_exactly(backbone):
@@ -196,7 +200,8 @@ def test_a_plain_function_is_a_reward(backbone):
     for estimator in (RLR(h=2), FullBP()):
         wrapped = _run(estimator, backbone, redness)
         plain = flat_grad(backbone.trainable_parameters()).clone()
-        assert _run(estimator, backbone, DistanceReward()) == wrapped  # same draws, same estimate
+        same = _run(estimator, backbone, DistanceReward())  # same draws, same estimate
+        assert same.stats == wrapped.stats and torch.equal(same.rewards, wrapped.rewards)
         assert torch.equal(flat_grad(backbone.trainable_parameters()), plain) and plain.abs().sum() > 0
     with pytest.raises(TypeError, match="a reward is a callable .* got int"):
         _run(RLR(h=2), backbone, 3)

@@ -6,7 +6,7 @@ import torch
 from rlr_video.backbones import VideoBackbone
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.chain import replay, rollout
-from rlr_video.estimators.baselines import sample_with_grad
+from rlr_video.estimators.pathwise import sample_with_grad
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,7 @@ def sample(estimator, backbone, reward, n: int, batch: int, seed: int, desc: str
     for _ in tqdm(range(n), desc=desc, leave=False):
         for p in params:
             p.grad = None
-        stats = estimator.estimate(backbone, reward, prompts, generator)
+        stats = estimator.estimate(backbone, reward, prompts, generator).stats
         cost += stats["calls_forward"] + 2 * stats["calls_backward"] + stats["calls_reward"] - 1
         depth = max(depth, stats["backprop_depth"])
         rows.append(-torch.cat([p.grad.flatten() for p in params]).double())

@@ -1,17 +1,47 @@
-"""Gradient estimators: each ``estimate(backbone, reward, prompts, generator)`` adds an
-estimate of -grad E[R] (the loss gradient) to ``p.grad`` of the backbone's trainable
-parameters and returns per-part diagnostics."""
+"""Gradient estimators, one file each, registered by name (``registry.py``).
 
-from typing import Protocol
+Each ``estimate(backbone, reward, prompts, generator)`` adds an estimate of -grad E[R] (the loss
+gradient) to ``p.grad`` of the backbone's trainable parameters and returns an ``Estimate``
+(diagnostics, the batch's rewards, whether the update was skipped).
 
-from rlr_video.estimators.baselines import LR, FullBP, TruncatedBP
+- ``rlr``: the Recursive Likelihood Ratio estimator (``RLR``);
+- ``full_bp``, ``truncated_bp``: backpropagation through all or the last K steps;
+- ``lr``: DDPO's REINFORCE with an optional PPO clip (``Reinforce``, also importable as ``LR``).
+"""
+
 from rlr_video.estimators.common import RewardBaseline
+from rlr_video.estimators.full_bp import FullBP
+from rlr_video.estimators.lr import LR, Reinforce
+from rlr_video.estimators.registry import (
+    BaseEstimator,
+    Estimate,
+    Estimator,
+    EstimatorConfig,
+    RunContext,
+    available_estimators,
+    config_class,
+    estimator_class,
+    register_estimator,
+)
 from rlr_video.estimators.rlr import RLR
 from rlr_video.estimators.split import StartSampler
+from rlr_video.estimators.truncated_bp import TruncatedBP
 
-
-class Estimator(Protocol):
-    def estimate(self, backbone, reward, prompts, generator) -> dict[str, float]: ...
-
-
-__all__ = ["LR", "RLR", "Estimator", "FullBP", "RewardBaseline", "StartSampler", "TruncatedBP"]
+__all__ = [
+    "LR",
+    "RLR",
+    "BaseEstimator",
+    "Estimate",
+    "Estimator",
+    "EstimatorConfig",
+    "FullBP",
+    "Reinforce",
+    "RewardBaseline",
+    "RunContext",
+    "StartSampler",
+    "TruncatedBP",
+    "available_estimators",
+    "config_class",
+    "estimator_class",
+    "register_estimator",
+]

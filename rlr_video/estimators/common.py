@@ -1,16 +1,19 @@
-"""Pieces every estimator shares: reward baselines, per-part gradient accumulation, and
-counting denoiser calls."""
+"""Pieces every estimator shares: reward baselines and advantages, scoring, per-part gradient
+accumulation, and counting denoiser calls."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from rlr_video.chain import predict
+from rlr_video.errors import ConfigError
+from rlr_video.estimators.registry import Estimate, EstimatorConfig, RunContext
 
 BASELINES = ("loo", "group", "running", "none")
 
@@ -37,6 +40,12 @@ class RewardBaseline:
             raise ValueError(f"baseline={kind!r}: expected one of {BASELINES}")
         self.kind, self.normalize, self.decay = kind, normalize, decay
         self.running: dict[str, float] = {}
+
+    def state_dict(self) -> dict[str, dict[str, float]]:
+        return {"running": dict(self.running)}
+
+    def load_state_dict(self, state: dict[str, dict[str, float]]) -> None:
+        self.running = dict(state["running"])
 
     def __call__(self, rewards: Tensor, prompts: Sequence[str], values: Tensor | None = None) -> Tensor:
         """Advantages of ``rewards``.
@@ -75,11 +84,8 @@ class RewardBaseline:
         return advantages
 
     def _with_values(self, r: Tensor, v: Tensor, prompts: Sequence[str]) -> Tensor:
-        if self.kind not in ("loo", "group"):
-            raise ValueError(f"a state-dependent baseline needs baseline loo or group, not {self.kind!r}")
         n = len(r)
-        if n < 3:  # a slope needs two other videos
-            raise ValueError(f"a state-dependent baseline needs at least 3 videos per batch, got {n}")
+        check_state_baseline(self.kind, n)
         others = ~torch.eye(n, dtype=torch.bool)
         if self.kind == "group":
             same = torch.tensor([[p == q for q in prompts] for p in prompts])
@@ -99,6 +105,21 @@ class RewardBaseline:
         own = residual.diagonal()
         offset = (centre * residual).sum(1) / centre.sum(1)
         return self._normalized(own - offset, r)
+
+
+STATE_BASELINES = ("loo", "group")
+STATE_BASELINE_BATCH = 3  # the slope of R on b(x_t) is fitted on the *other* videos: two at least
+
+
+def check_state_baseline(baseline: str, batch: int | None = None) -> None:
+    """A state-dependent baseline is centred by leave-one-out (within the batch or the prompt's
+    group) and needs a slope fitted on two other videos; ValueError naming what is missing."""
+    if baseline not in STATE_BASELINES:
+        raise ValueError(f"a state-dependent baseline needs baseline loo or group, not {baseline!r}")
+    if batch is not None and batch < STATE_BASELINE_BATCH:
+        raise ValueError(
+            f"a state-dependent baseline needs at least {STATE_BASELINE_BATCH} videos per batch, got {batch}"
+        )
 
 
 class GradPart:
@@ -156,40 +177,56 @@ def check_prompts(prompts: Sequence[str]) -> None:
         raise TypeError(f"prompts: expected a non-empty list of strings, one per video; got {prompts!r:.80}")
 
 
-def score(reward, frames: Tensor, prompts: Sequence[str]) -> Tensor:
-    """``reward(frames, prompts)``, checked to be one score per video: a (B, 1) or (B, F) output
-    would broadcast against (B,) advantages and silently give a wrong gradient."""
-    rewards = reward(frames, prompts)
+def score(reward, frames: Tensor, prompts: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    """``reward(frames, prompts)`` and its terms: each term of a composite reward
+    (``score_terms``, summed by its ``combine``), else ``{reward name: rewards}``.
+
+    The rewards are checked to be one score per video: a (B, 1) or (B, F) output would broadcast
+    against (B,) advantages and silently give a wrong gradient."""
+    name = getattr(reward, "name", type(reward).__name__)
+    if callable(getattr(reward, "score_terms", None)):
+        terms = reward.score_terms(frames, prompts)
+        rewards = reward.combine(terms)
+    else:
+        rewards = reward(frames, prompts)
+        terms = {name: rewards}
     if not isinstance(rewards, Tensor) or tuple(rewards.shape) != (len(prompts),):
         got = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
-        name = getattr(reward, "name", type(reward).__name__)
         want = f"one score per video, shape ({len(prompts)},)"
         raise ValueError(f"reward {name!r} returned {got}; a reward returns {want}")
-    return rewards
+    return rewards, terms
+
+
+def centred(rewards: Tensor, offset: Tensor | None) -> Tensor:
+    """``rewards - offset`` (the caller's baseline, e.g. the trainer's per-prompt running mean),
+    in the rewards' dtype; the rewards themselves when there is none."""
+    return rewards if offset is None else rewards - offset.to(rewards)
+
+
+def finished(
+    stats: dict[str, float], rewards: Tensor, terms: dict[str, Tensor], skipped: bool = False, fresh: bool = True
+) -> Estimate:
+    """The ``Estimate`` of an update: rewards and terms detached to float32 on the CPU."""
+
+    def plain(t: Tensor) -> Tensor:
+        return t.detach().float().cpu()
+
+    return Estimate(stats, plain(rewards), {k: plain(v) for k, v in terms.items()}, skipped, fresh)
+
+
+def skipped(rewards: Tensor, terms: dict[str, Tensor]) -> Estimate:
+    """An update skipped because a reward was NaN or infinite: nothing reaches ``p.grad``."""
+    stats = {"nonfinite_rewards": float((~torch.isfinite(rewards.detach())).sum())}
+    return finished(stats, rewards, terms, skipped=True)
+
+
+def all_finite(rewards: Tensor) -> bool:
+    return bool(torch.isfinite(rewards).all())
 
 
 def grad_norm(params: Sequence[torch.nn.Parameter]) -> float:
     sq = sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None)
     return math.sqrt(sq)
-
-
-def skipped_stats(rewards: Tensor) -> dict[str, float]:
-    """Diagnostics of an update skipped because a reward was NaN or infinite."""
-    finite = rewards[torch.isfinite(rewards)]
-    return {
-        "skipped": 1.0,
-        "reward_mean": float(finite.mean()) if len(finite) else float("nan"),
-        "nonfinite_rewards": float((~torch.isfinite(rewards)).sum()),
-    }
-
-
-def reward_stats(rewards: Tensor) -> dict[str, float]:
-    r = rewards.detach().float()
-    return {
-        "skipped": 0.0,
-        "reward_mean": float(r.mean()),
-        "reward_std": float(r.std()) if len(r) > 1 else 0.0,
-    }
 
 
 def step_log_prob(backbone, cond, traj, step: int, latents: Tensor | None = None, checkpoint: bool = False) -> Tensor:
@@ -204,7 +241,9 @@ def step_log_prob(backbone, cond, traj, step: int, latents: Tensor | None = None
     return backbone.transition.log_prob(traj.latents[step - 1].detach(), mean, std)
 
 
-def state_values(backbone, reward, traj, steps: Sequence[int], prompts: Sequence[str]) -> dict[int, Tensor]:
+def state_values(
+    backbone, reward, traj, steps: Sequence[int], prompts: Sequence[str], offset: Tensor | None = None
+) -> dict[int, Tensor]:
     """b_t(x_t) = R(decode(x0_hat(x_t))) for each step t in ``steps``: the reward of the
     denoiser's clean estimate at the stored x_t (``rollout(..., keep_x0=True)``), no gradient.
 
@@ -219,7 +258,7 @@ def state_values(backbone, reward, traj, steps: Sequence[int], prompts: Sequence
     values = {}
     with torch.no_grad():
         for t in steps:
-            v = score(reward, backbone.decode(traj.extras["x0"][t]), prompts).detach().float()
+            v = centred(score(reward, backbone.decode(traj.extras["x0"][t]), prompts)[0], offset).detach().float()
             values[t] = torch.where(torch.isfinite(v), v, torch.zeros_like(v))
     return values
 
@@ -246,3 +285,40 @@ def require_noise(transition, steps, why: str) -> None:
 def randint(generator: torch.Generator, high: int) -> int:
     """A uniform integer in [0, high) from the caller's generator (CPU or CUDA)."""
     return int(torch.randint(high, (), generator=generator, device=generator.device))
+
+
+@dataclass
+class AdvantageConfig(EstimatorConfig):
+    """Config keys of the estimators whose likelihood-ratio terms need advantages A = R - b."""
+
+    # loo: leave-one-out batch mean; group: the other videos of the same prompt (train.group_size);
+    # running: per-prompt running mean of earlier updates; none: b = 0 (see RewardBaseline)
+    baseline: Literal["loo", "group", "running", "none"] = "loo"
+    # divide advantages by the batch std: lower variance, but biased, so off by default
+    normalize: bool = False
+    # per step t, subtract the reward of the denoiser's clean estimate x0_hat(x_t) first: a
+    # state-dependent control variate (unbiased; one decode and reward call per scored step)
+    state_baseline: bool = False
+
+    def validate(self, run: RunContext) -> None:
+        super().validate(run)
+        if self.state_baseline:
+            try:
+                check_state_baseline(self.baseline)
+            except ValueError:
+                allowed = "loo or group with estimator.state_baseline"
+                raise ConfigError("estimator.baseline", self.baseline, allowed) from None
+            if run.batch_size < STATE_BASELINE_BATCH:
+                allowed = f">= {STATE_BASELINE_BATCH} with estimator.state_baseline (its slope)"
+                raise ConfigError("train.batch_size", run.batch_size, allowed)
+        if self.baseline == "group" and run.group_size < 2:
+            raise ConfigError("estimator.baseline", self.baseline, "loo, running or none unless train.group_size >= 2")
+        # Leave-one-out over a micro-batch of one has no other video to average: b = 0. Refused
+        # only when nothing else centres the rewards; train.prompt_baseline's running mean does.
+        if self.baseline == "loo" and run.batch_size == 1 and not run.prompt_baseline:
+            raise ConfigError(
+                "train.batch_size",
+                run.batch_size,
+                ">= 2 with estimator.baseline: loo (a batch of one has no others to leave out); "
+                "or set estimator.baseline: running, or train.prompt_baseline: true",
+            )

@@ -1,4 +1,4 @@
-"""The Recursive Likelihood Ratio estimator (arXiv 2502.00639), as in ESTIMATOR.md.
+"""The Recursive Likelihood Ratio estimator (arXiv 2502.00639), as in docs/estimator-math.md.
 
 One update splits the chain's steps three ways and gives each step exactly one estimator:
 
@@ -15,33 +15,101 @@ One update splits the chain's steps three ways and gives each step exactly one e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
+from torch import Tensor
 
 from rewards import as_reward
 from rlr_video.chain import replay, rollout
+from rlr_video.errors import ConfigError
 from rlr_video.estimators.common import (
+    AdvantageConfig,
     CallCount,
     GradPart,
     RewardBaseline,
+    all_finite,
+    centred,
     check_prompts,
+    check_state_baseline,
+    finished,
     grad_norm,
     randint,
     require_noise,
     require_x0,
-    reward_stats,
     score,
-    skipped_stats,
+    skipped,
     state_values,
     step_log_prob,
 )
 from rlr_video.estimators.perturb import ParamPerturbation
+from rlr_video.estimators.registry import BaseEstimator, Estimate, RunContext, bounds, register_estimator
 from rlr_video.estimators.split import StartSampler
+from rlr_video.memory.planner import ZO_MODES
+from rlr_video.prompts import stage_j_range
 
-ZO_MODES = ("latent_lr", "param_es", "none")
+
+@dataclass
+class RLRConfig(AdvantageConfig):
+    """``estimator.name: rlr``: the Recursive Likelihood Ratio estimator (see ``RLR``)."""
+
+    name: str = "rlr"
+    # denoiser calls of the half-order sub-chain; 0 drops HO (its steps go to ZO: the paper's
+    # "w/o HO" ablation, still unbiased with zo: latent_lr). memory.budget replaces it.
+    h: int = field(default=2, metadata=bounds(0))
+    # the last steps taken pathwise (1 in the paper). Their LR terms would have the smallest
+    # noise std and so the largest variance; backprop through them is cheap there.
+    fo_steps: int = field(default=1, metadata=bounds(1))
+    zo: Literal[ZO_MODES] = "latent_lr"  # latent_lr, param_es or none: see RLR
+    # latent_lr: ZO steps sampled per update (null: all). More than the steps that h and fo_steps
+    # leave means all of them, so changing h (or a memory plan) needs no change here.
+    zo_samples: int | None = field(default=None, metadata=bounds(1))
+    # where the sub-chain starts: uniform, grad_norm (softmax over running HO gradient norms)
+    # or [a, b]; running statistics of grad_norm are kept per process (saved in checkpoints)
+    j: Literal["uniform", "grad_norm"] | list[int] = "uniform"
+    es_sigma: float = field(default=1e-3, metadata=bounds(0.0))  # param_es: perturbation scale
+
+    planned: ClassVar[bool] = True  # memory.budget: the planner picks h, checkpointing and the ZO mode
+    accepts_stages: ClassVar[bool] = True  # prompts.ho_stage: the sub-chain starts in that third
+
+    def validate(self, run: RunContext) -> None:
+        super().validate(run)
+        T, fo = run.num_steps, self.fo_steps
+        if self.h > T - fo:
+            raise ConfigError("estimator.h", self.h, f"0 ... {T - fo} (model.num_steps - fo_steps: those are FO)")
+        if isinstance(self.j, list):
+            lo, hi = fo + 1, T - self.h + 1
+            if len(self.j) != 2 or not lo <= self.j[0] <= self.j[1] <= hi:
+                raise ConfigError("estimator.j", self.j, f"uniform, grad_norm or [a, b] with {lo} <= a <= b <= {hi}")
+        if self.zo == "param_es" and self.es_sigma <= 0:
+            raise ConfigError("estimator.es_sigma", self.es_sigma, "numbers > 0 with zo: param_es")
+        if run.ho_stage is not None:
+            if self.j != "uniform":
+                raise ConfigError("estimator.j", self.j, "uniform when prompts.ho_stage picks the range")
+            if stage_j_range(T, self.h, run.ho_stage, fo) is None:
+                allowed = f"a third of the {T} steps that fits h={self.h} above the fo_steps"
+                raise ConfigError("prompts.ho_stage", run.ho_stage, allowed)
+
+    def build(self, run: RunContext) -> RLR:
+        j: str | tuple[int, int] = tuple(self.j) if isinstance(self.j, list) else self.j
+        if run.ho_stage is not None:  # multi-scale prompts: HO starts in that stage's third
+            j = stage_j_range(run.num_steps, self.h, run.ho_stage, self.fo_steps)
+        return RLR(
+            h=self.h,
+            fo_steps=self.fo_steps,
+            zo=self.zo,
+            zo_samples=self.zo_samples,
+            j=j,
+            baseline=self.baseline,
+            normalize=self.normalize,
+            es_sigma=self.es_sigma,
+            state_baseline=self.state_baseline,
+        )
 
 
-class RLR:
+@register_estimator("rlr", RLRConfig)
+class RLR(BaseEstimator):
     """Recursive Likelihood Ratio gradient estimator.
 
     Args:
@@ -98,14 +166,16 @@ class RLR:
         self.checkpoint_calls = checkpoint_calls
         self.start = StartSampler(j, temperature=j_temperature)
         self.baseline = RewardBaseline(baseline, normalize)
-        if state_baseline and baseline not in ("loo", "group"):
-            raise ValueError(f"state_baseline needs baseline loo or group, not {baseline!r}")
+        if state_baseline:
+            check_state_baseline(baseline)
         self.state_baseline = state_baseline
         # param_es shares one perturbation across the batch, so its baseline must not use
         # this batch at all: a running mean of earlier batches' rewards.
         self.es_baseline: float | None = None
 
-    def estimate(self, backbone, reward, prompts: Sequence[str], generator: torch.Generator) -> dict[str, float]:
+    def estimate(
+        self, backbone, reward, prompts: Sequence[str], generator: torch.Generator, reward_offset: Tensor | None = None
+    ) -> Estimate:
         check_prompts(prompts)
         params = backbone.trainable_parameters()
         T, transition, batch = backbone.num_steps, backbone.transition, len(prompts)
@@ -140,10 +210,11 @@ class RLR:
         fo = GradPart(params)
         with torch.enable_grad():
             x0 = replay(backbone, cond, traj, self.fo_steps, 0, self.checkpoint_calls)
-            rewards = score(reward, backbone.decode(x0), prompts)
+            raw, terms = score(reward, backbone.decode(x0), prompts)
             calls.forward += self.fo_steps
-            if not bool(torch.isfinite(rewards).all()):
-                return skipped_stats(rewards.detach())
+            if not all_finite(raw):
+                return skipped(raw, terms)
+            rewards = centred(raw, reward_offset)  # the same gradient as raw's: a constant apart
             fo.add(-rewards.mean())
             calls.backward += self.fo_steps
         zo_steps: list[int] = []
@@ -153,7 +224,7 @@ class RLR:
             zo_steps = sorted((rest[int(i)] for i in picked), reverse=True)
         scored = ([j] if self.h else []) + zo_steps  # the steps whose likelihood ratio carries A
         if self.state_baseline:
-            values = state_values(backbone, reward, traj, scored, prompts)
+            values = state_values(backbone, reward, traj, scored, prompts, reward_offset)
             advantages = {t: self.baseline(rewards, prompts, values[t]) for t in scored}
         else:
             advantages = dict.fromkeys(scored, self.baseline(rewards, prompts))
@@ -183,8 +254,7 @@ class RLR:
                 zo.add_tensors(perturb.direction(t), -advantage / self.es_sigma)
             self.es_baseline = batch_mean if self.es_baseline is None else 0.9 * self.es_baseline + 0.1 * batch_mean
 
-        stats = reward_stats(rewards)
-        stats.update(
+        stats = dict(
             j=float(j),
             fo_norm=fo.flush(),
             ho_norm=ho.flush(),
@@ -197,4 +267,13 @@ class RLR:
         )
         if self.h:
             self.start.observe(j, stats["ho_norm"])
-        return stats
+        return finished(stats, raw, terms)
+
+    def state_dict(self) -> dict:
+        start, baseline = self.start.state_dict(), self.baseline.state_dict()
+        return {"start": start, "baseline": baseline, "es_baseline": self.es_baseline}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start.load_state_dict(state["start"])
+        self.baseline.load_state_dict(state["baseline"])
+        self.es_baseline = state["es_baseline"]

@@ -69,6 +69,12 @@ class StartSampler:
         u = float(torch.rand((), generator=generator, device=generator.device))
         return js[min(int(torch.searchsorted(probs.cumsum(0), torch.tensor(u, dtype=torch.float64))), len(js) - 1)]
 
+    def state_dict(self) -> dict[str, dict[int, float]]:
+        return {"norms": dict(self.norms)}
+
+    def load_state_dict(self, state: dict[str, dict[int, float]]) -> None:
+        self.norms = dict(state["norms"])
+
     def observe(self, j: int, norm: float) -> None:
         """Record the HO gradient norm seen at start j (used by ``grad_norm``)."""
         if not math.isfinite(norm):
