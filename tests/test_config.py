@@ -51,7 +51,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize(
     ("override", "key", "allowed"),
     [
-        ("estimator.name=rrl", "estimator.name", "rlr, full_bp, truncated_bp, lr"),
+        ("estimator.name=rrl", "estimator.name", "full_bp, lr, rlr, truncated_bp"),
         ("estimator.h=-1", "estimator.h", ">= 0"),  # 0: RLR without HO, the paper's ablation
         ("estimator.h=12", "estimator.h", "0 ... 9"),
         ("estimator.fo_steps=9", "estimator.h", "0 ... 1"),
@@ -129,10 +129,10 @@ def test_multiscale_stage_validation(tmp_path):
 
 
 def test_fo_steps_reaches_the_estimator_and_moves_the_ranges():
-    from rlr_video.train.estimator import build_estimator
+    from rlr_video.config import run_context
 
     c = load_config("toy", ["estimator.fo_steps=3", "estimator.j=[4,5]", "estimator.zo_samples=5"])
-    assert build_estimator(c.estimator).fo_steps == 3
+    assert c.estimator.build(run_context(c)).fo_steps == 3
     with pytest.raises(ConfigError, match="4 <= a <= b <= 9"):
         load_config("toy", ["estimator.fo_steps=3", "estimator.j=[3,5]"])
     # more ZO samples than the 5 steps left means all of them (see test_estimators' call counts)
