@@ -8,7 +8,7 @@ import torch
 from backbone_fixtures import tiny_model_dir, tiny_options
 
 from rlr_video.backbones import load_backbone
-from rlr_video.backbones.causal_vae import causal_steps, decode_profile
+from rlr_video.backbones.causal_vae import decode_profile
 from rlr_video.memory.meta import meta_twin
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
@@ -49,7 +49,7 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
     assert frames.shape[:2] == (2, FRAMES)
     torch.testing.assert_close(frames, batched)
     torch.testing.assert_close(grad, batched_grad, rtol=1e-4, atol=1e-4)  # float sums, another order
-    steps = causal_steps(backbone.vae, torch.zeros(1, _channels(backbone), 5, 2, 2)).pieces
+    steps = backbone.decode_steps(backbone.vae, torch.zeros(1, _channels(backbone), 5, 2, 2)).pieces
     assert [p.shape[2] for p in steps] == {"wan": [1] * 5, "cogvideox": [3, 2]}[family]
     for chunk in (1, 2):
         chunked, chunked_grad, chunked_saved = _decode_with_grad(backbone, latents, chunk)
@@ -66,10 +66,10 @@ def test_decode_profile_on_the_meta_device(family):
     backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
     twin = meta_twin(backbone.vae)
     z = torch.zeros(3, _channels(backbone), 5, 4, 4, device="meta")
-    profile = decode_profile(twin, z)
+    profile = decode_profile(twin, z, backbone.decode_steps)
     # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames
     assert (profile.frames, profile.largest_step) == (FRAMES, {"wan": 4, "cogvideox": 9}[family])
     # the cache: the last frames of every causal convolution's input, one video's
     with torch.no_grad():
-        real = decode_profile(backbone.vae, torch.zeros(1, _channels(backbone), 5, 4, 4))
+        real = decode_profile(backbone.vae, torch.zeros(1, _channels(backbone), 5, 4, 4), backbone.decode_steps)
     assert profile.carried == real.carried > 0

@@ -13,8 +13,8 @@ from rlr_video.backbones import load_backbone
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.chain import replay, rollout
 from rlr_video.estimators import RLR
-from rlr_video.memory.checkpointing import MemoryOptions, classify_units, memory_options
 from rlr_video.memory.probe import measure_peak
+from rlr_video.memory.recompute import MemoryOptions, denoiser_units, memory_options
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -71,7 +71,7 @@ def test_every_family_gets_the_plain_gradients(name):
     backbone = load_backbone(tiny_model_dir(name), **tiny_options(name, lora_rank=2, guidance_scale=3.0))
     randomize_lora(backbone)
     plain = _grads(backbone, {})
-    units = classify_units(backbone.denoiser)
+    units = denoiser_units(backbone)
     assert units, "every diffusers family has checkpoint units"
     chunked = [m for _, m, kind in units if kind in ("frame", "token")]
     assert chunked, "and frame-local (UNets) or token-local (transformers) ones to chunk"

@@ -10,10 +10,10 @@ import pytest
 from backbone_fixtures import single_thread, tiny_model_dir, tiny_options
 
 from rlr_video import cli
-from rlr_video.memory.checkpointing import MemoryOptions
 from rlr_video.memory.cost_model import CostModel
 from rlr_video.memory.meta import meta_backbone
 from rlr_video.memory.planner import BudgetTooSmall, Planner
+from rlr_video.memory.recompute import MemoryOptions
 
 LAYERS = 8
 

@@ -17,14 +17,8 @@ from safetensors import safe_open
 from test_train_distributed import free_port
 
 from rlr_video.backbones import load_backbone
-from rlr_video.backbones.sharding import (
-    SHARD_BLOCKS,
-    ShardSettings,
-    accelerate_fsdp_plugin,
-    backbone_family,
-    shard_settings,
-    shard_units,
-)
+from rlr_video.backbones.family import family_of, get_family
+from rlr_video.backbones.sharding import ShardSettings, accelerate_fsdp_plugin, shard_settings, shard_units
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.config import ConfigError, load_config
 from rlr_video.train.metrics import read_metrics
@@ -228,7 +222,7 @@ def test_every_family_names_its_fsdp_units(family):
     else:
         backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, lora_rank=2))
     units = shard_units(backbone)
-    assert units and all(type(u).__name__ in SHARD_BLOCKS[backbone_family(backbone)] for u in units)
+    assert units and all(type(u).__name__ in family_of(backbone).shard_blocks for u in units)
     assert backbone.denoiser not in units  # the root unit is the denoiser itself
     owners = [id(p) for u in units for p in u.parameters()]
     assert len(owners) == len(set(owners))  # no weight in two units
@@ -280,7 +274,7 @@ def test_accelerate_fsdp_plugin_launch_shards_with_its_settings(tmp_path):
     assert plugin["units"] == plugin_bf16["units"]
     assert set(plugin["units"]) == {f"FSDP{u}" for u in (*units, "UNet3DConditionModel")}
     assert plugin["units"].count("FSDPTransformer2DModel") > 1
-    assert set(fsdp["units"]) == {f"FSDP{u}" for u in (*SHARD_BLOCKS["modelscope"], "UNet3DConditionModel")}
+    assert set(fsdp["units"]) == {f"FSDP{u}" for u in (*get_family("modelscope").shard_blocks, "UNet3DConditionModel")}
     dtypes = ("Conv2d", "GroupNorm")
     assert plugin["gathered_dtypes"] == plain["gathered_dtypes"] == dict.fromkeys(dtypes, "torch.float32")
     assert plugin_bf16["gathered_dtypes"] == dict.fromkeys(dtypes, "torch.bfloat16")  # gathered in bf16
@@ -326,8 +320,8 @@ def test_the_plugin_settings_map_onto_fully_shard(monkeypatch):
     notes = []
     assert shard_settings(accelerate_fsdp_plugin(), "no", notes.append) == ShardSettings(reshard_after_forward=False)
     assert notes == [
-        "accelerate FSDP plugin: fsdp_auto_wrap_policy=SIZE_BASED_WRAP: not used; the units are the blocks of "
-        "SHARD_BLOCKS",
+        "accelerate FSDP plugin: fsdp_auto_wrap_policy=SIZE_BASED_WRAP: not used; the units are the family's "
+        "shard_blocks",
         "accelerate FSDP plugin: fsdp_ignored_modules=rope: not used; only the LoRA stays whole",
     ]
 

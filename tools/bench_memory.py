@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rlr_video.memory.checkpointing import MemoryOptions, apply_memory_options  # noqa: E402
 from rlr_video.memory.cost_model import CostModel  # noqa: E402
 from rlr_video.memory.planner import Planner  # noqa: E402
 from rlr_video.memory.probe import measure_peak, rss_peak_subprocess, time_it  # noqa: E402
+from rlr_video.memory.recompute import MemoryOptions, apply_memory_options  # noqa: E402
 
 STEPS = 5  # h = 4 needs T >= 5 (step 1 is FO)
 BATCH = 2
@@ -156,9 +156,9 @@ class Model:
 
 def make_backbone(m, frames: int, lora_rank: int = 4, guidance: float = 1.0):
     """A ``DiffusersBackbone`` of ``m``'s modules for ``frames`` frames (LoRA added once)."""
-    from rlr_video.backbones.animatediff import AnimateDiffBackbone
+    from rlr_video.backbones.families.animatediff import AnimateDiffBackbone
+    from rlr_video.backbones.families.modelscope import ModelScopeBackbone
     from rlr_video.backbones.lora import lora_parameters
-    from rlr_video.backbones.modelscope import ModelScopeBackbone
     from rlr_video.backbones.options import BackboneOptions
     from rlr_video.backbones.schedulers import ddim_transition
     from rlr_video.backbones.text import ClipPromptEncoder

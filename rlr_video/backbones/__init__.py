@@ -1,9 +1,9 @@
 """Video models behind one protocol (``VideoBackbone``), plus the tiny example backbone.
 
 ``load_backbone(path_or_hub_id, family=None, **options)`` loads a diffusers text-to-video
-model (AnimateDiff, ModelScope/Zeroscope, CogVideoX, Wan 2.1) as a ``VideoBackbone`` with
-LoRA; the diffusers-backed names are imported on first use, so importing the protocol
-stays light.
+model of a registered family (one file each in ``families/``: AnimateDiff, ModelScope/Zeroscope,
+CogVideoX, Wan, ...; ``register_family`` adds one's own) as a ``VideoBackbone`` with LoRA; the
+diffusers-backed names are imported on first use, so importing the protocol stays light.
 """
 
 from typing import Any
@@ -13,7 +13,9 @@ from rlr_video.backbones.protocol import Conditioning, VideoBackbone
 _LAZY = {
     "load_backbone": "rlr_video.backbones.loading",
     "detect_family": "rlr_video.backbones.loading",
-    "FAMILIES": "rlr_video.backbones.loading",
+    "families": "rlr_video.backbones.family",
+    "register_family": "rlr_video.backbones.family",
+    "LatentLayout": "rlr_video.backbones.family",
     "DiffusersBackbone": "rlr_video.backbones.base",
     "BackboneOptions": "rlr_video.backbones.options",
     "BackboneLoadError": "rlr_video.backbones.layout",

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from rlr_video.backbones import lora as lora_lib
+from rlr_video.backbones.family import family_of
 from rlr_video.backbones.options import BackboneOptions
 from rlr_video.backbones.text import PromptEncoder, TextConditioning, encode_with_guidance
 from rlr_video.chain import Transition, draw_noise
@@ -40,7 +41,7 @@ class DiffusersBackbone:
         source: where the weights came from (for messages and ``repr``).
     """
 
-    family: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # set by register_family
     # The pipeline component that holds the denoiser: the key prefix of saved LoRA files.
     denoiser_component: ClassVar[str] = "unet"
     # The diffusers pipeline whose ``save_lora_weights`` writes this family's LoRA files.
@@ -134,6 +135,35 @@ class DiffusersBackbone:
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the denoiser's blocks in backward passes (diffusers' own switch)."""
         self.denoiser.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.denoiser.disable_gradient_checkpointing()
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the denoiser's own checkpointing (``enable_gradient_checkpointing``) is on."""
+        return bool(getattr(self.denoiser, "is_gradient_checkpointing", False))
+
+    # ------------------------------------------------------------------ cost-model hooks
+    def latent_shape_for(self, frames: int, height: int, width: int) -> tuple[int, ...]:
+        """One video's latents (the denoiser's layout) for a video of ``frames`` x ``height`` x
+        ``width``: the family's temporal compression, the spatial factor of this model's VAE."""
+        layout = family_of(self).layout
+        base = list(self.latent_shape)
+        h0, w0 = self.height, self.width
+        if height * base[-2] % h0 or width * base[-1] % w0:
+            raise ValueError(f"{height}x{width} does not tile the latent grid of {h0}x{w0}")
+        base[-2], base[-1] = height * base[-2] // h0, width * base[-1] // w0
+        base[layout.frame_axis - 1] = layout.latent_frames(frames)
+        return tuple(base)
+
+    def tokens_per_latent_frame(self, latent_height: int, latent_width: int) -> int | None:
+        """Tokens a transformer makes of one latent frame (its spatial patches); None for a UNet."""
+        if family_of(self).denoiser_kind != "transformer":
+            return None
+        patch = self.denoiser.config.patch_size
+        ph, pw = (patch[1], patch[2]) if isinstance(patch, list | tuple) else (patch, patch)
+        return (latent_height // ph) * (latent_width // pw)
 
     # ------------------------------------------------------------------ housekeeping
     def _models(self) -> list[nn.Module]:

@@ -7,12 +7,13 @@ dict). With gradients, a plain ``vae.decode`` keeps every group's activations fo
 backward pass (307 GiB for two 33-frame 480x832 Wan 2.1 clips in bfloat16), and
 checkpointing it whole recomputes them all at once in the backward pass, which peaks as high.
 
-``decode_causal(vae, z, chunk)`` runs the same loop on each video with ``chunk`` groups per
-checkpoint: the caches passed between checkpoints are the only activations kept, and the
-backward pass recomputes one video's ``chunk`` groups at a time. The frames equal
+``decode_causal(vae, z, chunk, steps)`` runs the same loop (the family's ``decode_steps``) on
+each video with ``chunk`` groups per checkpoint: the caches passed between checkpoints are the
+only activations kept, and the backward pass recomputes one video's ``chunk`` groups at a time.
+The frames equal
 ``vae.decode``'s one video at a time (diffusers' slicing) bitwise, the same modules on the
 same slices in the same order, and so do the gradients (``tests/test_causal_vae.py``). The
-loops mirror diffusers 0.42's ``AutoencoderKLWan._decode`` and
+families' loops mirror diffusers 0.42's ``AutoencoderKLWan._decode`` and
 ``AutoencoderKLCogVideoX._decode``; tiled decoding is left to diffusers.
 """
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 from torch.utils.checkpoint import checkpoint
 
+from rlr_video.backbones.family import family_of
 from rlr_video.backbones.vae import to_unit_range
 
 
@@ -41,66 +43,33 @@ class CausalSteps:
     cache: Any = None
 
 
-def _wan_steps(vae: nn.Module, z: Tensor) -> CausalSteps:
-    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-
-    def step(piece: Tensor, cache: list, first: bool) -> tuple[Tensor, list]:
-        cache = list(cache)  # the decoder writes into it; a recomputed step must start from the same one
-        return vae.decoder(piece, feat_cache=cache, feat_idx=[0], first_chunk=first), cache
-
-    def finish(frames: Tensor) -> Tensor:
-        if vae.config.patch_size is not None:
-            frames = unpatchify(frames, patch_size=vae.config.patch_size)
-        return frames.clamp(-1.0, 1.0)
-
-    x = vae.post_quant_conv(z)
-    pieces = list(x.split(1, dim=2))
-    return CausalSteps(pieces, step, finish, [None] * vae._cached_conv_counts["decoder"])
-
-
-def _cogvideox_steps(vae: nn.Module, z: Tensor) -> CausalSteps:
-    def step(piece: Tensor, cache: dict | None, first: bool) -> tuple[Tensor, dict]:
-        if vae.post_quant_conv is not None:
-            piece = vae.post_quant_conv(piece)
-        return vae.decoder(piece, conv_cache=cache)  # returns a new cache; the old one is untouched
-
-    size, frames = vae.num_latent_frames_batch_size, z.shape[2]
-    first = size + frames % size  # the first group takes the remainder, as diffusers slices it
-    rest = list(z[:, :, first:].split(size, dim=2)) if frames > first else []
-    return CausalSteps([z[:, :, :first], *rest], step, lambda frames: frames)
+StepsFn = Callable[[nn.Module, Tensor], CausalSteps]  # a family's decoding loop: (vae, z) -> CausalSteps
 
 
 class CausalDecoding:
     """``decode`` for a backbone with a causal 3D VAE: ``vae_input`` (the family's latents as
-    the VAE takes them), then ``decode_causal``."""
+    the VAE takes them), then ``decode_causal`` with the family's ``decode_steps``."""
 
     vae: nn.Module
     # Decoder steps per checkpoint while gradients are recorded; None: one plain ``vae.decode``.
-    # The memory options set it (``rlr_video.memory.checkpointing``).
+    # The memory options set it (``rlr_video.memory.recompute``).
     decode_checkpoint_chunk: int | None = None
 
     def vae_input(self, latents: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def decode_steps(self) -> StepsFn | None:
+        """The family's decoding loop; None when the decode cannot be checkpointed per step
+        (no loop declared, or the VAE is tiled: diffusers' tiled decode is left whole)."""
+        if getattr(self.vae, "use_tiling", False):
+            return None
+        return family_of(self).decode_steps
+
     def decode(self, latents: Tensor) -> Tensor:
         """Frames (B, F, 3, H, W) in [0, 1]; differentiable."""
-        video = decode_causal(self.vae, self.vae_input(latents), self.decode_checkpoint_chunk)
+        video = decode_causal(self.vae, self.vae_input(latents), self.decode_checkpoint_chunk, self.decode_steps)
         return to_unit_range(video.permute(0, 2, 1, 3, 4))
-
-
-STEPS: dict[str, Callable[[nn.Module, Tensor], CausalSteps]] = {
-    "AutoencoderKLWan": _wan_steps,
-    "AutoencoderKLCogVideoX": _cogvideox_steps,
-}
-
-
-def supports_chunked_decode(vae: nn.Module | None) -> bool:
-    return vae is not None and type(vae).__name__ in STEPS and not getattr(vae, "use_tiling", False)
-
-
-def causal_steps(vae: nn.Module, z: Tensor) -> CausalSteps:
-    """The decoding loop of ``vae`` on latents ``z`` (B, C, F_lat, h, w)."""
-    return STEPS[type(vae).__name__](vae, z)
 
 
 def _run(step: Callable, pieces: list[Tensor], cache: Any, first: bool) -> tuple[Tensor, Any]:
@@ -111,17 +80,17 @@ def _run(step: Callable, pieces: list[Tensor], cache: Any, first: bool) -> tuple
     return torch.cat(frames, dim=2), cache
 
 
-def decode_causal(vae: nn.Module, z: Tensor, chunk: int | None = None) -> Tensor:
+def decode_causal(vae: nn.Module, z: Tensor, chunk: int | None = None, steps: StepsFn | None = None) -> Tensor:
     """``vae.decode(z)``'s frames (B, 3, F, H, W) in [-1, 1]. While gradients are recorded and
-    ``chunk`` is set, each video is decoded on its own, ``chunk`` decoder steps (latent-frame
-    groups) per checkpoint: the backward pass recomputes one video's ``chunk`` steps at a time."""
-    if chunk is None or not torch.is_grad_enabled() or not supports_chunked_decode(vae):
+    ``chunk`` and the decoding loop ``steps`` are given, each video is decoded on its own, ``chunk``
+    decoder steps (latent-frame groups) per checkpoint: the backward pass recomputes one video's
+    ``chunk`` steps at a time."""
+    if chunk is None or steps is None or not torch.is_grad_enabled():
         return vae.decode(z, return_dict=False)[0]
-    return torch.cat([_decode_checkpointed(vae, video, chunk) for video in z.split(1)])
+    return torch.cat([_decode_checkpointed(steps(vae, video), chunk) for video in z.split(1)])
 
 
-def _decode_checkpointed(vae: nn.Module, z: Tensor, chunk: int) -> Tensor:
-    steps = causal_steps(vae, z)
+def _decode_checkpointed(steps: CausalSteps, chunk: int) -> Tensor:
     frames, cache = [], steps.cache
     for start in range(0, len(steps.pieces), chunk):
         pieces = steps.pieces[start : start + chunk]
@@ -140,12 +109,12 @@ class DecodeProfile:
     steps: int  # decoder steps (checkpoints) per video
 
 
-def decode_profile(vae: nn.Module, z: Tensor) -> DecodeProfile:
-    """Run the decoding loop on one video of ``z`` without gradients and measure it; on the
-    meta device this costs a model without its weights and computes nothing."""
+def decode_profile(vae: nn.Module, z: Tensor, steps_fn: StepsFn) -> DecodeProfile:
+    """Run the decoding loop ``steps_fn`` on one video of ``z`` without gradients and measure it;
+    on the meta device this costs a model without its weights and computes nothing."""
     carried, largest, frames = 0, 0, 0
     with torch.no_grad():
-        steps = causal_steps(vae, z[:1])
+        steps = steps_fn(vae, z[:1])
         cache = steps.cache
         for i, piece in enumerate(steps.pieces):
             out, cache = steps.step(piece, cache, i == 0)

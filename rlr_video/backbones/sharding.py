@@ -1,7 +1,7 @@
 """FSDP for a backbone's denoiser: the frozen base sharded over the processes, the trainable
 weights (LoRA) replicated.
 
-Each block of ``SHARD_BLOCKS`` (the transformer / UNet blocks of a family; or of the classes
+Each block of the family's ``shard_blocks`` (its transformer / UNet blocks; or of the classes
 accelerate's FSDP plugin names) becomes one FSDP2 unit (``torch.distributed.fsdp.fully_shard``)
 and the denoiser itself the root unit, which holds what is left (embeddings, norms, the output
 projection) and which FSDP keeps gathered. Between calls every process keeps 1/N of each
@@ -45,28 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rlr_video.config import ConfigError
-
-# The modules that become FSDP units, per backbone family (``backbone.family``; the toy by its
-# class name). Each must be called through ``module(...)`` (FSDP gathers in its forward hook).
-SHARD_BLOCKS: dict[str, tuple[str, ...]] = {
-    "modelscope": ("CrossAttnDownBlock3D", "DownBlock3D", "UNetMidBlock3DCrossAttn", "CrossAttnUpBlock3D", "UpBlock3D"),
-    "animatediff": (
-        "CrossAttnDownBlockMotion",
-        "DownBlockMotion",
-        "UNetMidBlockCrossAttnMotion",
-        "CrossAttnUpBlockMotion",
-        "UpBlockMotion",
-    ),
-    "cogvideox": ("CogVideoXBlock",),
-    "wan": ("WanTransformerBlock",),
-    # The toy's frozen text embedding: ``encode`` calls it outside the denoiser's forward.
-    "ToyBackbone": ("EmbeddingBag",),
-}
-
-
-def backbone_family(backbone) -> str:
-    return getattr(backbone, "family", None) or type(backbone).__name__
+from rlr_video.backbones.family import family_of
+from rlr_video.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -74,7 +54,7 @@ class ShardSettings:
     """How ``shard_denoiser`` shards; ``shard_settings`` reads them from the run config and
     accelerate's FSDP plugin."""
 
-    blocks: tuple[str, ...] | None = None  # class names of the units; None: the family's SHARD_BLOCKS
+    blocks: tuple[str, ...] | None = None  # class names of the units; None: the family's shard_blocks
     reshard_after_forward: bool = True  # False: a block stays gathered from its forward to its backward
     cpu_offload: bool = False  # the shards live in host memory, copied to the device for each gather
     param_dtype: torch.dtype | None = None  # the dtype the units gather in; None: as stored
@@ -124,7 +104,7 @@ def shard_settings(plugin, mixed_precision: str, note: Callable[[str], None] | N
     if plugin.auto_wrap_policy is transformer_auto_wrap_policy and plugin.transformer_cls_names_to_wrap:
         blocks = tuple(plugin.transformer_cls_names_to_wrap)
     elif plugin.auto_wrap_policy is size_based_auto_wrap_policy:
-        notes.append("fsdp_auto_wrap_policy=SIZE_BASED_WRAP: not used; the units are the blocks of SHARD_BLOCKS")
+        notes.append("fsdp_auto_wrap_policy=SIZE_BASED_WRAP: not used; the units are the family's shard_blocks")
     if plugin.ignored_modules:
         notes.append(f"fsdp_ignored_modules={plugin.ignored_modules}: not used; only the LoRA stays whole")
     if plugin.state_dict_type == StateDictType.SHARDED_STATE_DICT:
@@ -141,8 +121,8 @@ def shard_settings(plugin, mixed_precision: str, note: Callable[[str], None] | N
 def shard_units(backbone, blocks: Sequence[str] | None = None) -> list[nn.Module]:
     """The modules of ``backbone.denoiser`` that become FSDP units: those of the classes
     ``blocks`` (accelerate's ``fsdp_transformer_layer_cls_to_wrap``; each must occur), by
-    default the family's ``SHARD_BLOCKS``, which share no parameters (the planner counts each
-    block's once)."""
+    default the family's ``shard_blocks`` (``register_family``), which share no parameters (the
+    planner counts each block's once)."""
     denoiser = backbone.denoiser
     if blocks is not None:
         units = [m for m in denoiser.modules() if type(m).__name__ in blocks]
@@ -154,13 +134,7 @@ def shard_units(backbone, blocks: Sequence[str] | None = None) -> list[nn.Module
                 f"module classes of {type(denoiser).__name__}; it has no {', '.join(missing)}",
             )
         return units
-    family = backbone_family(backbone)
-    if family not in SHARD_BLOCKS:
-        raise ValueError(
-            f"train.sharding=fsdp: no FSDP block list for backbone family {family!r}; "
-            f"known: {', '.join(SHARD_BLOCKS)} (add yours to rlr_video.backbones.sharding.SHARD_BLOCKS)"
-        )
-    names = SHARD_BLOCKS[family]
+    names = family_of(backbone, "train.sharding=fsdp").require("shard_blocks", "train.sharding=fsdp")
     units = [m for m in denoiser.modules() if type(m).__name__ in names]
     if not units:
         raise ValueError(f"train.sharding=fsdp: {type(denoiser).__name__} has none of the blocks {names}")

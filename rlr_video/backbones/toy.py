@@ -16,6 +16,7 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor, nn
 
+from rlr_video.backbones.family import register_family
 from rlr_video.chain import DDIMTransition, Transition, draw_noise
 
 
@@ -48,8 +49,17 @@ class ToyDenoiser(nn.Module):
         return self.conv_out(h)
 
 
+@register_family(
+    "toy",
+    decoder="frame_local",  # a 1x1 map per pixel
+    shard_blocks=("EmbeddingBag",),  # its frozen text embedding: encode calls it outside the denoiser
+    trace_on_cpu=True,  # tiny, and it computes with step indices on the latents' device
+)
 class ToyBackbone:
     """A ``VideoBackbone`` around ``ToyDenoiser`` with a fixed random 1x1 "VAE decoder".
+
+    It also shows what a backbone of one's own declares to be planned, checkpointed and sharded:
+    its family (``register_family``, above) and the cost model's hook ``latent_shape_for``.
 
     Args:
         denoiser: the trainable model.
@@ -106,6 +116,22 @@ class ToyBackbone:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._trainable)
+
+    @property
+    def num_frames(self) -> int:
+        return self.latent_shape[1]  # latents are the video: no compression
+
+    @property
+    def height(self) -> int:
+        return self.latent_shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.latent_shape[3]
+
+    def latent_shape_for(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """One video's latents for a video of that size (the cost model's hook)."""
+        return (self.latent_shape[0], frames, height, width)
 
     def encode(self, prompts: Sequence[str]) -> Tensor:
         """Text embeddings for [unconditional; conditional] prompts, stacked on the batch."""

@@ -1,6 +1,6 @@
 """Memory of the backprop segment: checkpointing, a cost model, a probe and a planner.
 
-- ``checkpointing``: frame-chunked gradient checkpointing (``memory_options``, ``MemoryOptions``).
+- ``recompute``: frame-chunked gradient checkpointing (``memory_options``, ``MemoryOptions``).
 - ``cost_model``: predicted activation bytes of a denoiser call, the decoder and the reward
   (built from ``trace``, ``attention``, ``costs`` and ``reward_cost``).
 - ``probe``: measured peak memory of one step (CUDA allocator or a CPU tensor tracker).
@@ -13,15 +13,14 @@ Names load lazily so that importing the package stays light.
 from typing import Any
 
 _LAZY = {
-    "MemoryOptions": "rlr_video.memory.checkpointing",
-    "memory_options": "rlr_video.memory.checkpointing",
-    "apply_memory_options": "rlr_video.memory.checkpointing",
+    "MemoryOptions": "rlr_video.memory.recompute",
+    "memory_options": "rlr_video.memory.recompute",
+    "apply_memory_options": "rlr_video.memory.recompute",
     "CostModel": "rlr_video.memory.cost_model",
-    "VideoShape": "rlr_video.memory.cost_model",
+    "VideoShape": "rlr_video.memory.shape",
     "measure_peak": "rlr_video.memory.probe",
     "TensorMemoryTracker": "rlr_video.memory.probe",
     "Plan": "rlr_video.memory.planner",
-    "plan_memory": "rlr_video.memory.planner",
     "parse_budget": "rlr_video.memory.budget",
     "BudgetTooSmall": "rlr_video.memory.planner",
 }

@@ -16,26 +16,19 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from rlr_video.backbones.causal_vae import decode_profile
+from rlr_video.backbones.family import MissingFamilyHook, family_of, unwrap
 from rlr_video.memory.attention import (
     AttentionBackend,
     attention_saved_bytes,
     attention_scores_bytes,
     processors_backend,
     sdpa_backend,
-)
-from rlr_video.memory.checkpointing import (
-    MemoryOptions,
-    builtin_checkpoint_units,
-    decoder_is_frame_local,
-    decoder_steps_checkpointed,
-    unwrap,
 )
 from rlr_video.memory.costs import (
     GRAD_IO,
@@ -48,6 +41,13 @@ from rlr_video.memory.costs import (
     SegmentCost,
 )
 from rlr_video.memory.meta import META, is_meta, meta_conditioning, meta_shell
+from rlr_video.memory.recompute import (
+    MemoryOptions,
+    builtin_checkpoint_units,
+    classify_units,
+    decoder_is_frame_local,
+    decoder_steps_checkpointed,
+)
 from rlr_video.memory.reward_cost import (
     REWARD_TOWERS,
     RewardStub,
@@ -58,6 +58,7 @@ from rlr_video.memory.reward_cost import (
     vit_config,
     vit_image_bytes,
 )
+from rlr_video.memory.shape import VideoShape
 from rlr_video.memory.trace import COMPONENTS, Trace, UnitCost, trace
 
 __all__ = [
@@ -91,20 +92,6 @@ __all__ = [
 
 def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-@dataclass(frozen=True)
-class VideoShape:
-    """A micro-batch of videos: ``batch`` videos of ``frames`` frames, ``height`` x ``width``
-    pixels (what the decoder returns and the reward sees)."""
-
-    batch: int
-    frames: int
-    height: int
-    width: int
-
-    def replace(self, **changes: int) -> VideoShape:
-        return VideoShape(**{**self.__dict__, **changes})
 
 
 class CostModel:
@@ -146,11 +133,11 @@ class CostModel:
         override = attention or (processors_backend(model) if isinstance(model, nn.Module) else None)
         self.attention = AttentionBackend(self.device, override)
         self.calibration = calibration or Calibration()
-        self.family = getattr(self.backbone, "family", None) or type(self.backbone).__name__
-        self.transformer = type(model).__name__ in ("CogVideoXTransformer3DModel", "WanTransformer3DModel")
-        # The toy computes with step indices on the latents' device: trace it for real (it is tiny).
-        self.trace_device = torch.device("cpu") if type(self.backbone).__name__ == "ToyBackbone" else META
-        self.shell = self.backbone if self.trace_device.type == "cpu" else meta_shell(self.backbone)
+        self.family = family_of(self.backbone)
+        self.transformer = self.family.denoiser_kind == "transformer"
+        # A tiny model whose code computes on its inputs' device is traced for real on the CPU.
+        self.trace_device = torch.device("cpu") if self.family.trace_on_cpu else META
+        self.shell = self.backbone if self.family.trace_on_cpu else meta_shell(self.backbone)
         self.text_length = text_length or _text_length(self.backbone)
         self._cache: dict[tuple, Any] = {}
 
@@ -159,27 +146,18 @@ class CostModel:
     @property
     def video_shape(self) -> tuple[int, int, int]:
         b = self.backbone
-        if hasattr(b, "num_frames"):
-            return b.num_frames, b.height, b.width
-        c, f, h, w = b.latent_shape  # the toy: latents are the video
-        return f, h, w
+        return b.num_frames, b.height, b.width
 
     def default_shape(self, batch: int) -> VideoShape:
         f, h, w = self.video_shape
         return VideoShape(batch, f, h, w)
 
     def latent_shape(self, shape: VideoShape) -> tuple[int, ...]:
-        """One video's latents for ``shape`` (the denoiser's layout)."""
-        base = tuple(self.backbone.latent_shape)
-        f0, h0, w0 = self.video_shape
-        if shape.height * h0 == 0 or shape.height * base[-2] % h0 or shape.width * base[-1] % w0:
-            raise ValueError(f"{shape.height}x{shape.width} does not tile the latent grid of {h0}x{w0}")
-        lh, lw = shape.height * base[-2] // h0, shape.width * base[-1] // w0
-        if self.family in ("cogvideox", "wan"):
-            lf = (shape.frames - 1) // 4 + 1 if self.family == "wan" else (shape.frames - 1) // 4 + 1
-            lf += getattr(self.backbone, "frame_padding", 0)
-            return (lf, base[1], lh, lw) if self.family == "cogvideox" else (base[0], lf, lh, lw)
-        return (base[0], shape.frames, lh, lw)
+        """One video's latents for ``shape`` (the denoiser's layout): the backbone's hook."""
+        hook = getattr(self.backbone, "latent_shape_for", None)
+        if hook is None:
+            raise MissingFamilyHook(self.family.name, "latent_shape_for (a method of its backbone)", "the cost model")
+        return tuple(hook(shape.frames, shape.height, shape.width))
 
     def latent_bytes(self, shape: VideoShape) -> int:
         return shape.batch * math.prod(self.latent_shape(shape)) * 4  # the chain runs in float32
@@ -203,12 +181,11 @@ class CostModel:
         )
 
     def _tokens(self, shape: VideoShape) -> int | None:
-        patch = getattr(getattr(getattr(self.backbone, "denoiser", None), "config", None), "patch_size", None)
-        if not self.transformer or patch is None:
+        hook = getattr(self.backbone, "tokens_per_latent_frame", None)
+        if hook is None:
             return None
-        ph, pw = (patch[1], patch[2]) if isinstance(patch, list | tuple) else (patch, patch)
         lat = self.latent_shape(shape)
-        return (lat[-2] // ph) * (lat[-1] // pw)
+        return hook(lat[-2], lat[-1])
 
     def _trace_call(self, shape: VideoShape, input_grad: bool) -> Trace:
         shell = self.shell
@@ -217,10 +194,12 @@ class CostModel:
         cond = meta_conditioning(self.backbone, shape.batch, self.text_length, self.trace_device)
         step = max(1, min(self.backbone.num_steps, self.backbone.num_steps // 2))
         model = getattr(shell, "denoiser", None)
-        call = trace(lambda: shell.predict(latents, step, cond), model, self.attention, self.transformer, None, True)
-        blocks = builtin_checkpoint_units(self.backbone.denoiser, model) if model is not None else []
+        units = classify_units(model, self.family.denoiser_kind) if model is not None else []
+        predict = lambda: shell.predict(latents, step, cond)  # noqa: E731
+        call = trace(predict, model, self.attention, self.transformer, None, True, units)
+        blocks = builtin_checkpoint_units(self.backbone, model) if model is not None else []
         if blocks:  # the same call, with the model's own checkpointed blocks as the units
-            call.builtin = trace(lambda: shell.predict(latents, step, cond), model, self.attention, True, units=blocks)
+            call.builtin = trace(predict, model, self.attention, True, units=blocks)
         return call
 
     # ---------------------------------------------------------------- decoder
@@ -246,7 +225,7 @@ class CostModel:
             return SegmentCost(tr.saved * factor, frames_out, shape.frames, tr.largest_any * shape.batch, True)
         cost = SegmentCost(tr.saved, frames_out, 1, tr.largest_any, False)
         if decoder_steps_checkpointed(self.shell):
-            profile = decode_profile(self.shell.vae, self.shell.vae_input(latents.detach()))
+            profile = decode_profile(self.shell.vae, self.shell.vae_input(latents.detach()), self.shell.decode_steps)
             cost.carried = shape.batch * (profile.steps - 1) * profile.carried
             cost.step_share = profile.largest_step / (shape.batch * profile.frames)
         return cost

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlr_video.memory.checkpointing import MemoryOptions, chunks
+from rlr_video.memory.recompute import MemoryOptions, chunks
 from rlr_video.memory.trace import Trace, UnitCost
 
 TRANSIENT = 0.5  # gradient buffers at the start of a backward pass, x the largest saved activation

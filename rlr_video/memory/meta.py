@@ -134,11 +134,6 @@ def meta_shell(backbone):
     already on the meta device). Tracing the shell runs the backbone's own ``predict`` and
     ``decode`` code."""
     shell = copy.copy(backbone)
-    if type(backbone).__name__ == "ToyBackbone":
-        shell.denoiser = meta_twin(backbone.denoiser)
-        shell.decoder_weight = backbone.decoder_weight.to(META)
-        _mark_trainable(shell.denoiser, None, backbone)
-        return shell
     model = getattr(backbone, "denoiser", None)
     if isinstance(model, nn.Module):
         shell.denoiser = model if is_meta(backbone) else meta_twin(model)
@@ -156,12 +151,7 @@ def meta_shell(backbone):
 
 def _mark_trainable(model: nn.Module, targets: Sequence[str] | None, backbone) -> None:
     """Gradients to the parameters training touches: LoRA targets' weights stand for their
-    LoRA layers (LoRA's first projection saves the same input); the toy's trainable ones."""
-    if type(backbone).__name__ == "ToyBackbone":
-        names = {n for n, p in backbone.denoiser.named_parameters() if p.requires_grad}
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in names)
-        return
+    LoRA layers (LoRA's first projection saves the same input)."""
     targets = tuple(targets or ("to_q", "to_k", "to_v", "to_out.0"))
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets):
@@ -169,11 +159,13 @@ def _mark_trainable(model: nn.Module, targets: Sequence[str] | None, backbone) -
 
 
 def meta_conditioning(backbone, batch: int, text_length: int, device: torch.device = META):
-    """Conditioning of ``batch`` prompts on the meta device, as ``encode`` would give."""
+    """Conditioning of ``batch`` prompts as ``encode`` would give: on the meta device, built from
+    the denoiser's text width; on a real device (a model traced for real), ``encode`` itself."""
     from rlr_video.backbones.text import TextConditioning
 
-    if type(backbone).__name__ == "ToyBackbone":
-        return torch.zeros(2 * batch, backbone.denoiser.hidden, device=device)
+    if device.type != "meta":
+        with torch.no_grad():
+            return backbone.encode([""] * batch)
     model = backbone.denoiser
     cfg = model.config
     dim = next(

@@ -14,7 +14,7 @@ predicted peak plus the fixed cost (weights, LoRA, AdamW state) fits the budget,
 fastest such setting (fewest recomputed forwards, then the fewest chunks).
 
 Without checkpointing the HO phase grows by one call's activations per step of h, which is
-the paper's Eq. 8 (ESTIMATOR.md): h* = min(floor((B - B_z (T-1)) / (B_h - B_z)),
+the paper's Eq. 8 (docs/estimator-math.md): h* = min(floor((B - B_z (T-1)) / (B_h - B_z)),
 floor(T V_z / (2 (V_z - V_h)) - 1)); ``eq8_h`` is that formula and ``Plan.eq8`` its terms.
 With each replayed call checkpointed, a step of h costs only its stored latent, so long
 sub-chains fit where full backprop never could.
@@ -29,9 +29,10 @@ from typing import Any
 import torch
 
 from rlr_video.memory.budget import parse_budget
-from rlr_video.memory.checkpointing import MemoryOptions, decoder_is_frame_local, decoder_steps_checkpointed
 from rlr_video.memory.cost_model import COMPONENTS, CostModel, VideoShape, gib
+from rlr_video.memory.recompute import MemoryOptions, decoder_is_frame_local, decoder_steps_checkpointed
 
+# RLR's ZO modes, as the planner costs them (rlr_video.estimators.rlr takes them from here).
 ZO_MODES = ("latent_lr", "param_es", "none")
 # Forward-pass equivalents of one call: forward 1, backward 2 (a common rule of thumb).
 BACKWARD = 2.0
@@ -101,6 +102,10 @@ class Plan:
     calibration: dict[str, float] = field(default_factory=dict)
     processes: int = 1
     sharding: str = "none"
+
+    def estimator_settings(self) -> dict[str, Any]:
+        """The estimator config keys the plan chooses (``dataclasses.replace`` them in)."""
+        return {"h": self.h, "zo": self.zo}
 
     @property
     def recompute_multiplier(self) -> float:
@@ -220,7 +225,7 @@ class Planner:
         """Length of the B*F axis frame-local denoiser work sees (CFG doubles it)."""
         shape = shape or self.shape
         lat = self.cm.latent_shape(shape)
-        frames = lat[0] if self.cm.family == "cogvideox" else lat[1]
+        frames = lat[self.cm.family.layout.frame_axis - 1]
         return shape.batch * (2 if self.cm.guided else 1) * frames
 
     def estimate(
@@ -444,10 +449,9 @@ class Planner:
         smallest = min(self.estimate(1, o, z).total for o in options for z in ("latent_lr", "param_es"))
         knobs: dict[str, int] = {}
         s = self.shape
+        halved = self.cm.family.layout.halve_frames(s.frames)
         tries = {
-            f"frames {s.frames} -> {_half_frames(self.cm.family, s.frames)}": s.replace(
-                frames=_half_frames(self.cm.family, s.frames)
-            ),
+            f"frames {s.frames} -> {halved}": s.replace(frames=halved),
             f"resolution {s.height}x{s.width} -> {s.height // 2}x{s.width // 2}": s.replace(
                 height=s.height // 2, width=s.width // 2
             ),
@@ -478,14 +482,6 @@ class Planner:
         return BudgetTooSmall(" ".join(lines), smallest, knobs)
 
 
-def _half_frames(family: str, frames: int) -> int:
-    if family == "wan":
-        return 1 + 4 * max(1, (frames - 1) // 8)
-    if family == "cogvideox":
-        return 1 + 8 * max(1, (frames - 1) // 16)
-    return max(1, frames // 2)
-
-
 def _head_dim(cm: CostModel) -> int | None:
     model = getattr(cm.backbone, "denoiser", None)
     for m in getattr(model, "modules", lambda: [])():
@@ -499,28 +495,3 @@ def _head_dim(cm: CostModel) -> int | None:
 def _dtype(cm: CostModel) -> torch.dtype:
     model = getattr(cm.backbone, "denoiser", None)
     return next(model.parameters()).dtype if model is not None else torch.float32
-
-
-def plan_memory(
-    backbone,
-    budget: int | str,
-    reward=None,
-    batch: int = 1,
-    fo_steps: int = 1,
-    zo: str = "latent_lr",
-    zo_samples: int | None = None,
-    max_h: int | None = None,
-    variance_ratio: float | None = None,
-    probe: bool = False,
-    device: torch.device | str | None = None,
-    attention: str | None = None,
-) -> Plan:
-    """Plan for ``backbone`` (real or on the meta device) and ``reward``; with ``probe`` the
-    cost model is first calibrated by measuring one call and one decode + reward."""
-    cm = CostModel(backbone, reward, device=device, attention=attention)
-    if probe:
-        from rlr_video.memory.probe import calibrate
-
-        calibrate(cm, batch=batch)
-    planner = Planner(cm, batch, fo_steps, zo, zo_samples, max_h, variance_ratio)
-    return planner.plan(budget)

@@ -180,7 +180,7 @@ def calibrate(cost_model, options=None, batch: int = 1, device: torch.device | s
     real backbone at the configured video shape, and set the cost model's calibration to
     measured / predicted (per component). Returns the measurements and the new scales.
     """
-    from rlr_video.memory.checkpointing import MemoryOptions, apply_memory_options
+    from rlr_video.memory.recompute import MemoryOptions, apply_memory_options
 
     backbone, reward = cost_model.backbone, cost_model.reward
     options = options or MemoryOptions()

@@ -9,17 +9,15 @@ their config entry, from their open_clip tower's config (``rlr-video plan`` with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from rlr_video.memory.attention import AttentionBackend
 from rlr_video.memory.meta import META
+from rlr_video.memory.shape import VideoShape
 from rlr_video.memory.trace import trace
-
-if TYPE_CHECKING:
-    from rlr_video.memory.cost_model import VideoShape
 
 
 def leaf_rewards(reward) -> list[Any]:
@@ -145,6 +143,14 @@ def reward_stubs(spec: str | dict[str, Any], itemsize: int = 4) -> list[RewardSt
         vision = _open_clip_tower(tower, itemsize) if tower else None
         stubs.append(RewardStub(name, vision, pixels=vision is None))
     return stubs
+
+
+class RewardStubs:
+    """A config's reward spec as stubs, one term each: the reward ``rlr-video plan`` costs
+    without loading any weights (the cost model sums its ``terms``)."""
+
+    def __init__(self, spec: str | dict[str, Any], itemsize: int = 4):
+        self.terms = [(1.0, stub) for stub in reward_stubs(spec, itemsize)]
 
 
 def _open_clip_tower(name: str, itemsize: int) -> dict[str, int] | None:

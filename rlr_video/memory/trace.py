@@ -3,7 +3,7 @@
 A call runs once on the *meta* device (shapes and dtypes propagate, nothing is computed or
 allocated) with ``torch.autograd.graph.saved_tensors_hooks`` recording every tensor autograd
 keeps for the backward pass: its bytes, the module it was saved in and the checkpoint unit
-around it (``checkpointing.classify_units``). Attention is added by formula
+around it (``recompute.classify_units``, given by the caller). Attention is added by formula
 (``attention.attention_saved_bytes``).
 
 Every saved byte is attributed to a component: ``conv`` (resnets, convolutions, down/up
@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlr_video.memory.attention import AttentionBackend, attention_saved_bytes, attention_scores_bytes
-from rlr_video.memory.checkpointing import classify_units
 
 COMPONENTS = ("conv", "temporal_conv", "spatial_attention", "temporal_attention", "feed_forward", "other")
 _MODULE_COMPONENT = {
@@ -124,7 +123,7 @@ class _Tracer:
         self.handles: list[Any] = []
         if model is not None:
             self.exclude = {_key(t) for t in [*model.parameters(), *model.buffers()]}
-            units = {id(m): (n, k) for n, m, k in (classify_units(model) if units is None else units)}
+            units = {id(m): (n, k) for n, m, k in (units or [])}
             for module in model.modules():
                 self.handles.append(module.register_forward_pre_hook(self._enter(module, units), with_kwargs=True))
                 self.handles.append(module.register_forward_hook(self._leave(module, units), always_call=True))
@@ -285,7 +284,7 @@ def trace(
 ) -> Trace:
     """Saved-activation bytes of ``fn()`` (run on meta tensors), attributed to components
     (or all to ``label``) and to the checkpoint units of ``model`` (``units``, default
-    ``classify_units(model)``)."""
+    none by default)."""
     from rlr_video.memory.probe import TensorMemoryTracker
 
     tracer = _Tracer(model, backend, transformer, label, units)

@@ -45,21 +45,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from rlr_video.backbones.family import family_of, unwrap
+
 CHECKPOINT_MODES = ("none", "block", "call")
 
-# Module classes by what they do to the frame axis (diffusers names; matched by class name so
-# that nothing here imports diffusers).
+# Module classes by what they do to the frame axis (diffusers' building blocks, matched by class
+# name so that nothing here imports diffusers); which rules apply is the family's
+# ``denoiser_kind`` (rlr_video.backbones.family).
 UNET_FRAME_LOCAL = ("ResnetBlock2D", "Transformer2DModel", "Downsample2D", "Upsample2D")
 UNET_TEMPORAL = ("TemporalConvLayer", "TransformerTemporalModel", "AnimateDiffTransformer3D")
 TRANSFORMER_TOKEN_LOCAL = ("FeedForward",)
-UNET_MODELS = ("UNet3DConditionModel", "UNetMotionModel")
-TRANSFORMER_MODELS = ("CogVideoXTransformer3DModel", "WanTransformer3DModel")
-# The blocks diffusers' own gradient checkpointing (``enable_gradient_checkpointing``, the
-# backbone option ``gradient_checkpointing``) recomputes in a transformer, each whole.
-BUILTIN_CHECKPOINT_BLOCKS = {
-    "WanTransformer3DModel": "WanTransformerBlock",
-    "CogVideoXTransformer3DModel": "CogVideoXBlock",
-}
 
 _STATE = "_rlr_memory_units"
 
@@ -186,14 +181,14 @@ class UnitState:
     token_chunk: int | None = None  # tokens per chunk of token-local modules
 
 
-def classify_units(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+def classify_units(model: nn.Module, kind: str | None) -> list[tuple[str, nn.Module, str]]:
     """The denoiser's checkpoint units as ``(name, module, kind)``, kind ``"frame"``
     (frame-local: chunked over B*F), ``"token"`` (token-local: chunked over the sequence) or
-    ``"whole"``; outermost modules win, so units never nest."""
-    family = type(model).__name__
-    if family in UNET_MODELS:
+    ``"whole"``; outermost modules win, so units never nest. ``kind`` is the family's
+    ``denoiser_kind``: ``unet`` rules, ``transformer`` rules, or None (no units)."""
+    if kind == "unet":
         rules = {**dict.fromkeys(UNET_FRAME_LOCAL, "frame"), **dict.fromkeys(UNET_TEMPORAL, "whole")}
-    elif family in TRANSFORMER_MODELS or _looks_like_transformer(model):
+    elif kind == "transformer":
         rules = dict.fromkeys(TRANSFORMER_TOKEN_LOCAL, "token")
     else:
         return []
@@ -202,27 +197,28 @@ def classify_units(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in taken):
             continue
-        kind = rules.get(type(module).__name__)
-        if kind is None and family not in UNET_MODELS and _is_block_attention(name, module):
-            kind = "whole"
-        if kind is not None:
-            units.append((name, module, kind))
+        unit = rules.get(type(module).__name__)
+        if unit is None and kind == "transformer" and _is_block_attention(name, module):
+            unit = "whole"
+        if unit is not None:
+            units.append((name, module, unit))
             taken.append(name)
     return units
 
 
-def builtin_checkpoint_units(model: nn.Module, twin: nn.Module | None = None) -> list[tuple[str, nn.Module, str]]:
-    """The blocks of ``twin`` (default ``model``) that diffusers' gradient checkpointing
-    recomputes whole when it is on in ``model`` and units are off; [] when it is off or the
-    model is not a transformer (the cost model then counts every saved activation)."""
-    block = BUILTIN_CHECKPOINT_BLOCKS.get(type(model).__name__)
-    if block is None or not getattr(model, "is_gradient_checkpointing", False):
+def denoiser_units(backbone) -> list[tuple[str, nn.Module, str]]:
+    """``classify_units`` of a backbone's denoiser by its family's ``denoiser_kind``."""
+    return classify_units(backbone.denoiser, family_of(backbone, "activation checkpointing").denoiser_kind)
+
+
+def builtin_checkpoint_units(backbone, twin: nn.Module | None = None) -> list[tuple[str, nn.Module, str]]:
+    """The blocks of ``twin`` (default the backbone's denoiser) that the backbone's own gradient
+    checkpointing recomputes whole (its family's ``checkpoint_blocks``) when it is on and units
+    are off; [] when it is off or not declared (the cost model then counts every saved activation)."""
+    blocks = family_of(backbone).checkpoint_blocks
+    if not blocks or not getattr(backbone, "gradient_checkpointing", False):
         return []
-    return [(name, m, "whole") for name, m in (twin or model).named_modules() if type(m).__name__ == block]
-
-
-def _looks_like_transformer(model: nn.Module) -> bool:
-    return hasattr(model, "transformer_blocks") or hasattr(model, "blocks")
+    return [(name, m, "whole") for name, m in (twin or backbone.denoiser).named_modules() if type(m).__name__ in blocks]
 
 
 def _is_block_attention(name: str, module: nn.Module) -> bool:
@@ -250,12 +246,13 @@ def _unit_forward(module: nn.Module, forward: Callable, kind: str, state: UnitSt
     return wrapped
 
 
-def install_units(model: nn.Module) -> UnitState:
+def install_units(backbone) -> UnitState:
     """Wrap the denoiser's units once (idempotent); returns the switches (off by default)."""
+    model = backbone.denoiser
     state = getattr(model, _STATE, None)
     if state is None:
         state = UnitState()
-        for _, module, kind in classify_units(model):
+        for _, module, kind in denoiser_units(backbone):
             module.forward = _unit_forward(module, module.forward, kind, state)
         object.__setattr__(model, _STATE, state)  # not a submodule or buffer
     return state
@@ -264,52 +261,29 @@ def install_units(model: nn.Module) -> UnitState:
 # --------------------------------------------------------------------------- backbones
 
 
-def unwrap(backbone):
-    """The innermost backbone of wrappers such as ``MultiScaleBackbone``."""
-    seen = set()
-    while hasattr(backbone, "backbone") and id(backbone) not in seen:
-        seen.add(id(backbone))
-        inner = backbone.__dict__.get("backbone")
-        if inner is None:
-            break
-        backbone = inner
-    return backbone
-
-
 def decoder_is_frame_local(backbone) -> bool:
     """Whether ``decode`` maps each frame on its own (2D VAEs, pixel space, the toy)."""
-    family = getattr(backbone, "family", None)
-    if family in ("animatediff", "modelscope"):
-        return True
-    return type(backbone).__name__ == "ToyBackbone"
+    return family_of(backbone).require("decoder", "decode checkpointing") == "frame_local"
 
 
 def decoder_steps_checkpointed(backbone) -> bool:
     """Whether the decoder is a causal 3D VAE decoded one checkpointed step at a time when
-    checkpointed (``rlr_video.backbones.causal_vae``: Wan, CogVideoX, untiled)."""
-    from rlr_video.backbones.causal_vae import CausalDecoding, supports_chunked_decode
-
-    return isinstance(backbone, CausalDecoding) and supports_chunked_decode(backbone.vae)
+    checkpointed (``rlr_video.backbones.causal_vae``: the family declares ``decode_steps``)."""
+    return getattr(backbone, "decode_steps", None) is not None
 
 
 def frame_axis(backbone) -> int:
-    """The frame axis of the backbone's latents (CogVideoX: 1; the others: 2)."""
-    return 1 if getattr(backbone, "family", None) == "cogvideox" else 2
+    """The frame axis of the backbone's batched latents (the family's ``layout``)."""
+    return family_of(backbone).layout.frame_axis
 
 
 def tokens_per_latent_frame(backbone) -> int | None:
     """Tokens one latent frame becomes in a transformer (patchified h*w), if known."""
-    model = getattr(backbone, "denoiser", None)
     shape = getattr(backbone, "latent_shape", None)
-    if model is None or shape is None:
+    hook = getattr(backbone, "tokens_per_latent_frame", None)
+    if shape is None or hook is None:
         return None
-    cfg = getattr(model, "config", None)
-    patch = getattr(cfg, "patch_size", None)
-    if patch is None:
-        return None
-    ph, pw = (patch[1], patch[2]) if isinstance(patch, list | tuple) else (patch, patch)
-    h, w = shape[-2], shape[-1]
-    return (h // ph) * (w // pw)
+    return hook(shape[-2], shape[-1])
 
 
 def checkpointed_decode(decode: Callable[[Tensor], Tensor], axis: int, chunk: int | None, frame_local: bool):
@@ -402,16 +376,16 @@ def apply_memory_options(backbone, options: MemoryOptions, reward=None, estimato
 def _apply_to_backbone(backbone, options: MemoryOptions, handle: MemoryHandle) -> None:
     model = getattr(backbone, "denoiser", None)
     if isinstance(model, nn.Module):
-        state = install_units(model)
+        state = install_units(backbone)
         before = dataclasses.replace(state)
         state.active = options.units
         state.frame_chunk = options.frame_chunk
         tokens = tokens_per_latent_frame(backbone)
         state.token_chunk = options.frame_chunk * tokens if options.frame_chunk and tokens else None
         handle.on_restore(lambda: _set_state(state, before))
-        handle.applied["units"] = sum(1 for _ in classify_units(model)) if options.units else 0
+        handle.applied["units"] = len(denoiser_units(backbone)) if options.units else 0
         if options.units:
-            _pause_builtin_checkpointing(model, handle)
+            _pause_builtin_checkpointing(backbone, handle)
     if options.checkpoint == "none" and options.decoder_chunk is None:
         return
     if decoder_steps_checkpointed(backbone):
@@ -445,19 +419,12 @@ def _reset_attr(obj, name: str, original) -> None:
         setattr(obj, name, original)
 
 
-def _pause_builtin_checkpointing(model: nn.Module, handle: MemoryHandle) -> None:
-    """Units replace diffusers' own checkpointing and the UNet3D block wrappers (nesting them
-    would only recompute twice)."""
-    from rlr_video.backbones.checkpointing import _FLAG, denoiser_blocks
-
-    blocks = [b for b in denoiser_blocks(model) if getattr(b, _FLAG, False)]
-    for b in blocks:
-        setattr(b, _FLAG, False)
-    if blocks:
-        handle.on_restore(lambda: [setattr(b, _FLAG, True) for b in blocks])
-    if getattr(model, "is_gradient_checkpointing", False):
-        model.disable_gradient_checkpointing()
-        handle.on_restore(model.enable_gradient_checkpointing)
+def _pause_builtin_checkpointing(backbone, handle: MemoryHandle) -> None:
+    """Units replace the backbone's own checkpointing (diffusers' switch, UNet3D's block
+    wrappers): nesting them would only recompute twice."""
+    if getattr(backbone, "gradient_checkpointing", False):
+        backbone.disable_gradient_checkpointing()
+        handle.on_restore(backbone.enable_gradient_checkpointing)
 
 
 @contextlib.contextmanager

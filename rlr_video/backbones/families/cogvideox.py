@@ -15,15 +15,43 @@ import torch
 from torch import Tensor
 
 from rlr_video.backbones.base import DiffusersBackbone, check_frames, or_default, spatial_size
-from rlr_video.backbones.causal_vae import CausalDecoding
+from rlr_video.backbones.causal_vae import CausalDecoding, CausalSteps
+from rlr_video.backbones.family import LatentLayout, register_family
 from rlr_video.backbones.layout import Layout
 from rlr_video.backbones.options import BackboneOptions
-from rlr_video.backbones.schedulers import cogvideox_transition
 from rlr_video.backbones.text import T5PromptEncoder
 
 
+def cogvideox_decode_steps(vae, z: Tensor) -> CausalSteps:
+    """``AutoencoderKLCogVideoX._decode``'s loop (diffusers 0.42): latent frames in groups of
+    ``num_latent_frames_batch_size`` (the first takes the remainder), a ``conv_cache`` dict
+    carried between groups."""
+
+    def step(piece: Tensor, cache: dict | None, first: bool) -> tuple[Tensor, dict]:
+        if vae.post_quant_conv is not None:
+            piece = vae.post_quant_conv(piece)
+        return vae.decoder(piece, conv_cache=cache)  # returns a new cache; the old one is untouched
+
+    size, frames = vae.num_latent_frames_batch_size, z.shape[2]
+    first = size + frames % size  # the first group takes the remainder, as diffusers slices it
+    rest = list(z[:, :, first:].split(size, dim=2)) if frames > first else []
+    return CausalSteps([z[:, :, :first], *rest], step, lambda frames: frames)
+
+
+@register_family(
+    "cogvideox",
+    aliases=("cogvideo",),
+    pipelines=("CogVideoXPipeline",),
+    denoisers=(("transformer", "CogVideoXTransformer3DModel"),),
+    # (B, F, C, h, w); an even latent count decodes to 4n frames, so frames are 1 + 8k
+    layout=LatentLayout(frame_axis=1, temporal_compression=4, frame_step=8),
+    decoder="causal",
+    denoiser_kind="transformer",
+    shard_blocks=("CogVideoXBlock",),
+    checkpoint_blocks=("CogVideoXBlock",),
+    decode_steps=cogvideox_decode_steps,
+)
 class CogVideoXBackbone(CausalDecoding, DiffusersBackbone):
-    family = "cogvideox"
     denoiser_component = "transformer"
     pipeline_class_name = "CogVideoXPipeline"
     default_guidance_scale = 6.0  # CogVideoXPipeline.__call__ (use_dynamic_cfg off)
@@ -40,6 +68,8 @@ class CogVideoXBackbone(CausalDecoding, DiffusersBackbone):
             max_length=or_default(options.max_sequence_length, cfg.max_text_seq_length),
             masked=False,
         )
+        from rlr_video.backbones.schedulers import cogvideox_transition
+
         transition = cogvideox_transition(
             layout.load("scheduler", "diffusers", "CogVideoXDDIMScheduler"),
             options.num_steps,
@@ -122,6 +152,11 @@ class CogVideoXBackbone(CausalDecoding, DiffusersBackbone):
             image_rotary_emb=self._rotary(x.shape[1], x.device),
             return_dict=False,
         )[0]
+
+    def latent_shape_for(self, frames: int, height: int, width: int) -> tuple[int, ...]:
+        """With the padding frames of CogVideoX 1.5 (``patch_size_t``) in front."""
+        shape = super().latent_shape_for(frames, height, width)
+        return (shape[0] + self.frame_padding, *shape[1:])
 
     def vae_input(self, latents: Tensor) -> Tensor:
         """(B, F_lat, C, h, w) without the padding frames -> (B, C, F_lat, h, w), unscaled."""

@@ -11,13 +11,29 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from rlr_video.backbones.family import LatentLayout, register_family
 from rlr_video.backbones.layout import Layout, resolve_source
 from rlr_video.backbones.options import BackboneOptions
 from rlr_video.backbones.sd_unet import SDUNetBackbone
 
 
+@register_family(
+    "animatediff",
+    aliases=("animate-diff",),
+    pipelines=("AnimateDiffPipeline",),
+    denoisers=(("unet", "UNetMotionModel"),),
+    layout=LatentLayout(frame_axis=2),
+    decoder="frame_local",  # the SD VAE, frame by frame
+    denoiser_kind="unet",
+    shard_blocks=(
+        "CrossAttnDownBlockMotion",
+        "DownBlockMotion",
+        "UNetMidBlockCrossAttnMotion",
+        "CrossAttnUpBlockMotion",
+        "UpBlockMotion",
+    ),
+)
 class AnimateDiffBackbone(SDUNetBackbone):
-    family = "animatediff"
     denoiser_component = "unet"
     pipeline_class_name = "AnimateDiffPipeline"
     default_guidance_scale = 7.5  # AnimateDiffPipeline.__call__

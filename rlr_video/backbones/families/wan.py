@@ -13,15 +13,45 @@ import torch
 from torch import Tensor
 
 from rlr_video.backbones.base import DiffusersBackbone, check_frames, or_default
-from rlr_video.backbones.causal_vae import CausalDecoding
+from rlr_video.backbones.causal_vae import CausalDecoding, CausalSteps
+from rlr_video.backbones.family import LatentLayout, register_family
 from rlr_video.backbones.layout import BackboneLoadError, Layout
 from rlr_video.backbones.options import BackboneOptions
-from rlr_video.backbones.schedulers import flow_transition
 from rlr_video.backbones.text import T5PromptEncoder
 
 
+def wan_decode_steps(vae, z: Tensor) -> CausalSteps:
+    """``AutoencoderKLWan._decode``'s loop (diffusers 0.42): one latent frame per decoder call,
+    the causal convolutions' last frames carried in a list ``feat_cache``."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+    def step(piece: Tensor, cache: list, first: bool) -> tuple[Tensor, list]:
+        cache = list(cache)  # the decoder writes into it; a recomputed step must start from the same one
+        return vae.decoder(piece, feat_cache=cache, feat_idx=[0], first_chunk=first), cache
+
+    def finish(frames: Tensor) -> Tensor:
+        if vae.config.patch_size is not None:
+            frames = unpatchify(frames, patch_size=vae.config.patch_size)
+        return frames.clamp(-1.0, 1.0)
+
+    x = vae.post_quant_conv(z)
+    pieces = list(x.split(1, dim=2))
+    return CausalSteps(pieces, step, finish, [None] * vae._cached_conv_counts["decoder"])
+
+
+@register_family(
+    "wan",
+    aliases=("wan2.1", "wan21"),
+    pipelines=("WanPipeline",),
+    denoisers=(("transformer", "WanTransformer3DModel"),),
+    layout=LatentLayout(frame_axis=2, temporal_compression=4, frame_step=4),
+    decoder="causal",
+    denoiser_kind="transformer",
+    shard_blocks=("WanTransformerBlock",),
+    checkpoint_blocks=("WanTransformerBlock",),
+    decode_steps=wan_decode_steps,
+)
 class WanBackbone(CausalDecoding, DiffusersBackbone):
-    family = "wan"
     denoiser_component = "transformer"
     pipeline_class_name = "WanPipeline"
     # WanPipeline.__call__ defaults.
@@ -45,6 +75,8 @@ class WanBackbone(CausalDecoding, DiffusersBackbone):
             max_length=or_default(options.max_sequence_length, cls.default_max_sequence_length),
             masked=True,
         )
+        from rlr_video.backbones.schedulers import flow_transition
+
         transition = flow_transition(
             layout.load("scheduler", "diffusers", "FlowMatchEulerDiscreteScheduler"),
             options.num_steps,
