@@ -3,10 +3,10 @@
 With an image CLIP (any open_clip model and pretrained tag or file) the score is the mean over
 frames of the cosine between each frame's image embedding and the prompt's text embedding.
 
-With a *video* CLIP, one whose open_clip folder says it reads frame grids (the testbed's
-``model: shapes-clip``, or ``model: local-dir:/path`` to such a folder), the whole video is
-one image, a contact sheet of its frames, so the score also sees motion direction, which a
-mean over frames cannot.
+With a *video* CLIP, a model name a plugin resolves (``register_video_clip``; the testbed's
+``model: shapes-clip``, or ``model: local-dir:/path`` to such a folder, which reads a video as a
+contact sheet of its frames), the score is the cosine of the whole video, so it also sees motion
+direction, which a mean over frames cannot.
 
 ``scale`` multiplies the cosine (CLIPScore reports 2.5·max(cos, 0); the clamp is left out here
 to keep gradients).
@@ -14,16 +14,38 @@ to keep gradients).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from rewards.encoders import OpenClipEncoder, follow_device
 from rewards.frame_mean import FrameMeanReward
 from rewards.frames import check_frames
 from rewards.loading import cached, freeze
-from rewards.registry import register_reward
-from rlr_video.testbed.clip import CaptionWordReward, load_shapes_clip, video_clip_folder
+from rewards.registry import load_plugins, register_reward
+
+# Whole-video CLIPs by model name, registered by plugins (the testbed's frame-grid ``shapes-clip``):
+# ``resolver(model) -> (cache key, load)`` or None when ``model`` is not theirs.
+VideoClipResolver = Callable[[str], "tuple[str, Callable[[], nn.Module]] | None"]
+_VIDEO_CLIPS: list[VideoClipResolver] = []
+
+
+def register_video_clip(resolver: VideoClipResolver) -> VideoClipResolver:
+    """Register a resolver of video CLIP model names: ``build_reward("clip", model=NAME)`` asks
+    each in turn; a model that returns ``(key, load)`` is loaded once per key and scores whole
+    videos (``model(frames, prompts) -> (B,)`` cosines), not frames."""
+    _VIDEO_CLIPS.append(resolver)
+    return resolver
+
+
+def video_clip(model: str) -> tuple[str, Callable[[], nn.Module]] | None:
+    """``(cache key, load)`` of the video CLIP ``model`` names, or None for an image CLIP."""
+    load_plugins()
+    for resolve in _VIDEO_CLIPS:
+        found = resolve(model)
+        if found is not None:
+            return found
+    return None
 
 
 @register_reward("clip")
@@ -48,14 +70,15 @@ class ClipReward(FrameMeanReward):
     ) -> None:
         super().__init__(chunk_size, sample_frames, checkpoint)
         self.scale = float(scale)
-        folder = video_clip_folder(model)
-        if folder is None:
+        found = video_clip(model)
+        if found is None:
             self.video_clip = None
             self.encoder = OpenClipEncoder(
                 model, pretrained, resize_mode=resize_mode, quick_gelu=quick_gelu, dtype=dtype
             )
         else:
-            self.video_clip = cached(("video_clip", str(folder.resolve())), lambda: freeze(load_shapes_clip(folder)))
+            key, load = found
+            self.video_clip = cached(("video_clip", key), lambda: freeze(load()))
 
     def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
         if self.video_clip is None:
@@ -70,22 +93,3 @@ class ClipReward(FrameMeanReward):
     def score(self, features: Tensor, prompts: Sequence[str]) -> Tensor:
         text = self.encoder.encode_text(prompts, features.device)  # (B, D)
         return self.scale * (features * text[:, None, :]).sum(dim=-1)
-
-
-def clip_words(
-    model: str = "shapes-clip",
-    attributes: Sequence[str] | None = None,
-    target: Mapping[str, str] | None = None,
-    temperature: float = 1.0,
-) -> CaptionWordReward:
-    """The testbed's per-word caption reward (:class:`~rlr_video.testbed.clip.CaptionWordReward`)
-    read by a video CLIP folder; ``target: {direction: right}`` rewards that word whatever the
-    prompt says."""
-    folder = video_clip_folder(model)
-    if folder is None:
-        raise ValueError(f"clip_words: model {model!r} is not a video CLIP folder (try 'shapes-clip')")
-    clip = cached(("video_clip", str(folder.resolve())), lambda: freeze(load_shapes_clip(folder)))
-    return CaptionWordReward(clip, attributes, target, temperature)
-
-
-register_reward("clip_words", factory=clip_words)

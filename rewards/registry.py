@@ -154,8 +154,33 @@ def _options_signature(fn: Callable[..., Any]) -> inspect.Signature:
 
 
 def available_rewards() -> list[str]:
-    """The registered reward names, sorted."""
+    """The registered reward names (plugins' included), sorted."""
+    load_plugins()
     return sorted(_REGISTRY)
+
+
+PLUGIN_GROUP = "rewards.plugins"
+_PLUGINS_LOADED = False
+
+
+def load_plugins() -> None:
+    """Import, once, the modules other packages register rewards from: the entry points of the
+    group ``rewards.plugins`` (``[project.entry-points."rewards.plugins"]`` in a pyproject.toml).
+    The zoo depends on no package that extends it; a plugin that fails to import is a warning
+    naming it, and the zoo's own rewards still work."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            point.load()
+        except Exception as err:  # noqa: BLE001 - one broken plugin must not break the zoo
+            import warnings
+
+            warnings.warn(f"reward plugin {point.name!r} ({point.value}) failed to load: {err}", stacklevel=2)
 
 
 def _check_options(name: str, make: Callable[..., Any], options: Mapping[str, Any]) -> None:
@@ -178,6 +203,8 @@ def _check_options(name: str, make: Callable[..., Any], options: Mapping[str, An
 
 
 def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        load_plugins()
     if name not in _REGISTRY:
         hint = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""

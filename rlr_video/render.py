@@ -31,26 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlr_video.chain import chain_step, draw_noise
+from rlr_video.chain.sample import sample_videos
 from rlr_video.config import Config
-from rlr_video.train.distributed import derive_seed
-from rlr_video.train.prompts import encode_prompt, final_prompt, split_prompt
-
-
-@torch.no_grad()
-def sample_videos(backbone, prompts: Sequence[str], seeds: Sequence[int]) -> Tensor:
-    """Decoded videos (B, F, 3, H, W) in [0, 1], video b drawn from ``seeds[b]`` alone.
-
-    Video b equals what ``rollout(backbone, cond, Generator().manual_seed(seeds[b]), 1)``
-    samples: initial latents first, then each step's noise, from its own generator.
-    """
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    cond = backbone.encode(list(prompts))
-    x = torch.cat([backbone.initial_latents(1, g) for g in generators])
-    for step in range(backbone.num_steps, 0, -1):
-        noise = torch.cat([draw_noise(x[i : i + 1], g) for i, g in enumerate(generators)])
-        x, _, _ = chain_step(backbone, cond, x, step, noise)
-    return backbone.decode(x).float().clamp(0, 1).cpu()
+from rlr_video.prompts import encode_prompt, final_prompt, split_prompt
+from rlr_video.seeds import derive_seed
 
 
 def variant_labels(loras: Sequence[str | Path]) -> list[str]:
@@ -78,9 +62,10 @@ def render(
     """Render the gallery; returns the path of ``index.html``."""
     from tqdm.auto import tqdm
 
+    from rlr_video.backbones.multiscale import for_prompts
     from rlr_video.train.checkpoint import weights_dir
-    from rlr_video.train.model import build_backbone, load_weights
-    from rlr_video.train.multiscale import MultiScaleBackbone
+    from rlr_video.train.components import build_components
+    from rlr_video.train.model import load_weights
     from rlr_video.video_io import write_gif, write_video
 
     r = config.render
@@ -89,9 +74,8 @@ def render(
     labels = variant_labels(loras)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(config.train.seed)  # the same LoRA initialisation as training
-    model = build_backbone(config.model, device)
-    backbone = MultiScaleBackbone(model) if any(split_prompt(p) for p in encoded) else model
+    model = build_components(config, device, reward=False, estimator=False).backbone  # LoRA initialised as in training
+    backbone = for_prompts(model, encoded)
     base = [p.detach().clone() for p in model.trainable_parameters()]
     for lora in loras:  # a LoRA of another model fails here, before anything is written
         load_weights(model, weights_dir(lora))
@@ -157,7 +141,7 @@ def score_files(
     uses (same reading, batching and columns: every term of a composite, then its total).
     The reward sees the final (fine) part of a multi-scale prompt."""
     from rewards import build_reward
-    from rlr_video.commands.reward import score_videos
+    from rlr_video.scoring import score_videos
 
     reward = build_reward(spec)
     results = score_videos(

@@ -2,7 +2,7 @@
 
 A rectified-flow model predicts the velocity v = eps - x0 at noise level sigma
 (x_sigma = (1 - sigma) x0 + sigma eps). Its deterministic Euler sampler has no likelihood
-ratio; the SDE below has the same marginals and Gaussian steps (ESTIMATOR.md):
+ratio; the SDE below has the same marginals and Gaussian steps (docs/estimator-math.md):
 
     mean = x + dsigma * [v + g^2 / (2 sigma) * (x + (1 - sigma) v)],  std = g * sqrt(|dsigma|),
     g = a * sqrt(sigma / (1 - sigma))   (at sigma = 1 the denominator takes the next level below 1)

@@ -1,6 +1,6 @@
 """Gaussian transitions x_{t-1} = mean + std * eps of the samplers rlr-video trains through.
 
-Steps are chain indices t = T ... 1: step t maps x_t to x_{t-1} (ESTIMATOR.md). Each
+Steps are chain indices t = T ... 1: step t maps x_t to x_{t-1} (docs/estimator-math.md). Each
 transition also tells the denoiser which scheduler timestep belongs to a step, and the
 noise std of a step before any model call, so estimators can check which steps carry a
 likelihood ratio (a step with std 0 is deterministic and has none).

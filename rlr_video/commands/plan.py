@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 
 from rlr_video.commands import add_import_option, check_device
 
@@ -80,12 +79,26 @@ def run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         print(f"rlr-video plan: --processes {args.processes}: expected 1 or more", file=sys.stderr)
         return 2
-    sharding = args.sharding or config.train.sharding
-    if config.estimator.name != "rlr":
-        print("rlr-video plan: the planner chooses RLR's h; set estimator.name=rlr", file=sys.stderr)
+    if not config.estimator.planned:
+        print(f"rlr-video plan: the planner chooses RLR's h; estimator.name={config.estimator.name}", file=sys.stderr)
         return 2
+    import torch
+
+    from rlr_video.train.components import build_components
+
+    config.memory.probe = config.memory.probe or args.probe
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        plan = make_plan(config, budget, args.device, args.attention, args.probe, args.processes, sharding)
+        parts = build_components(
+            config,
+            device,
+            meta=True,
+            budget=budget,
+            processes=args.processes,
+            sharding=args.sharding,
+            attention=args.attention,
+        )
+        plan = parts.plan
     except Exception as err:  # noqa: BLE001 - a missing model, a budget too small: say it plainly
         from rlr_video.backbones.layout import BackboneLoadError
         from rlr_video.memory.planner import BudgetTooSmall
@@ -95,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         if isinstance(err, BackboneLoadError | FileNotFoundError | ValueError):  # exit 2, as `train`
             print(f"rlr-video plan: {err}", file=sys.stderr)
-            if isinstance(err, BackboneLoadError) and "hf download" in str(err) and not args.probe:
+            if isinstance(err, BackboneLoadError) and "hf download" in str(err) and not config.memory.probe:
                 # the plan reads no weights: the configs and the tokenizer are a few MB
                 repo = config.model.path
                 print(f"  (plan needs only: hf download {repo} --include '*.json' 'tokenizer/*')", file=sys.stderr)
@@ -106,60 +119,3 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(plan.as_dict(), f, indent=2)
     return 0
-
-
-def make_plan(
-    config,
-    budget,
-    device: str | None,
-    attention: str | None,
-    probe: bool,
-    processes: int = 1,
-    sharding: str = "none",
-):
-    import torch
-
-    from rlr_video.memory.cost_model import CostModel, reward_stubs
-    from rlr_video.memory.planner import Planner
-    from rlr_video.train.model import backbone_options, build_backbone
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    m, e, mem = config.model, config.estimator, config.memory
-    if probe or m.toy is not None:
-        backbone = build_backbone(m, device if probe else "cpu")
-        reward = _load_reward(config.reward) if probe else None
-    else:
-        from rlr_video.memory.meta import meta_backbone
-
-        options = backbone_options(m, "meta")
-        backbone = meta_backbone(m.path, family=m.family, **options)
-        backbone.options.lora_rank = m.lora_rank  # costed, not injected
-        reward = None
-    if reward is None:
-        itemsize = 2 if m.dtype in ("bfloat16", "float16") or config.train.mixed_precision == "bf16" else 4
-        reward = _RewardMix(reward_stubs(config.reward, itemsize))
-    cost_model = CostModel(backbone, reward, device=device, attention=attention, processes=processes, sharding=sharding)
-    if probe:
-        from rlr_video.memory.probe import calibrate
-
-        calibrate(cost_model, batch=config.train.batch_size, device=device)
-    planner = Planner(cost_model, config.train.batch_size, e.fo_steps, e.zo, e.zo_samples, mem.max_h)
-    modes = ("none", "block", "call") if mem.checkpoint == "auto" else (mem.checkpoint,)
-    return planner.plan(budget, modes=modes, chunk=mem.frame_chunk)
-
-
-class _RewardMix:
-    """Reward stubs as one reward (the cost model sums its terms)."""
-
-    def __init__(self, stubs):
-        self.terms = [(1.0, s) for s in stubs]
-
-
-def _load_reward(spec):
-    from rewards import build_reward
-
-    try:
-        return build_reward(spec)
-    except Exception as err:  # noqa: BLE001 - missing reward weights: cost it by name
-        warnings.warn(f"reward not loaded ({err}); costed from its default vision tower", stacklevel=2)
-        return None

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rlr_video.commands.train import split_args
     from rlr_video.config import ConfigError, load_config
-    from rlr_video.train.prompts import PromptError, config_prompts, load_prompts
+    from rlr_video.prompts import PromptError, config_prompts, load_prompts
 
     config_name, overrides = split_args(args.args)
     try:

@@ -109,23 +109,15 @@ class CheckpointError(ValueError):
 
 
 def _state_classes() -> list[Any]:
-    """What a resume state may hold besides tensors and containers: the estimators' own state
-    objects, a pending PPO batch, and numpy's RNG state (as torch's docs allow it)."""
+    """What a resume state may hold besides tensors and containers: numpy's RNG state (as torch's
+    docs allow it). Estimators keep their state as tensors and plain values (``state_dict``)."""
     import numpy as np
-
-    from rlr_video.backbones.text import TextConditioning
-    from rlr_video.chain.rollout import Trajectory
-    from rlr_video.estimators.baselines import _Batch
-    from rlr_video.estimators.common import RewardBaseline
-    from rlr_video.estimators.split import StartSampler
-    from rlr_video.train.multiscale import StagedConditioning
 
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
-    numpy_rng = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct]
-    return [RewardBaseline, StartSampler, _Batch, Trajectory, TextConditioning, StagedConditioning, *numpy_rng]
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct]
 
 
 def load_pickled(source: str | Path | io.BytesIO, where: str | Path, map_location: Any = "cpu") -> Any:

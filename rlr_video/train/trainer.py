@@ -30,26 +30,18 @@ from typing import Any
 
 import torch
 
-from rewards import build_reward
+from rlr_video.backbones.multiscale import FinalPromptReward, for_prompts
 from rlr_video.backbones.sharding import accelerate_fsdp_plugin, shard_denoiser, shard_settings
-from rlr_video.config import Config, ConfigError
+from rlr_video.config import Config
+from rlr_video.errors import ConfigError
+from rlr_video.prompts import config_prompts, prompts_at
+from rlr_video.seeds import derive_seed
 from rlr_video.train import checkpoint as ckpt
 from rlr_video.train.baseline import PromptBaseline
-from rlr_video.train.distributed import (
-    all_reduce_sum,
-    broadcast_parameters,
-    derive_seed,
-    gather_objects,
-    rng_state,
-    set_rng_state,
-)
-from rlr_video.train.estimator import build_estimator, estimator_state, load_estimator_state
-from rlr_video.train.memory import plan_run
+from rlr_video.train.components import build_components
+from rlr_video.train.distributed import all_reduce_sum, broadcast_parameters, gather_objects, rng_state, set_rng_state
 from rlr_video.train.metrics import CURVE_FILE, MetricsWriter, plot_reward_curve
-from rlr_video.train.model import build_backbone, load_weights, save_weights
-from rlr_video.train.multiscale import MultiScaleBackbone
-from rlr_video.train.prompts import config_prompts, prompts_at, stage_j_range
-from rlr_video.train.rewards import TrainingReward
+from rlr_video.train.model import load_weights, save_weights
 from rlr_video.train.summary import run_summary
 
 # Estimator diagnostics that add up over micro-batches; the others are averaged.
@@ -93,36 +85,31 @@ class Trainer:
         checkpoint = self._find_checkpoint(resume)
 
         self.prompts = config_prompts(cfg.prompts)
-        torch.manual_seed(cfg.train.seed)  # LoRA initialisation, identical in every process
-        self.model = build_backbone(cfg.model, acc.device)
-        multiscale = any(isinstance(p, tuple) for p in self.prompts)
-        self.backbone = MultiScaleBackbone(self.model) if multiscale else self.model
+        # memory.budget: the plan chooses h, checkpointing and frame chunks of the estimator
+        parts = build_components(
+            cfg,
+            acc.device,
+            processes=self.world,
+            log=print if self.is_main else None,
+            plan_dir=self.output_dir if self.is_main else None,
+        )
+        self.model, self.estimator, self.plan = parts.backbone, parts.estimator, parts.plan
+        self.backbone = for_prompts(self.model, self.prompts)  # multi-scale prompts: a stage per third
         self.params = self.model.trainable_parameters()
         broadcast_parameters(self.params)
-        # memory.budget: plans h, checkpointing and frame chunks (sets cfg.estimator.h / .zo)
-        memory = plan_run(
-            cfg, self.model, acc.device, self.output_dir if self.is_main else None, print if self.is_main else None
-        )
-        j_range = None
-        if cfg.prompts.ho_stage is not None:
-            e = cfg.estimator
-            j_range = stage_j_range(self.model.num_steps, e.h, cfg.prompts.ho_stage, e.fo_steps)
-        self.estimator = build_estimator(cfg.estimator, j_range)
         self.baseline = PromptBaseline(cfg.train.baseline_window) if cfg.train.prompt_baseline else None
-        self.reward = TrainingReward(build_reward(cfg.reward), self.baseline)
-        self.memory = memory.apply(self.backbone, self.reward, self.estimator) if memory else None
+        self.reward = FinalPromptReward(parts.reward)
+        self.memory = parts.apply_memory(self.backbone, self.reward)
         self._shard(cfg.train.sharding)  # after planning: the cost model reads the whole model
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps
         )
-        # LR with PPO reuses one batch for inner_epochs updates: it must see the same prompts,
+        # An estimator that reuses a sampled batch (PPO's inner epochs) must see the same prompts,
         # so the stream advances once per reuse cycle.
-        e = cfg.estimator
-        self._reuse = e.inner_epochs if e.name == "lr" else 1
+        self._reuse = getattr(self.estimator, "updates_per_batch", 1)
         self.step = 0
         self.position = 0  # global micro-batches consumed: the prompt stream's position / B
-        self._last_raw: dict[int, tuple[list[float], dict[str, list[float]]]] = {}
         if checkpoint is not None:
             self._load(checkpoint)
         self.metrics = MetricsWriter(self.output_dir, self.step if checkpoint else None) if self.is_main else None
@@ -185,15 +172,16 @@ class Trainer:
         # accelerate names a CPU process's device "cpu:0", which torch.load cannot map to
         device = "cpu" if self.accelerator.device.type == "cpu" else self.accelerator.device
         mine = ckpt.load_pickled(io.BytesIO(mine), checkpoint / ckpt.STATE_FILE, device)
-        load_estimator_state(self.estimator, mine["estimator"])
-        self._last_raw = mine["last_raw"]
+        if hasattr(self.estimator, "load_state_dict"):
+            self.estimator.load_state_dict(mine["estimator"])
         set_rng_state(mine["rng"])
 
     def _save(self) -> Path | None:
         # Each process's own state (its estimator's running statistics, its RNGs) travels to
         # the main process serialised by torch.save, which handles tensors on any device.
         buffer = io.BytesIO()
-        mine = {"estimator": estimator_state(self.estimator), "last_raw": self._last_raw, "rng": rng_state()}
+        state = self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {}
+        mine = {"estimator": state, "rng": rng_state()}
         torch.save(mine, buffer)
         per_process = gather_objects(buffer.getvalue())  # every process takes part
         path = None
@@ -223,25 +211,27 @@ class Trainer:
     def _micro_batch(self, k: int) -> dict[str, Any]:
         t = self.config.train
         g = self.position + k * self.world + self.rank
-        k = t.group_size  # videos per prompt: each of batch_size / k prompts k times
-        n = t.batch_size // k
+        group = t.group_size  # videos per prompt: each of batch_size / group prompts group times
+        n = t.batch_size // group
         distinct = prompts_at(self.prompts, g * n, n, t.seed, self.config.prompts.shuffle)
-        prompts = [p for p in distinct for _ in range(k)]
+        prompts = [p for p in distinct for _ in range(group)]
         generator = torch.Generator().manual_seed(derive_seed(t.seed, "micro", g))
         torch.manual_seed(derive_seed(t.seed, "torch", g))  # dropout and other global draws
         for p in self.params:
             p.grad = None
-        self.reward.reset()
+        offset = self.baseline(prompts) if self.baseline is not None else None  # per-prompt running mean
         with self.accelerator.autocast():
-            stats = self.estimator.estimate(self.backbone, self.reward, prompts, generator)
+            estimate = self.estimator.estimate(self.backbone, self.reward, prompts, generator, reward_offset=offset)
         grads = [p.grad for p in self.params]
-        if self.reward.raw is not None:
-            raw = (self.reward.raw.tolist(), {n: v.tolist() for n, v in self.reward.terms.items()})
-            self._last_raw[k] = raw
-            fresh = True
-        else:  # a reused PPO batch: no new reward; report the batch's original one
-            raw, fresh = self._last_raw.get(k, ([], {})), False
-        return {"prompts": prompts, "stats": stats, "grads": grads, "raw": raw, "fresh": fresh}
+        raw = (estimate.rewards.tolist(), {n: v.tolist() for n, v in estimate.terms.items()})
+        return {
+            "prompts": prompts,
+            "stats": estimate.stats,
+            "skipped": estimate.skipped,
+            "grads": grads,
+            "raw": raw,
+            "fresh": estimate.fresh,  # False: a reused batch, whose rewards were counted when sampled
+        }
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer update; returns the step's metrics record."""
@@ -256,7 +246,7 @@ class Trainer:
             for acc, g in zip(total, m["grads"], strict=True):
                 if g is not None:
                     acc.add_(g)
-        local_bad = any(m["stats"].get("skipped", 0.0) for m in micro) or any(
+        local_bad = any(m["skipped"] for m in micro) or any(
             not math.isfinite(x) for m in micro for x in m["raw"][0]
         )
         summary = gather_objects(
@@ -316,7 +306,7 @@ class Trainer:
         for s in summary:
             for micro_stats in s["stats"]:
                 for key, value in micro_stats.items():
-                    if key not in ("skipped", "reward_mean", "reward_std", "grad_norm"):
+                    if key != "grad_norm":
                         stats.setdefault(key, []).append(float(value))
         for key, values in stats.items():
             record[key] = sum(values) if key in SUMMED_STATS else sum(values) / len(values)
