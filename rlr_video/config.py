@@ -51,6 +51,16 @@ class ConfigFileError(ConfigError):
         ValueError.__init__(self, f"{where}: {f'config key {key!r}: ' if key else ''}{reason}")
 
 
+class UnknownConfigError(ConfigError):
+    """CONFIG (the first argument) is neither a YAML file nor a preset: the message says what
+    was given and lists the presets; it is no config key, so it does not pretend to be one."""
+
+    def __init__(self, given: str, presets: list[str], close: str | None):
+        self.key, self.value, self.allowed = "CONFIG", given, f"a YAML file or a preset: {', '.join(presets)}"
+        hint = f" (did you mean '{close}'?)" if close else ""
+        ValueError.__init__(self, f"no preset or YAML file named {given!r}{hint}; presets: {', '.join(presets)}")
+
+
 def _meta(minimum: float | None = None, maximum: float | None = None, doc: str = "") -> dict:
     return {"min": minimum, "max": maximum, "doc": doc}
 
@@ -236,8 +246,7 @@ def resolve_config_path(name_or_path: str | None) -> Path:
         return preset
     presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
     close = difflib.get_close_matches(Path(name_or_path).stem, presets, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError("CONFIG", str(name_or_path), f"a YAML file or a preset: {', '.join(presets)}{hint}")
+    raise UnknownConfigError(str(name_or_path), presets, close[0] if close else None)
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
