@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -204,6 +205,18 @@ def test_a_run_ends_with_a_summary_of_steps_reward_and_files(tmp_path, capsys):
     assert f"LoRA: {latest / 'lora'}" in summary and (latest / "lora").is_dir()
     assert f"log: {out / 'metrics.jsonl'}" in summary
     assert f"rlr-video render {out / 'config.yaml'} --lora {latest}" in summary
+
+
+def test_every_file_of_a_run_follows_the_umask(tmp_path):
+    """The weights too (safetensors alone writes 0600): the run's files get what open() gives."""
+    previous = os.umask(0o027)  # not the usual 022, so neither 0600 nor 0644 passes by chance
+    try:
+        Trainer(tiny(tmp_path / "run", "train.steps=1")).train()
+    finally:
+        os.umask(previous)
+    files = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    assert f"run/checkpoints/step-000001/lora/{TRAINABLE_FILE}" in files
+    assert files == dict.fromkeys(files, 0o640)
 
 
 def test_the_command_trains_a_custom_reward_and_says_what_stops_it(tmp_path, reward_module, monkeypatch, capsys):
