@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from rlr_video.verbosity import loading_bars_hidden
+
 T = TypeVar("T")
 
 _CACHE: dict[Hashable, Any] = {}
@@ -30,7 +32,8 @@ def cached(key: Hashable, load: Callable[[], T]) -> T:
     """Return the object cached under ``key``, calling ``load()`` the first time."""
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load()
+            with loading_bars_hidden():  # transformers' "Loading weights" bar, unless verbose
+                _CACHE[key] = load()
         return _CACHE[key]
 
 

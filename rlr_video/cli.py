@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 
@@ -27,7 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    for command in (parser, *sub.choices.values()):
+        _plain_help(command)
     return parser
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Module docstrings double as --help text: their RST marks (``x``, :func:`x`) become the
+    single backticks that our messages put around commands and names."""
+    parser.description = _plain(parser.description)
+    parser.epilog = _plain(parser.epilog)
+    for action in parser._actions:
+        action.help = _plain(action.help)
+
+
+def _plain(text: str | None) -> str | None:
+    if not isinstance(text, str):
+        return text
+    return re.sub(r":[a-z]+:`([^`]+)`", r"`\1`", text).replace("``", "`")
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -27,3 +27,13 @@ class ConfigFileError(ConfigError):
         self.key, self.value, self.allowed = key, None, reason
         where = f"{path}:{line}" if line else str(path)
         ValueError.__init__(self, f"{where}: {f'config key {key!r}: ' if key else ''}{reason}")
+
+
+class UnknownConfigError(ConfigError):
+    """CONFIG (the first argument) is neither a YAML file nor a preset: the message says what
+    was given and lists the presets; it is no config key, so it does not pretend to be one."""
+
+    def __init__(self, given: str, presets: list[str], close: str | None):
+        self.key, self.value, self.allowed = "CONFIG", given, f"a YAML file or a preset: {', '.join(presets)}"
+        hint = f" (did you mean '{close}'?)" if close else ""
+        ValueError.__init__(self, f"no preset or YAML file named {given!r}{hint}; presets: {', '.join(presets)}")

@@ -192,7 +192,10 @@ def score_videos(
             continue
         try:
             video = read_video(result.path, num_frames=num_frames, fps=fps)
-        except (VideoReadError, OSError) as err:
+        except VideoReadError as err:  # the table names the file already
+            result.error = f"cannot read video: {err.reason}"
+            continue
+        except OSError as err:
             result.error = str(err)
             continue
         result.frames = int(video.shape[0])

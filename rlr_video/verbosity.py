@@ -1,5 +1,9 @@
 """Library noise: quiet by default on the command line, shown with ``rlr-video --verbose``.
 
+Used as a library (``load_backbone``, ``build_reward``, tools such as ``tools/demo_report.py``),
+rlr-video leaves the libraries' log settings alone but hides the progress bars of the model
+loads it makes itself (:func:`loading_bars_hidden`); ``set_verbose(True)`` shows them.
+
 The noise is transformers' and diffusers' log messages and progress bars (transformers'
 "Loading weights" bar), open_clip's messages on the root logger (``ERROR:root:Failed to
 download weights ...``, which our own error then explains) and decord's ``ERROR opening``
@@ -48,6 +52,30 @@ def set_verbose(verbose: bool) -> None:
     root = logging.getLogger()
     if not any(isinstance(f, _OpenClipFilter) for f in root.filters):
         root.addFilter(_OpenClipFilter())
+
+
+@contextlib.contextmanager
+def loading_bars_hidden() -> Iterator[None]:
+    """Hide transformers' ("Loading weights") and diffusers' ("Loading pipeline components")
+    progress bars for the block, unless verbose; each library's own setting is restored after.
+
+    transformers is imported for this (its logging module is light); diffusers only if it is
+    imported already, as it is wherever one of its models loads.
+    """
+    if _verbose:
+        yield
+        return
+    import transformers.utils.logging  # noqa: F401  (registers it in sys.modules)
+
+    libraries = [sys.modules.get(f"{name}.utils.logging") for name in ("transformers", "diffusers")]
+    hidden = [lib for lib in libraries if lib is not None and lib.is_progress_bar_enabled()]
+    for lib in hidden:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in hidden:
+            lib.enable_progress_bar()
 
 
 class _OpenClipFilter(logging.Filter):

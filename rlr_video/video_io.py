@@ -20,7 +20,12 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi", ".m4v")
 
 
 class VideoReadError(RuntimeError):
-    """A video file could not be decoded; the message names the file and every backend's reason."""
+    """A video file could not be decoded; the message names the file and every backend's reason
+    (``reason`` holds the part after the file's name, for a caller that names the file itself)."""
+
+    def __init__(self, reason: str, path: str | Path | None = None):
+        self.path, self.reason = path, reason
+        super().__init__(reason if path is None else f"cannot read video {str(path)!r}: {reason}")
 
 
 def select_frame_indices(
@@ -118,7 +123,9 @@ def read_video(path: str | Path, num_frames: int | None = None, fps: float | Non
     """
     path = Path(path)
     if not path.is_file():
-        raise VideoReadError(f"cannot read video {str(path)!r}: no such file")
+        raise VideoReadError("no such file", path)
+    if path.stat().st_size == 0:  # what the decoders would call "invalid data"
+        raise VideoReadError("empty file (0 bytes)", path)
     # Check the arguments first so a bad argument is not reported as a bad file.
     if num_frames is not None and num_frames <= 0:
         raise ValueError(f"num_frames must be positive, got {num_frames}")
@@ -132,7 +139,7 @@ def read_video(path: str | Path, num_frames: int | None = None, fps: float | Non
         except Exception as err:  # noqa: BLE001  (decoders raise many unrelated types)
             reasons.append(f"{name}: {str(err).strip() or type(err).__name__}")
     else:
-        raise VideoReadError(f"cannot read video {str(path)!r}: " + "; ".join(reasons))
+        raise VideoReadError("; ".join(reasons), path)
     array = _to_rgb(np.ascontiguousarray(array))
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
 

@@ -3,12 +3,17 @@ save -> fresh load -> identical outputs, and the pipelines' own ``load_lora_weig
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+
 import pytest
 import torch
 from backbone_fixtures import FAMILIES, pipeline_kwargs, single_thread, tiny_model_dir, tiny_options, tiny_pipeline
 from safetensors import safe_open
 
 from rlr_video.backbones import load_backbone
+from rlr_video.backbones.lora import save_lora
 from rlr_video.chain import rollout
 
 PROMPTS = ["a red circle moving left", "a blue square"]
@@ -164,3 +169,26 @@ def test_weights_of_another_model_are_summarised_not_listed(tmp_path):
     other = load_backbone(tiny_model_dir("modelscope"), **tiny_options("modelscope", lora_rank=4))
     with pytest.raises(ValueError, match=rf"{lora_keys} keys with another shape than the model's \(e.g. \S+ \(2, "):
         other.load_lora(tmp_path / "rank2")
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_lora_files_follow_the_umask_like_any_other_file(tmp_path):
+    """safetensors writes 0600 whatever the umask; the LoRA file gets what open() gives."""
+    backbone = load_backbone(tiny_model_dir("wan"), **tiny_options("wan", lora_rank=2))
+    with umask(0o027):  # not the usual 022, so neither 0600 nor 0644 passes by chance
+        (tmp_path / "plain.txt").write_text("a file written the ordinary way")
+        files = [
+            backbone.save_lora(tmp_path / "diffusers"),  # the pipeline's save_lora_weights
+            save_lora(backbone.denoiser, tmp_path / "own", backbone.denoiser_component, None),
+        ]
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o640
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o640, file

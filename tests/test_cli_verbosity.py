@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from reward_fixtures import smooth_videos, tiny_pickscore
 
+from rewards import build_reward
+from rlr_video.backbones import load_backbone
 from rlr_video.cli import main
 from rlr_video.verbosity import set_verbose
 from rlr_video.video_io import write_video
@@ -51,3 +53,23 @@ def test_open_clip_root_logger_errors_only_with_verbose(clips, tmp_path) -> None
         proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "rlr-video reward: error: open_clip weights" in proc.stderr
         assert ("ERROR:root:" in proc.stderr) == bool(flags), proc.stderr
+
+
+def test_the_library_hides_its_loading_bars_unless_verbose_and_leaves_the_setting(capfd) -> None:
+    """Python API use (and tools/demo_report.py): no "Loading weights" bar from the model loads
+    rlr-video makes, transformers' own setting as it was; set_verbose(True) shows the bar."""
+    from transformers.utils import logging as hf_logging
+
+    models = [tiny_pickscore(seed) for seed in (902, 903)]  # seeds no other test builds
+    hf_logging.enable_progress_bar()  # as a fresh process has it (a CLI test before turns it off)
+    try:
+        capfd.readouterr()
+        load_backbone("tiny-shapes", num_steps=2)  # a transformers text encoder inside
+        build_reward("pickscore", model=models[0])
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()
+        set_verbose(True)
+        build_reward("pickscore", model=models[1])
+        assert "Loading weights" in capfd.readouterr().err
+    finally:
+        set_verbose(False)

@@ -164,6 +164,17 @@ def test_a_mistyped_preset_gets_did_you_mean():
         load_config("tiny-shape")
 
 
+@pytest.mark.parametrize("command", ["train", "plan", "render"])
+def test_an_unknown_preset_says_what_was_given_not_a_config_key(command, capsys):
+    assert cli.main([command, "tiny-shape"]) == 2
+    err = capsys.readouterr().err
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    expected = f"no preset or YAML file named 'tiny-shape' (did you mean 'tiny-shapes'?); presets: {presets}"
+    assert err == f"rlr-video {command}: {expected}\n"
+    assert cli.main(["train", "nowhere/run.yaml"]) == 2
+    assert "no preset or YAML file named 'nowhere/run.yaml'; presets:" in capsys.readouterr().err
+
+
 def test_leave_one_out_of_a_batch_of_one_needs_another_baseline():
     lonely = ["train.batch_size=1", "train.prompt_baseline=false"]
     with pytest.raises(ConfigError) as info:

@@ -181,6 +181,17 @@ def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
         assert message in err.err and err.err.count("\n") == 1 and not err.out  # one line, no results table
 
 
+def test_an_empty_file_is_reported_as_empty(videos: Path, tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    out = tmp_path / "r.json"
+    assert run_cli(videos / "a.mp4", empty, "--reward", "flicker", "--out", out) == 0
+    line = f"  {empty}: cannot read video: empty file (0 bytes)\n"  # named once, no decoder's words
+    assert line in capsys.readouterr().out
+    [failed] = json.loads(out.read_text())["failed"]
+    assert failed == {"path": str(empty), "error": "cannot read video: empty file (0 bytes)"}
+
+
 def test_one_file_per_clip_unless_all_formats(tmp_path: Path, capsys) -> None:
     """A render writes NAME.mp4 and NAME.gif of each clip: scored once, from the mp4."""
     clips = smooth_videos(batch=3, frames=6, size=40)

@@ -111,6 +111,12 @@ def test_unreadable_files_name_the_file(tmp_path: Path, clip8: torch.Tensor) -> 
         assert "PyAV" in str(info.value)  # every backend's reason is given
     with pytest.raises(VideoReadError, match="no such file"):
         read_video(tmp_path / "missing.mp4")
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    with pytest.raises(VideoReadError) as info:
+        read_video(empty)
+    assert str(info.value) == f"cannot read video {str(empty)!r}: empty file (0 bytes)"
+    assert info.value.reason == "empty file (0 bytes)"
 
 
 def test_list_videos(tmp_path: Path, clip8: torch.Tensor) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -206,6 +208,18 @@ def test_a_run_ends_with_a_summary_of_steps_reward_and_files(tmp_path, capsys):
     assert f"rlr-video render {out / 'config.yaml'} --lora {latest}" in summary
 
 
+def test_every_file_of_a_run_follows_the_umask(tmp_path):
+    """The weights too (safetensors alone writes 0600): the run's files get what open() gives."""
+    previous = os.umask(0o027)  # not the usual 022, so neither 0600 nor 0644 passes by chance
+    try:
+        Trainer(tiny(tmp_path / "run", "train.steps=1")).train()
+    finally:
+        os.umask(previous)
+    files = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    assert f"run/checkpoints/step-000001/lora/{TRAINABLE_FILE}" in files
+    assert files == dict.fromkeys(files, 0o640)
+
+
 def test_the_command_trains_a_custom_reward_and_says_what_stops_it(tmp_path, reward_module, monkeypatch, capsys):
     reward_module(
         "train_rewards",
@@ -232,6 +246,34 @@ def test_the_command_trains_a_custom_reward_and_says_what_stops_it(tmp_path, rew
         monkeypatch.delenv(key, raising=False)
     assert cli.main(["train", "toy", f"train.output_dir={out}3"]) == 2
     assert "started a single process" in capsys.readouterr().err
+
+
+def test_resume_names_its_checkpoint_and_the_printed_render_command_runs_as_printed(tmp_path, reward_module, capsys):
+    from rewards import registry
+
+    reward_module(
+        "preview_rewards",
+        "from rewards import register_reward\n\n"
+        "@register_reward('mean_red', needs_prompts=False)\n"
+        "def mean_red(frames, prompts):\n"
+        "    return frames[:, :, 0].mean(dim=(1, 2, 3))\n",
+    )
+    out = tmp_path / "my run"  # a space: the printed command must quote it
+    argv = ["train", "toy", "--import", "preview_rewards", "reward=mean_red", "train.progress=false"]
+    argv.append(f"train.output_dir={out}")
+    assert cli.main([*argv, "train.steps=1"]) == 0
+    capsys.readouterr()
+    assert cli.main([*argv, "train.steps=2", "--resume"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"resuming from {out / 'checkpoints' / 'step-000001'} (step 1)"
+    [preview] = [line.split("preview: ", 1)[1] for line in printed if "preview: " in line]
+    words = shlex.split(preview)
+    assert words[:3] == ["rlr-video", "render", str(out / "config.yaml")] and "--import" in words
+    # As in a new shell: the reward is unknown until the command's own --import registers it.
+    del registry._REGISTRY["mean_red"]
+    del sys.modules["preview_rewards"]
+    assert cli.main(words[1:]) == 0
+    assert (out / "render" / "index.html").is_file()
 
 
 def test_composite_reward_logs_every_term_and_multiscale_prompts_train(tmp_path):

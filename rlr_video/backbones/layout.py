@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlr_video.verbosity import loading_bars_hidden
+
 # Packaged backbones: names that resolve to directories shipped inside rlr_video/assets.
 PACKAGED = {"tiny-shapes": "tiny-shapes"}
 # How a packaged model was trained and evaluated, where that differs from its pipeline's
@@ -160,7 +162,8 @@ class Layout:
         except (ImportError, AttributeError) as err:
             raise BackboneLoadError(f"{folder}: unknown component class {library}.{class_name}") from err
         try:
-            return cls.from_pretrained(folder, **kwargs)
+            with loading_bars_hidden():
+                return cls.from_pretrained(folder, **kwargs)
         except Exception as err:  # missing weights, bad config: say which component
             raise BackboneLoadError(
                 f"cannot load the component {name!r} from {folder} as {class_name}: {type(err).__name__}: {err}"

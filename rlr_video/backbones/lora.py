@@ -23,6 +23,7 @@ from safetensors import safe_open
 from torch import nn
 
 from rlr_video.backbones.mismatch import describe_mismatch
+from rlr_video.file_mode import follow_umask
 
 ADAPTER = "default"
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -118,7 +119,7 @@ def save_lora(model: nn.Module, directory: str | Path, prefix: str, pipeline_cls
             directory / WEIGHT_NAME,
             metadata={"format": "pt", METADATA_KEY: json.dumps(packed_meta, indent=2, sort_keys=True)},
         )
-    return directory / WEIGHT_NAME
+    return follow_umask(directory / WEIGHT_NAME)  # safetensors writes 0600
 
 
 def read_lora(path: str | Path, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from rlr_video.train.trainer import LaunchError
 
     try:
-        train(config, resume=resume)
+        train(config, resume=resume, imports=args.imports)
     # A run folder in use or not writable, a bad --resume checkpoint, a model or reward weights
     # that are not there.
     except (ConfigError, FileExistsError, FileNotFoundError, BackboneLoadError, CheckpointError, LaunchError) as err:

@@ -20,7 +20,7 @@ from typing import Any
 from rlr_video.config.coerce import build
 from rlr_video.config.schema import Config
 from rlr_video.config.validate import validate
-from rlr_video.errors import ConfigError, ConfigFileError
+from rlr_video.errors import ConfigError, ConfigFileError, UnknownConfigError
 
 # Where presets live (package data, so a wheel ships them): ``rlr-video train tiny-shapes``
 # means ``rlr_video/configs/tiny-shapes.yaml``.
@@ -40,8 +40,7 @@ def resolve_config_path(name_or_path: str | None) -> Path:
         return preset
     presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
     close = difflib.get_close_matches(Path(name_or_path).stem, presets, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError("CONFIG", str(name_or_path), f"a YAML file or a preset: {', '.join(presets)}{hint}")
+    raise UnknownConfigError(str(name_or_path), presets, close[0] if close else None)
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlr_video.file_mode import follow_umask
 from rlr_video.testbed.scorer import ATTRIBUTES, parse_prompt
 from rlr_video.testbed.tiny_model import ASSETS_DIR, NUM_FRAMES, RESOLUTION
 from rlr_video.testbed.word_swap import VALUES, retarget, swapped_prompts
@@ -246,6 +247,7 @@ def save_shapes_clip(model, folder: str | Path, extra: dict | None = None) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
+    follow_umask(folder / "open_clip_model.safetensors")  # safetensors writes 0600
     cfg = {"model_cfg": model_config(), "preprocess_cfg": preprocess_config()}
     cfg["rlr_video"] = {"video_grid": list(GRID), **(extra or {})}
     (folder / "open_clip_config.json").write_text(json.dumps(cfg, indent=1) + "\n")

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from rlr_video.backbones.layout import PACKAGED_DEFAULTS
+from rlr_video.verbosity import loading_bars_hidden
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 TINY_SHAPES_DIR = ASSETS_DIR / "tiny-shapes"
@@ -296,7 +297,8 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
     (its ``model_index.json`` names the pipeline class)."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(path or TINY_SHAPES_DIR))
+    with loading_bars_hidden():
+        pipe = DiffusionPipeline.from_pretrained(str(path or TINY_SHAPES_DIR))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -14,6 +14,7 @@ import torch
 
 from rlr_video.backbones.mismatch import describe_mismatch
 from rlr_video.config import ModelConfig
+from rlr_video.file_mode import follow_umask
 
 TRAINABLE_FILE = "trainable_parameters.safetensors"
 
@@ -82,6 +83,7 @@ def save_weights(backbone, directory: str | Path) -> None:
 
     tensors = {n: p.detach().cpu().contiguous() for n, p in _named_trainable(backbone).items()}
     save_file(tensors, directory / TRAINABLE_FILE)
+    follow_umask(directory / TRAINABLE_FILE)  # safetensors writes 0600
 
 
 def load_weights(backbone, directory: str | Path) -> None:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import math
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from rlr_video.train.checkpoint import latest_checkpoint, weights_dir
 from rlr_video.train.metrics import CURVE_FILE, read_metrics
 
 
-def run_summary(output_dir: str | Path) -> str:
+def run_summary(output_dir: str | Path, imports: Sequence[str] = ()) -> str:
     """A few lines on the run in ``output_dir``, from its ``metrics.jsonl`` and checkpoints.
 
     The reward is the training batch mean (the trainer runs no separate evaluation), of the
     first and last logged steps and of the first and last tenth of the run, which are less
     noisy; ``tools/demo_report.py`` compares base and fine-tuned on a fixed evaluation set.
+    The closing ``render`` command runs as printed: it repeats the run's ``--import`` modules
+    (``imports``), without which its config's custom reward would be unknown, and shell-quotes.
     """
     output_dir = Path(output_dir)
     metrics = output_dir / "metrics.jsonl"
@@ -39,5 +43,7 @@ def run_summary(output_dir: str | Path) -> str:
         lines.append(f"  LoRA: {weights_dir(checkpoint)}")
     lines.append(f"  log: {metrics}, reward curve {output_dir / CURVE_FILE}, config {output_dir / 'config.yaml'}")
     if checkpoint is not None:
-        lines.append(f"  preview: rlr-video render {output_dir / 'config.yaml'} --lora {checkpoint}")
+        command = ["rlr-video", "render", str(output_dir / "config.yaml"), "--lora", str(checkpoint)]
+        command += [word for module in imports for word in ("--import", module)]
+        lines.append(f"  preview: {shlex.join(command)}")
     return "\n".join(lines)

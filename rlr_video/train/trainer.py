@@ -25,6 +25,7 @@ import resource
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +53,19 @@ RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_with", "train.c
 
 class Trainer:
     """Fine-tunes the configured backbone. ``resume``: a checkpoint folder, or ``"auto"`` for
-    the latest one in ``train.output_dir`` (a fresh start when there is none).
+    the latest one in ``train.output_dir`` (a fresh start when there is none). ``imports``:
+    the modules the command line imported first (``--import``, custom rewards), which the
+    closing ``render`` hint repeats.
 
     Subclasses may override ``on_gradients`` (called with the reduced gradient of each
     update, before clipping) and ``on_step_end`` (after each step's metrics and checkpoint).
     """
 
-    def __init__(self, config: Config, resume: str | Path | None = None):
+    def __init__(self, config: Config, resume: str | Path | None = None, imports: Sequence[str] = ()):
         from accelerate import Accelerator
 
         self.config = cfg = config
+        self.imports = list(imports)
         self.output_dir = Path(cfg.train.output_dir)
         _check_launch()
         fsdp_plugin = accelerate_fsdp_plugin()  # before a model loads
@@ -112,6 +116,8 @@ class Trainer:
         self.position = 0  # global micro-batches consumed: the prompt stream's position / B
         if checkpoint is not None:
             self._load(checkpoint)
+            if self.is_main:
+                print(f"resuming from {checkpoint} (step {self.step})")
         self.metrics = MetricsWriter(self.output_dir, self.step if checkpoint else None) if self.is_main else None
         if self.is_main:
             (self.output_dir / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
@@ -340,7 +346,7 @@ class Trainer:
         bar.close()
         if self.is_main:
             plot_reward_curve(self.metrics.path, self.output_dir / CURVE_FILE)
-            print(run_summary(self.output_dir))
+            print(run_summary(self.output_dir, self.imports))
         if t.log_with:
             self.accelerator.end_training()
         return records
@@ -352,9 +358,9 @@ class Trainer:
         """Hook: after step ``step``'s metrics (and checkpoint, if one was due)."""
 
 
-def train(config: Config, resume: str | Path | None = None) -> list[dict[str, Any]]:
+def train(config: Config, resume: str | Path | None = None, imports: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Build a ``Trainer`` and run it to the end."""
-    return Trainer(config, resume).train()
+    return Trainer(config, resume, imports).train()
 
 
 # ---------------------------------------------------------------------- helpers
