@@ -6,7 +6,8 @@ activations by component (spatial / temporal attention, convolutions, feed-forwa
 temporal attention share, the recompute time multiplier and why each choice was made.
 
 The model is built on the meta device from its config files (``unet/config.json`` ...; no
-weights are read), so a hub id only needs its configs and tokenizer in the cache. The
+weights are read), so a hub id only needs its configs and tokenizer in the cache; the shipped
+presets' hub ids need neither, their config files ship with the package. The
 reward is costed by name from its default vision tower unless its weights load.
 ``--probe`` loads the real weights and calibrates the prediction with one measured call.
 ``--processes N --sharding fsdp`` plans per process for N training processes with the
@@ -134,6 +135,7 @@ def make_plan(
         options = backbone_options(m, "meta")
         backbone = meta_backbone(m.path, family=m.family, **options)
         backbone.options.lora_rank = m.lora_rank  # costed, not injected
+        _note_shipped_configs(m.path, backbone.source)
         reward = None
     if reward is None:
         itemsize = 2 if m.dtype in ("bfloat16", "float16") or config.train.mixed_precision == "bf16" else 4
@@ -146,6 +148,16 @@ def make_plan(
     planner = Planner(cost_model, config.train.batch_size, e.fo_steps, e.zo, e.zo_samples, mem.max_h)
     modes = ("none", "block", "call") if mem.checkpoint == "auto" else (mem.checkpoint,)
     return planner.plan(budget, modes=modes, chunk=mem.frame_chunk)
+
+
+def _note_shipped_configs(path: str, source: str | None) -> None:
+    from pathlib import Path
+
+    from rlr_video.backbones.hub_configs import is_shipped
+
+    if source is not None and is_shipped(Path(source)):
+        note = "not in the Hugging Face cache: planned from its config files shipped with rlr-video"
+        print(f"rlr-video plan: {path} is {note} (rlr_video/assets/hub-configs)", file=sys.stderr)
 
 
 class _RewardMix:
