@@ -51,6 +51,7 @@ from rlr_video.train.multiscale import MultiScaleBackbone
 from rlr_video.train.prompts import config_prompts, prompts_at, stage_j_range
 from rlr_video.train.rewards import TrainingReward
 from rlr_video.train.summary import run_summary
+from rlr_video.train.weights_check import check_weights
 
 # Estimator diagnostics that add up over micro-batches; the others are averaged.
 SUMMED_STATS = ("calls_forward", "calls_backward", "nonfinite_rewards")
@@ -93,6 +94,7 @@ class Trainer:
         checkpoint = self._find_checkpoint(resume)
 
         self.prompts = config_prompts(cfg.prompts)
+        check_weights(cfg)  # every missing weight named at once, before anything heavy loads
         torch.manual_seed(cfg.train.seed)  # LoRA initialisation, identical in every process
         self.model = build_backbone(cfg.model, acc.device)
         multiscale = any(isinstance(p, tuple) for p in self.prompts)
