@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from rewards.encoders import OpenClipEncoder, follow_device
 from rewards.frame_mean import FrameMeanReward
-from rewards.loading import cached, freeze, load_state_dict, resolve_file
+from rewards.loading import MissingWeightsError, cached, freeze, load_state_dict, resolve_file
 from rewards.registry import register_reward
 
 DEFAULT_HEAD = "hf:trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth"
@@ -95,8 +95,17 @@ class AestheticReward(FrameMeanReward):
         checkpoint: bool = False,
     ) -> None:
         super().__init__(chunk_size, sample_frames, checkpoint)
-        self.head = load_head(head)
-        self.encoder = OpenClipEncoder(model, pretrained, quick_gelu=quick_gelu, dtype=dtype)
+        missing = []  # both weights checked, so a user learns of both at once
+        try:
+            self.head = load_head(head)
+        except MissingWeightsError as err:
+            missing.append(err)
+        try:
+            self.encoder = OpenClipEncoder(model, pretrained, quick_gelu=quick_gelu, dtype=dtype)
+        except MissingWeightsError as err:
+            missing.append(err)
+        if missing:
+            raise MissingWeightsError.joined(missing)
         head_dim = next(self.head.parameters()).shape[1]
         if self.encoder.embed_dim not in (None, head_dim):
             raise ValueError(

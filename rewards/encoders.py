@@ -6,6 +6,7 @@ return L2-normalised features, so cosines are plain dot products.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -76,7 +77,8 @@ def load_open_clip(
                     "(custom configs can be added with open_clip.add_model_config)"
                 ) from err
             raise MissingWeightsError(
-                f"open_clip weights {pretrained!r} for {model!r} are not available: {err}. {how}"
+                f"open_clip weights {pretrained!r} for {model!r} are not available: {err}. {how}",
+                [(f"open_clip {model} {pretrained!r}", _open_clip_fetch(model, source))],
             ) from err
         if random_weights:
             warnings.warn(f"open_clip {model!r} has random weights: its scores mean nothing", stacklevel=5)
@@ -84,6 +86,17 @@ def load_open_clip(
         return net.to(_dtype(dtype)) if dtype else net
 
     return cached(("open_clip", model, source, quick_gelu, dtype), load)
+
+
+def _open_clip_fetch(model: str, tag: str | None) -> str:
+    """How to provide an open_clip pretrained tag's weights, in one line."""
+    import open_clip
+
+    hub = (open_clip.get_pretrained_cfg(model, tag) or {}).get("hf_hub") if tag else None
+    if not hub:
+        return "pass pretrained=/path/to/an/open_clip/checkpoint"
+    repo, filename = os.path.split(hub)  # "org/name/file", or "org/name/" for open_clip's default file
+    return f"hf download {repo} {filename or 'open_clip_pytorch_model.bin'}"
 
 
 class OpenClipEncoder:
@@ -172,7 +185,8 @@ def _load_hf_vision(model: str, dtype: str | None) -> tuple[torch.nn.Module, Any
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MissingWeightsError(
             f"vision model {model!r} not found locally ({reason}); pass model=/path/to/a save_pretrained "
-            f"folder, or fetch it with `hf download {model}` on a machine with network access"
+            f"folder, or fetch it with `hf download {model}` on a machine with network access",
+            [("vision model", f"hf download {model}")],
         ) from err
     net = freeze(net)
     return (net.to(_dtype(dtype)) if dtype else net), processor

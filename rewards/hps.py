@@ -25,6 +25,9 @@ HOW = (
 )
 
 
+FETCH = "hf download xswu/HPSv2 HPS_v2.1_compressed.pt, then pretrained=hf:xswu/HPSv2/HPS_v2.1_compressed.pt"
+
+
 @register_reward("hpsv2")
 class HPSv2Reward(FrameMeanReward):
     """Mean over frames of the HPSv2 score (cosine; typical values 0.2–0.35)."""
@@ -43,7 +46,7 @@ class HPSv2Reward(FrameMeanReward):
     ) -> None:
         super().__init__(chunk_size, sample_frames, checkpoint)
         if pretrained is None:
-            raise MissingWeightsError(HOW)
+            raise MissingWeightsError(HOW, [("hpsv2 weights", FETCH)])
         path = resolve_file(pretrained, "HPSv2 weights", HOW)
         self.encoder = OpenClipEncoder(model, str(path), resize_mode="longest", dtype=dtype)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,20 @@ HUB_PREFIX = "hf:"
 
 
 class MissingWeightsError(FileNotFoundError):
-    """Reward weights are not on this machine; the message names the file and how to provide it."""
+    """Reward weights are not on this machine; the message names the file and how to provide it.
+
+    ``items`` lists each missing file as ``(what, fetch)``, one short line each (``fetch`` is the
+    command or option that provides it), so several can be reported together.
+    """
+
+    def __init__(self, message: str, items: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.items = list(items)
+
+    @classmethod
+    def joined(cls, errors: Sequence[MissingWeightsError]) -> MissingWeightsError:
+        """One error for several: the messages in turn, every item."""
+        return cls(" ".join(str(e) for e in errors), [item for e in errors for item in e.items])
 
 
 def cached(key: Hashable, load: Callable[[], T]) -> T:
@@ -69,11 +82,12 @@ def resolve_file(source: str | os.PathLike[str], what: str, how: str) -> Path:
         except Exception as err:  # noqa: BLE001  (offline, missing repo, network: same advice)
             raise MissingWeightsError(
                 f"{what}: {filename!r} from the Hugging Face repo {repo_id!r} is not available "
-                f"offline ({type(err).__name__}). {how}"
+                f"offline ({type(err).__name__}). {how}",
+                [(what, f"hf download {repo_id} {filename}")],
             ) from err
     path = Path(text).expanduser()
     if not path.is_file():
-        raise MissingWeightsError(f"{what}: file {str(path)!r} not found. {how}")
+        raise MissingWeightsError(f"{what}: file {str(path)!r} not found. {how}", [(what, f"no file {path}")])
     return path
 
 

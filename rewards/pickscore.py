@@ -27,6 +27,13 @@ HOW = (
     "(tokenizer and preprocessor_config.json) unless the model folder holds them."
 )
 
+ITEMS = [
+    (
+        "pickscore weights",
+        "hf download yuvalkirstain/PickScore_v1 and laion/CLIP-ViT-H-14-laion2B-s32B-b79K, then model= processor=",
+    )
+]
+
 
 def _features(output: Any) -> Tensor:
     """transformers < 5 returns the projected embeddings; 5.x wraps them in ``pooler_output``."""
@@ -41,7 +48,7 @@ def _load(model: str, processor: str) -> tuple[torch.nn.Module, Any]:
         net = AutoModel.from_pretrained(model)
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MissingWeightsError(f"PickScore files not found ({reason}). {HOW}") from err
+        raise MissingWeightsError(f"PickScore files not found ({reason}). {HOW}", ITEMS) from err
     return freeze(net), proc
 
 
@@ -62,7 +69,7 @@ class PickScoreReward(FrameMeanReward):
     ) -> None:
         super().__init__(chunk_size, sample_frames, checkpoint)
         if model is None:
-            raise MissingWeightsError(HOW)
+            raise MissingWeightsError(HOW, ITEMS)
         processor = processor or model
         self.model, proc = cached(("pickscore", model, processor), lambda: _load(model, processor))
         self.tokenizer = proc.tokenizer

@@ -314,11 +314,13 @@ def test_plan_command(capsys, tmp_path):
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "temporal_attention" in printed and "spatial_attention" in printed
-    # a hub id that is not in the cache: what to fetch, and that the plan needs no weights
-    assert cli.main(["plan", "wan14b-composite", "--budget", "80GB"]) == 2
+    # a user's hub id that is not in the cache (the shipped presets' ids plan from configs that
+    # ship with the package, tests/test_plan_offline.py): what to fetch, and that the plan needs
+    # no weights
+    assert cli.main(["plan", "wan14b-composite", "model.path=someone/their-wan-model", "--budget", "80GB"]) == 2
     err = capsys.readouterr().err
-    assert "'Wan-AI/Wan2.1-T2V-14B-Diffusers' is not a local folder" in err
-    assert "plan needs only: hf download Wan-AI/Wan2.1-T2V-14B-Diffusers --include '*.json'" in err
+    assert "'someone/their-wan-model' is not a local folder" in err
+    assert "plan needs only: hf download someone/their-wan-model --include '*.json'" in err
 
 
 def test_the_plan_leaves_the_fo_steps_to_fo(tmp_path, capsys):

@@ -45,6 +45,9 @@ def test_the_wheel_ships_presets_and_prompt_lists(tmp_path):
     shipped = {f"rlr_video/configs/{name}" for name in files}
     assert {"rlr_video/configs/tiny-shapes.yaml", "rlr_video/configs/prompts/shapes-heldout.txt"} <= shipped
     assert shipped <= names
+    # and the presets' hub models' config files, which `rlr-video plan` reads without the hub
+    configs = ROOT / "rlr_video" / "assets" / "hub-configs"
+    assert {f"rlr_video/{p.relative_to(ROOT / 'rlr_video').as_posix()}" for p in configs.rglob("*.json")} <= names
 
     # Installed from the wheel alone (unpacked, outside the checkout), the presets load by name.
     site = tmp_path / "site"

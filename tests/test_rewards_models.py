@@ -342,6 +342,20 @@ def test_missing_weights_name_the_file_and_the_fix(monkeypatch: pytest.MonkeyPat
             build()
         for fragment in fragments:
             assert fragment in str(info.value)
+        # each missing file also as one short line (what, how to fetch it), for listings
+        assert info.value.items and all("\n" not in what + fetch for what, fetch in info.value.items)
+    # both of the aesthetic reward's weights are checked, so both are named at once (with an
+    # empty cache: on a machine that holds them, the default weights would load)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(workdir() / "empty-hub-cache"))
+    with pytest.raises(MissingWeightsError) as info:
+        build_reward("aesthetic", model="ViT-L-14")
+    assert info.value.items == [
+        ("aesthetic head weights", "hf download trl-lib/ddpo-aesthetic-predictor aesthetic-model.pth"),
+        (
+            "open_clip ViT-L-14 'openai'",
+            "hf download timm/vit_large_patch14_clip_224.openai open_clip_pytorch_model.bin",
+        ),
+    ]
 
 
 def test_bad_inputs_are_named() -> None:

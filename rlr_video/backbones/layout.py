@@ -63,7 +63,7 @@ def resolve_source(path_or_hub_id: str | Path) -> Path:
                 "(built by the testbed tools; see docs/testbed.md)"
             )
         return packaged
-    if not _looks_like_hub_id(text):
+    if not looks_like_hub_id(text):
         raise BackboneLoadError(
             f"{text}: no such directory, and not a hub id of the form 'owner/name' or a packaged "
             f"backbone ({sorted(PACKAGED)})"
@@ -71,7 +71,7 @@ def resolve_source(path_or_hub_id: str | Path) -> Path:
     return _download(text)
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     if text.startswith(("/", ".", "~")) or text.count("/") != 1:
         return False
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -84,17 +84,38 @@ def _looks_like_hub_id(text: str) -> bool:
 
 
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import snapshot_download
+
+    from rlr_video.backbones import hub_configs
 
     try:
         return Path(snapshot_download(repo_id, ignore_patterns=_HUB_IGNORE))
     except Exception as err:  # offline, not cached, gated, missing: one clear message
-        # The hub's own message is a paragraph; offline, HF_HUB_OFFLINE says all of it.
-        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else str(err).split(". ")[0].strip()
+        shipped = hub_configs.fallback(repo_id)  # a memory plan needs only the configs
+        if shipped is not None:
+            return shipped
         raise BackboneLoadError(
-            f"{repo_id!r} is not a local folder and not in the Hugging Face cache ({reason or type(err).__name__}); "
+            f"{repo_id!r} is not a local folder and not in the Hugging Face cache ({hub_reason(err)}); "
             f"fetch it with `hf download {repo_id}` on a machine with network access"
         ) from err
+
+
+def hub_reason(err: BaseException) -> str:
+    """Why the hub could not give a repository, in a few words on one line (the hub's own
+    messages are paragraphs, some with the connection error's text on a line of its own)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if isinstance(err, GatedRepoError):
+        return "a gated repository: accept its terms on the hub, then `hf auth login`"
+    if isinstance(err, RepositoryNotFoundError):
+        return "no such repository on the hub, or a private one"
+    if isinstance(err, LocalEntryNotFoundError):
+        return "the hub cannot be reached"
+    text = str(err).strip()
+    return text.splitlines()[0].split(". ")[0].strip() if text else type(err).__name__
 
 
 class Layout:

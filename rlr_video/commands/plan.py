@@ -6,7 +6,8 @@ activations by component (spatial / temporal attention, convolutions, feed-forwa
 temporal attention share, the recompute time multiplier and why each choice was made.
 
 The model is built on the meta device from its config files (``unet/config.json`` ...; no
-weights are read), so a hub id only needs its configs and tokenizer in the cache. The
+weights are read), so a hub id only needs its configs and tokenizer in the cache; the shipped
+presets' hub ids need neither, their config files ship with the package. The
 reward is costed by name from its default vision tower unless its weights load.
 ``--probe`` loads the real weights and calibrates the prediction with one measured call.
 ``--processes N --sharding fsdp`` plans per process for N training processes with the
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             attention=args.attention,
         )
         plan = parts.plan
+        _note_shipped_configs(config.model.path, getattr(parts.backbone, "source", None))
     except Exception as err:  # noqa: BLE001 - a missing model, a budget too small: say it plainly
         from rlr_video.backbones.layout import BackboneLoadError
         from rlr_video.memory.planner import BudgetTooSmall
@@ -119,3 +121,13 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(plan.as_dict(), f, indent=2)
     return 0
+
+
+def _note_shipped_configs(path: str | None, source: str | None) -> None:
+    from pathlib import Path
+
+    from rlr_video.backbones.hub_configs import is_shipped
+
+    if path is not None and source is not None and is_shipped(Path(source)):
+        note = "not in the Hugging Face cache: planned from its config files shipped with rlr-video"
+        print(f"rlr-video plan: {path} is {note} (rlr_video/assets/hub-configs)", file=sys.stderr)

@@ -4,9 +4,10 @@ The cost model traces a denoiser call, a decode or a reward on meta tensors (sha
 dtypes propagate, nothing is computed or allocated). ``meta_backbone`` loads a diffusers
 backbone through the same code path users take (``load_backbone``) with every model built
 from its ``config.json`` on the meta device, so ``rlr-video plan`` needs a model's config
-files and tokenizer, never its weights. ``meta_twin`` gives the meta copy of a model that is
-already loaded; ``meta_shell`` a backbone whose models are meta twins (with gradients on what
-training touches), and ``meta_conditioning`` the prompt conditioning it expects.
+files and tokenizer, never its weights; the shipped presets' hub ids need neither the hub nor
+its cache (``rlr_video.backbones.hub_configs``). ``meta_twin`` gives the meta copy of a model
+that is already loaded; ``meta_shell`` a backbone whose models are meta twins (with gradients
+on what training touches), and ``meta_conditioning`` the prompt conditioning it expects.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def _meta_load(cls: type, folder: Path, torch_dtype: torch.dtype | None = None, 
 @contextlib.contextmanager
 def meta_layouts() -> Iterator[None]:
     """Inside, ``Layout.load`` builds models on the meta device from their configs."""
+    from rlr_video.backbones import hub_configs
     from rlr_video.backbones import layout as layout_lib
 
     original = layout_lib.Layout.load
@@ -90,6 +92,8 @@ def meta_layouts() -> Iterator[None]:
             model = _meta_load(cls, folder, kwargs.get("torch_dtype"))
             if model is not None:
                 return model
+            if "Tokenizer" in cls_name and hub_configs.is_shipped(folder):  # shipped without a vocabulary
+                return hub_configs.LengthOnlyTokenizer(folder)
         return original(self, name, library, class_name, **kwargs)
 
     from diffusers import UNetMotionModel
@@ -105,7 +109,8 @@ def meta_layouts() -> Iterator[None]:
     layout_lib.Layout.load = load
     UNetMotionModel.from_unet2d = classmethod(from_unet2d)
     try:
-        yield
+        with hub_configs.configs_only():  # the shipped presets' hub ids plan without the hub cache
+            yield
     finally:
         layout_lib.Layout.load = original
         UNetMotionModel.from_unet2d = combine

@@ -79,7 +79,9 @@ def build_components(
         return _plan_only(config, device, budget, processes, sharding, attention)
     from rewards import build_reward
     from rlr_video.train.model import build_backbone
+    from rlr_video.train.weights_check import check_weights
 
+    check_weights(config)  # every missing weight named at once, before anything heavy loads
     torch.manual_seed(config.train.seed)  # LoRA initialisation: the same in every process and in render
     backbone = build_backbone(config.model, device)
     parts = Components(backbone)
