@@ -185,10 +185,13 @@ def test_aesthetic_head_and_tower_widths_must_agree() -> None:
 # ------------------------------------------------------------------ formulas
 
 
-def test_clip_is_the_mean_cosine_with_the_prompt() -> None:
-    reward = make("clip", scale=2.5)
+def test_clip_training_variant_is_the_scaled_mean_cosine() -> None:
+    """Without CLIPScore's prefix, clamp and 8-bit rounding (the training options), the score is
+    ``scale`` times the mean cosine; CLIPScore itself is tested in test_rewards_references.py."""
+    reward = make("clip", scale=2.5, prefix="", clamp=False, resize="smooth")
     frames = smooth_videos(batch=2, frames=3, size=48)
-    model = open_clip.create_model(TINY, pretrained=open_clip_weights()).eval()
+    # A local weights file for clip is taken for OpenAI's (CLIPScore's model): QuickGELU.
+    model = open_clip.create_model(TINY, pretrained=open_clip_weights(), force_quick_gelu=True).eval()
     tokens = open_clip.get_tokenizer(TINY)(PROMPTS)
     with torch.no_grad():
         image = F.normalize(model.encode_image(ImagePreprocess.from_open_clip(model)(frames.flatten(0, 1))), dim=-1)
