@@ -278,7 +278,7 @@ def dino_checkpoint(seed: int = 0) -> str:
 @functools.cache
 def dino_hf_folder(seed: int = 0) -> str:
     """The same weights as :func:`dino_checkpoint`, as a Hugging Face ViTModel folder."""
-    from transformers import ViTConfig, ViTModel
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     dino = torch.load(dino_checkpoint(seed), weights_only=True)
     width = dino["cls_token"].shape[-1]
@@ -315,6 +315,11 @@ def dino_hf_folder(seed: int = 0) -> str:
     model.load_state_dict(hf, strict=True)
     folder = workdir() / f"dino-hf-{seed}"
     model.save_pretrained(folder)
+    # facebook/dino-vitb16's processor (rewards use VBench's transform instead, but the hub
+    # folder has one).
+    ViTImageProcessor(
+        size={"height": 224, "width": 224}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    ).save_pretrained(folder)
     return str(folder)
 
 
