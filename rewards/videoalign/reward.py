@@ -139,6 +139,7 @@ class VideoAlignReward:
         checkpoint = checkpoint_dir(folder, step)
         key = ("videoalign", str(checkpoint.resolve()), config.base, dtype)
         self.loaded: Loaded = cached(key, lambda: _load(config, checkpoint, dtype))
+        self.model = self.loaded.model  # the memory planner costs a reward's modules, never traces them
         self.config = config
         self.head = head
         self.video_fps = video_fps

@@ -2,7 +2,7 @@
 ``tests/test_rewards_references.py`` against ``build_reward(...)`` on the same tiny random-weight
 models (real checkpoint formats), 8-bit frames with hard edges, at several frame sizes.
 
-    python tools/reward_reference_gaps.py
+    python tools/bench_reward_references.py
 
 prints, per reward and frame size (width×height), the largest gap over the videos, relative to
 the largest reference score, and the absolute gap. Rewards come from the ``rewards`` package on
