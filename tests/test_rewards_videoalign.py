@@ -300,6 +300,9 @@ def test_frame_sampling_rules() -> None:
         reward.frame_plan(1, 90, 160, 8.0)
     dims = reward.model_dims()
     assert dims["text_layers"] == 2 and dims["vision_layers"] == 1 and dims["text_width"] == 32
+    sizes = reward.input_sizes(13, 90, 160, 8.0)
+    assert sizes["size"] == (252, 448) and sizes["vision_tokens"] == 2 * 18 * 32 // 4
+    assert sizes["text_tokens"] == len(reward.tokenize([""], sizes["vision_tokens"])["input_ids"][0]) > 288
 
 
 def test_layout_errors_name_the_file(tmp_path) -> None:

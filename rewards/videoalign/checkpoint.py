@@ -139,7 +139,7 @@ def transformers5_key(key: str) -> str:
     return prefix + name
 
 
-def load_tokenizer(checkpoint: Path, base: str, processor: Any) -> Any:
+def load_tokenizer(checkpoint: Path, processor: Any) -> Any:
     """The checkpoint's tokenizer, or the base's with the three reward tokens added."""
     from transformers import AutoTokenizer
 

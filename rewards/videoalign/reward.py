@@ -91,7 +91,7 @@ class Loaded:
 
 def _load(config: VideoAlignConfig, checkpoint: Any, dtype: str | None) -> Loaded:
     processor = load_processor(config.base)
-    tokenizer = load_tokenizer(checkpoint, config.base, processor)
+    tokenizer = load_tokenizer(checkpoint, processor)
     ids = tuple(int(i) for i in tokenizer.convert_tokens_to_ids(list(REWARD_TOKENS)))
     if config.use_special_tokens and (tokenizer.unk_token_id in ids or len(set(ids)) != 3):
         raise ValueError(f"videoalign: the tokenizer lacks the reward tokens {REWARD_TOKENS} (ids {ids})")
@@ -152,8 +152,8 @@ class VideoAlignReward:
     # ---------------------------------------------------------------- the reference's steps
 
     def frame_plan(self, count: int, height: int, width: int, video_fps: float | None = None) -> dict[str, Any]:
-        """Which frames are read and the size they are resized to (``fetch_video``), and what
-        that costs the model: vision patches and tokens, the language model's sequence length."""
+        """Which frames are read and the size they are resized to (``fetch_video``), and the
+        vision tower's patch and token counts."""
         rate = video_fps if video_fps is not None else self.video_fps
         indices = frame_indices(count, rate, self.fps, self.num_frames)
         size = smart_resize(height, width, min_pixels=VIDEO_MIN_PIXELS, max_pixels=self.max_pixels)
@@ -167,13 +167,13 @@ class VideoAlignReward:
             )
         patches = len(indices) // px.temporal * (size[0] // px.patch) * (size[1] // px.patch)
         tokens = patches // px.merge**2
-        return {
-            "indices": indices,
-            "size": size,
-            "vision_patches": patches,
-            "vision_tokens": tokens,
-            "text_tokens": len(self.tokenize([""], tokens)["input_ids"][0]),
-        }
+        return {"indices": indices, "size": size, "vision_patches": patches, "vision_tokens": tokens}
+
+    def input_sizes(self, count: int, height: int, width: int, video_fps: float | None = None) -> dict[str, Any]:
+        """:meth:`frame_plan` plus the language model's sequence length for an empty prompt (a
+        prompt adds its own tokens): what the memory planner needs with :meth:`model_dims`."""
+        plan = self.frame_plan(count, height, width, video_fps)
+        return {**plan, "text_tokens": len(self.tokenize([""], plan["vision_tokens"])["input_ids"][0])}
 
     def pixel_patches(self, frames: Tensor, size: tuple[int, int]) -> tuple[Tensor, tuple[int, int, int]]:
         """One video's sampled frames (N, 3, H, W) in [0, 1] → the vision tower's patches."""
@@ -273,7 +273,7 @@ class VideoAlignReward:
         return torch.stack([logits[i, : int(last[i])].mean(dim=0) for i in range(batch)])
 
     def model_dims(self) -> dict[str, int]:
-        """Sizes the memory planner needs: the vision tower's and the language model's."""
+        """The vision tower's and the language model's sizes (for the memory planner)."""
         config = reward_model(self.loaded.model).config
         vision, text = config.vision_config, config.get_text_config()
         return {
