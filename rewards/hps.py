@@ -11,6 +11,8 @@ Reference: tgxs002/HPSv2 ``hpsv2/img_score.py`` (``score``) with its eval transf
 the default since torchvision 0.17) and no clamp, centre padding with 0, OpenAI mean and std;
 the score is the cosine of the normalised image and text features of open_clip ``ViT-H-14``
 (GELU, not QuickGELU). HPSv2 runs under CUDA autocast; ``dtype="fp16"`` comes closer to that.
+One case differs: a frame whose long side is already 224 but is not square is padded here, where
+HPSv2's ``ResizeMaxSize`` returns it unpadded and the model then fails on its size.
 """
 
 from __future__ import annotations
