@@ -1,6 +1,14 @@
 """``aesthetic``: the LAION aesthetic predictor on CLIP ViT-L/14 embeddings, averaged over frames.
 
-Two published heads, both on L2-normalised open_clip ``ViT-L-14`` / ``openai`` embeddings (768-d):
+Reference: christophschuhmann/improved-aesthetic-predictor ``simple_inference.py``: OpenAI
+``clip.load("ViT-L/14")`` and its preprocess (Pillow bicubic resize of the short side to 224,
+torchvision ``CenterCrop(224)``, OpenAI mean and std), ``encode_image``, L2 normalisation, the
+head. Here the preprocess runs on tensors (``resize="pil"``: Pillow's two 8-bit passes, see
+:mod:`rewards.preprocess`; ``"smooth"`` skips the rounding, for training) and the model is
+open_clip's ``ViT-L-14`` with OpenAI's QuickGELU, which every weights file for this head needs
+(``quick_gelu`` defaults to True unless an open_clip tag or config says otherwise).
+
+Two published heads, both on L2-normalised OpenAI ViT-L/14 image embeddings (768-d):
 
 - the *improved* predictor (``sac+logos+ava1-l14-linearMSE.pth``; also the hub file
   ``trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth`` used by DDPO): an MLP
@@ -21,6 +29,7 @@ from torch import Tensor, nn
 from rewards.encoders import OpenClipEncoder, follow_device
 from rewards.frame_mean import FrameMeanReward
 from rewards.loading import MissingWeightsError, cached, freeze, load_state_dict, resolve_file
+from rewards.preprocess import resize_style
 from rewards.registry import register_reward
 
 DEFAULT_HEAD = "hf:trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth"
@@ -89,19 +98,29 @@ class AestheticReward(FrameMeanReward):
         pretrained: str | None = "openai",
         head: str | os.PathLike[str] = DEFAULT_HEAD,
         quick_gelu: bool | None = None,
+        resize: str = "pil",
         dtype: str | None = None,
         chunk_size: int | None = 16,
         sample_frames: int | None = None,
         checkpoint: bool = False,
     ) -> None:
         super().__init__(chunk_size, sample_frames, checkpoint)
+        rounding, clamp = resize_style(resize, self.name)
         missing = []  # both weights checked, so a user learns of both at once
         try:
             self.head = load_head(head)
         except MissingWeightsError as err:
             missing.append(err)
         try:
-            self.encoder = OpenClipEncoder(model, pretrained, quick_gelu=quick_gelu, dtype=dtype)
+            self.encoder = OpenClipEncoder(
+                model,
+                pretrained,
+                rounding=rounding,
+                clamp=clamp,
+                quick_gelu=quick_gelu,
+                reference_quick_gelu=True,  # the head was trained on OpenAI's ViT-L/14
+                dtype=dtype,
+            )
         except MissingWeightsError as err:
             missing.append(err)
         if missing:

@@ -22,17 +22,24 @@ class CompositeReward:
         self.name = "+".join(f"{weight:g}*{reward.name}" for weight, reward in self.terms)
         self.differentiable = all(r.differentiable for _, r in self.terms)
         self.needs_prompts = any(getattr(r, "needs_prompts", True) for _, r in self.terms)
+        self.takes_video_fps = any(getattr(r, "takes_video_fps", False) for _, r in self.terms)
 
-    def score_terms(self, frames: Tensor, prompts: Sequence[str]) -> dict[str, Tensor]:
-        """Each term's unweighted (B,) score, keyed by its name."""
-        return {reward.name: reward(frames, prompts) for _, reward in self.terms}
+    def score_terms(self, frames: Tensor, prompts: Sequence[str], video_fps: float | None = None) -> dict[str, Tensor]:
+        """Each term's unweighted (B,) score, keyed by its name. ``video_fps`` (the frames' rate)
+        goes to the terms that take it (``takes_video_fps``: videoalign)."""
+        return {
+            reward.name: reward(frames, prompts, video_fps=video_fps)
+            if video_fps is not None and getattr(reward, "takes_video_fps", False)
+            else reward(frames, prompts)
+            for _, reward in self.terms
+        }
 
     def combine(self, scores: dict[str, Tensor]) -> Tensor:
         """The weighted sum of :meth:`score_terms`' output."""
         return sum(weight * scores[reward.name] for weight, reward in self.terms)
 
-    def __call__(self, frames: Tensor, prompts: Sequence[str]) -> Tensor:
-        return self.combine(self.score_terms(frames, prompts))
+    def __call__(self, frames: Tensor, prompts: Sequence[str], video_fps: float | None = None) -> Tensor:
+        return self.combine(self.score_terms(frames, prompts, video_fps))
 
     def __repr__(self) -> str:
         return f"CompositeReward({self.name!r})"

@@ -1,15 +1,17 @@
-"""Frozen image/text encoders behind the rewards: open_clip models and Hugging Face vision models.
+"""Frozen open_clip image/text encoders behind the rewards (DINO lives in :mod:`rewards.dino`).
 
-Both load once per process (see :mod:`rewards.loading`), follow the frames to their device, and
+They load once per process (see :mod:`rewards.loading`), follow the frames to their device, and
 return L2-normalised features, so cosines are plain dot products.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +42,21 @@ def follow_device(module: torch.nn.Module, device: torch.device) -> None:
 
 
 def load_open_clip(
-    model: str, pretrained: str | None, quick_gelu: bool | None = None, dtype: str | None = None
+    model: str,
+    pretrained: str | None,
+    quick_gelu: bool | None = None,
+    dtype: str | None = None,
+    reference_quick_gelu: bool = False,
 ) -> torch.nn.Module:
     """An open_clip model, frozen and cached. ``pretrained`` is a tag ("openai"), a local
-    checkpoint file, ``hf:OWNER/REPO/FILE``, or ``None`` for random weights (tests, benchmarks)."""
+    checkpoint file, ``hf:OWNER/REPO/FILE``, or ``None`` for random weights (tests, benchmarks).
+
+    ``quick_gelu`` (OpenAI's activation) when not given: the tag's, else the
+    ``open_clip_config.json`` next to the weights file (hub downloads have one), else
+    ``reference_quick_gelu``, what the reward's reference model uses (OpenAI CLIP for CLIPScore,
+    the aesthetic predictor and VBench). A file holding non-OpenAI weights for such a reward
+    needs ``quick_gelu=False``.
+    """
     import open_clip
 
     random_weights = pretrained in RANDOM_WEIGHTS
@@ -56,11 +69,16 @@ def load_open_clip(
     if source is not None and source.startswith(HUB_PREFIX):
         source = str(resolve_file(source, f"open_clip weights for {model}", how))
     is_file = source is not None and Path(source).expanduser().is_file()
+    if is_file:
+        refuse_torchscript(Path(source).expanduser())
     if quick_gelu is None:
         # OpenAI's checkpoints use QuickGELU; open_clip's plain names ("ViT-L-14") do not, and
-        # loading a tag into a mismatched model silently gives wrong features.
-        tag_cfg = open_clip.get_pretrained_cfg(model, source) if source and not is_file else {}
-        quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+        # loading such weights into a mismatched model silently gives wrong features.
+        if source and not is_file:
+            quick_gelu = bool(open_clip.get_pretrained_cfg(model, source).get("quick_gelu", False))
+        else:
+            beside = _config_beside(Path(source).expanduser()) if is_file else None
+            quick_gelu = beside if beside is not None else reference_quick_gelu
 
     def load() -> torch.nn.Module:
         try:
@@ -88,6 +106,37 @@ def load_open_clip(
     return cached(("open_clip", model, source, quick_gelu, dtype), load)
 
 
+def _config_beside(path: Path) -> bool | None:
+    """``model_cfg.quick_gelu`` of the ``open_clip_config.json`` next to a weights file, if any."""
+    config = path.parent / "open_clip_config.json"
+    if not config.is_file():
+        return None
+    try:
+        model_cfg = json.loads(config.read_text()).get("model_cfg", {})
+    except (OSError, ValueError):
+        return None
+    return bool(model_cfg.get("quick_gelu", False)) if isinstance(model_cfg, dict) else None
+
+
+def refuse_torchscript(path: Path) -> None:
+    """OpenAI's original ``ViT-B-32.pt``/``ViT-L-14.pt`` are TorchScript archives, which load
+    only through ``torch.jit.load``, not ``torch.load(weights_only=True)``; say how to convert."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return
+    if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
+        raise ValueError(
+            f"{str(path)!r} is a TorchScript archive (OpenAI's original CLIP release). Rewards load "
+            "weights with torch.load(weights_only=True) only; convert it once, on a machine you trust, "
+            "with: python -c \"import torch; m = torch.jit.load('IN.pt', map_location='cpu'); "
+            "torch.save({k: v for k, v in m.state_dict().items() if k not in "
+            "('input_resolution', 'context_length', 'vocab_size')}, 'OUT.pt')\" "
+            "and pass pretrained=OUT.pt (QuickGELU is then the default for OpenAI-based rewards)"
+        )
+
+
 def _open_clip_fetch(model: str, tag: str | None) -> str:
     """How to provide an open_clip pretrained tag's weights, in one line."""
     import open_clip
@@ -102,8 +151,10 @@ def _open_clip_fetch(model: str, tag: str | None) -> str:
 class OpenClipEncoder:
     """An open_clip model with its eval preprocessing and tokenizer.
 
-    ``resize_mode`` overrides the model's own ("longest" pads like HPSv2's evaluation).
-    Text features are cached per prompt: training repeats prompts and text gets no gradient.
+    ``resize_mode`` overrides the model's own ("longest" pads like HPSv2's evaluation);
+    ``rounding`` and ``clamp`` say how resized pixels are kept (see :mod:`rewards.preprocess`);
+    ``preprocess`` replaces the whole transform (VBench's). Text features are cached per prompt:
+    training repeats prompts and text gets no gradient.
     """
 
     def __init__(
@@ -112,15 +163,22 @@ class OpenClipEncoder:
         pretrained: str | None = "openai",
         *,
         resize_mode: str | None = None,
+        rounding: str = "none",
+        clamp: bool = True,
+        preprocess: Callable[[Any], ImagePreprocess] | None = None,
         quick_gelu: bool | None = None,
+        reference_quick_gelu: bool = False,
         dtype: str | None = None,
         text_cache_size: int = 4096,
     ) -> None:
         import open_clip
 
         self.model_name = model
-        self.model = load_open_clip(model, pretrained, quick_gelu, dtype)
-        self.preprocess = ImagePreprocess.from_open_clip(self.model, resize_mode)
+        self.model = load_open_clip(model, pretrained, quick_gelu, dtype, reference_quick_gelu)
+        if preprocess is not None:
+            self.preprocess = preprocess(self.model)
+        else:
+            self.preprocess = ImagePreprocess.from_open_clip(self.model, resize_mode, rounding, clamp)
         self.tokenizer = cached(("open_clip_tokenizer", model), lambda: open_clip.get_tokenizer(model))
         self._text: OrderedDict[str, Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size

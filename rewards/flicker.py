@@ -1,7 +1,12 @@
 """``flicker``: VBench temporal flickering on pixels, 1 − mean |x_i − x_{i−1}|.
 
-The mean runs over consecutive frame pairs and over every pixel and channel, on frames in
-[0, 1] (VBench computes the same on 0–255 and divides by 255). A one-frame video scores 1.
+Reference: Vchitect/VBench ``vbench/temporal_flickering.py`` (``cal_score``): the mean absolute
+difference of every pair of consecutive frames, over every pixel and channel, averaged over the
+pairs, as (255 − MAE) / 255 on 8-bit frames; here the same on frames in [0, 1]. A set of videos
+is summarised by the plain mean of their scores (VBench's ``np.mean``), and VBench reads every
+frame of a video, so neighbours must stay neighbours (``frame_sampling = "all"``: keeping every
+k-th frame would measure other pairs). VBench applies it to static-camera videos only (its
+``static_filter``); that selection is the caller's. A one-frame video scores 1.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class FlickerReward:
     name = "flicker"
     differentiable = True
     needs_prompts = False
+    frame_sampling = "all"
 
     def __init__(
         self,
@@ -53,3 +59,10 @@ class FlickerReward:
         else:
             current, previous = frames[:, terms], frames[:, terms - 1]
         return (current - previous).abs().mean(dim=(2, 3, 4), dtype=torch.float32)
+
+    @staticmethod
+    def aggregate(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
+        """The score of a set of videos: VBench averages the per-video scores."""
+        if len(scores) != len(frame_counts):
+            raise ValueError(f"got {len(scores)} scores but {len(frame_counts)} frame counts")
+        return sum(scores) / len(scores) if scores else float("nan")

@@ -1,4 +1,14 @@
-"""Frame handling shared by the rewards: input checks, frame subsampling, chunked encoding."""
+"""Frame handling shared by the rewards: input checks, frame subsampling, chunked encoding, and
+which frames of a video file a reward should be given.
+
+A reward says which frames its reference reads with ``frame_sampling`` (default ``"any"``):
+
+- ``"any"``: a mean over frames (aesthetic, clip, hpsv2, pickscore): any evenly spaced subset
+  estimates the same mean, so a caller may keep fewer frames;
+- ``"all"``: every frame (VBench's flicker and consistency compare neighbouring frames; every
+  k-th frame would measure other pairs);
+- ``"own"``: every frame and the video's frame rate (videoalign samples by time itself).
+"""
 
 from __future__ import annotations
 
@@ -67,3 +77,34 @@ def encode_frames(
     batch, count = frames.shape[:2]
     features = encode_in_chunks(encode, frames.flatten(0, 1), chunk_size, checkpoint)
     return features.reshape(batch, count, *features.shape[1:])
+
+
+FRAME_SAMPLING = ("any", "all", "own")
+
+
+def frame_sampling(reward: object) -> str:
+    """A reward's ``frame_sampling`` rule; a weighted mixture takes its strictest term's."""
+    terms = getattr(reward, "terms", None)
+    if isinstance(terms, list | tuple) and terms:
+        rules = {frame_sampling(term[1] if isinstance(term, tuple) else term) for term in terms}
+        return "own" if "own" in rules else "all" if "all" in rules else "any"
+    rule = getattr(reward, "frame_sampling", "any")
+    if rule not in FRAME_SAMPLING:
+        raise ValueError(f"reward {getattr(reward, 'name', reward)!r}: frame_sampling must be one of {FRAME_SAMPLING}")
+    return rule
+
+
+def select_frames(total: int, count: int | None, rule: str = "any") -> list[int]:
+    """Indices of the frames of a ``total``-frame video to give a reward when a caller would keep
+    ``count`` (``rlr-video reward --frames``): ``count`` evenly spaced ones, first and last
+    included, for ``"any"``; every frame for ``"all"`` and ``"own"``, whatever ``count`` says."""
+    if rule not in FRAME_SAMPLING:
+        raise ValueError(f"frame_sampling must be one of {FRAME_SAMPLING}, got {rule!r}")
+    if count is not None and count <= 0:
+        raise ValueError(f"the number of frames must be positive, got {count}")
+    if rule != "any" or count is None or count >= total:
+        return list(range(total))
+    if count == 1:
+        return [0]
+    step = (total - 1) / (count - 1)  # numpy.linspace's arithmetic, as rlr_video.video_io uses
+    return [round(i * step) for i in range(count)]

@@ -2,8 +2,17 @@
 
 Optional: it needs the HPS weights (``pretrained=``) as a local file (``HPS_v2.1_compressed.pt`` or
 ``HPS_v2_compressed.pt``) or as ``hf:xswu/HPSv2/HPS_v2.1_compressed.pt`` already in the Hugging
-Face cache. The score is HPSv2's: the cosine between image and prompt embeddings, with images
-resized on their longest side and padded square, as HPSv2's evaluation does; averaged over frames.
+Face cache. The score is HPSv2's, averaged over frames.
+
+Reference: tgxs002/HPSv2 ``hpsv2/img_score.py`` (``score``) with its eval transform,
+``hpsv2/src/open_clip/transform.py`` (``image_transform(..., resize_longest_max=True)``):
+``ToTensor`` first, then ``ResizeMaxSize(224)``: the longest side to 224 (the short side
+``round(short · 224 / long)``) with torchvision's bicubic resize of the float tensor (antialiased,
+the default since torchvision 0.17) and no clamp, centre padding with 0, OpenAI mean and std;
+the score is the cosine of the normalised image and text features of open_clip ``ViT-H-14``
+(GELU, not QuickGELU). HPSv2 runs under CUDA autocast; ``dtype="fp16"`` comes closer to that.
+One case differs: a frame whose long side is already 224 but is not square is padded here, where
+HPSv2's ``ResizeMaxSize`` returns it unpadded and the model then fails on its size.
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ class HPSv2Reward(FrameMeanReward):
         if pretrained is None:
             raise MissingWeightsError(HOW, [("hpsv2 weights", FETCH)])
         path = resolve_file(pretrained, "HPSv2 weights", HOW)
-        self.encoder = OpenClipEncoder(model, str(path), resize_mode="longest", dtype=dtype)
+        # The float tensor is resized and never clamped (HPSv2's ToTensor comes before its resize).
+        self.encoder = OpenClipEncoder(model, str(path), resize_mode="longest", clamp=False, dtype=dtype)
 
     def encode_images(self, images: Tensor) -> Tensor:
         return self.encoder.encode_images(images)

@@ -4,6 +4,14 @@ Optional: ``model`` is a local folder (or a hub id already in the Hugging Face c
 ``yuvalkirstain/PickScore_v1``; ``processor`` the folder with the tokenizer and image processor
 (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``), by default ``model`` itself. The score is PickScore's:
 ``logit_scale.exp() · cos(image, text)`` (about 18–23 for real images), averaged over frames.
+
+Reference: yuvalkirstain/PickScore ``README.md`` (``calc_probs``) with the Hugging Face
+``CLIPProcessor`` it loads: the short side to 224 (bicubic; the long side
+``int(224 · long / short)``), the centre crop at ``(H − 224) // 2`` (floored, where torchvision's
+``CenterCrop`` rounds: they differ for odd margins, e.g. 576×320 and 848×480 frames), OpenAI
+mean and std; text padded and truncated to 77 tokens. The processor resizes 8-bit images
+(Pillow in transformers < 5, torchvision's uint8 kernel since), which ``resize="pil"`` reproduces
+(see :mod:`rewards.preprocess`); ``"smooth"`` skips the rounding, for training.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from torch import Tensor
 from rewards.encoders import follow_device
 from rewards.frame_mean import FrameMeanReward
 from rewards.loading import MissingWeightsError, cached, freeze
-from rewards.preprocess import ImagePreprocess, to_device_dtype
+from rewards.preprocess import ImagePreprocess, resize_style, to_device_dtype
 from rewards.registry import register_reward
 
 HOW = (
@@ -63,17 +71,19 @@ class PickScoreReward(FrameMeanReward):
         self,
         model: str | None = None,
         processor: str | None = None,
+        resize: str = "pil",
         chunk_size: int | None = 16,
         sample_frames: int | None = None,
         checkpoint: bool = False,
     ) -> None:
         super().__init__(chunk_size, sample_frames, checkpoint)
+        rounding, clamp = resize_style(resize, self.name)
         if model is None:
             raise MissingWeightsError(HOW, ITEMS)
         processor = processor or model
         self.model, proc = cached(("pickscore", model, processor), lambda: _load(model, processor))
         self.tokenizer = proc.tokenizer
-        self.preprocess = ImagePreprocess.from_hf(proc.image_processor)
+        self.preprocess = ImagePreprocess.from_hf(proc.image_processor, rounding, clamp)
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
     def encode_images(self, images: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Summary statistics of reward scores: mean, sample std and a Student-t 95% confidence interval."""
+"""Summary statistics of reward scores: mean, sample std and a Student-t 95% confidence interval,
+and the score of a set of videos the way each reward's reference reports it."""
 
 from __future__ import annotations
 
@@ -42,3 +43,12 @@ def summarize(values: Sequence[float]) -> dict[str, float | int | list[float] | 
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
     return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def reference_mean(reward: object, scores: Sequence[float], frame_counts: Sequence[int]) -> float:
+    """The score of a set of videos as the reward's reference reports it: its ``aggregate``
+    (VBench's consistency weights each video by F − 1) or else the plain mean."""
+    aggregate = getattr(reward, "aggregate", None)
+    if callable(aggregate):
+        return float(aggregate(list(scores), list(frame_counts)))
+    return math.fsum(scores) / len(scores) if scores else float("nan")

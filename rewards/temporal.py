@@ -1,10 +1,24 @@
-"""``temporal``: temporal consistency from per-frame features, as VBench's subject/background
-consistency computes it.
+"""``temporal``: VBench's subject consistency (DINO) and background consistency (CLIP).
 
-With unit features f_i (DINO CLS tokens, or CLIP image embeddings), the score is the mean over
-frames i > 0 of ½[cos(f_{i−1}, f_i) + cos(f_0, f_i)]: each frame is compared with the previous
-one and with the first. (VBench also clamps each cosine at 0; that only matters for unrelated
-frames and would cut gradients, so it is left out.) A one-frame video scores 1.
+References: Vchitect/VBench ``vbench/subject_consistency.py`` and
+``vbench/background_consistency.py``, with the transforms of ``vbench/utils.py``.
+
+With unit frame features f_i, a video scores the mean over frames i > 0 of
+½[max(0, cos(f_{i−1}, f_i)) + max(0, cos(f_0, f_i))]: each frame against the previous one and
+the first. A set of videos is summarised VBench's way, weighting each video by its F − 1 terms
+(:meth:`TemporalConsistencyReward.aggregate`). VBench reads every frame of a video, so the score
+is defined on all of them (``frame_sampling = "all"``); ``sample_frames`` (training) draws a
+uniform subset of the terms instead, an unbiased estimate of the same mean.
+
+- ``backbone="dino"`` (subject consistency): DINO ViT-B/16, see :mod:`rewards.dino` (short side
+  to 224, bilinear without antialiasing, no crop, DINO's interpolated position embeddings).
+- ``backbone="clip"`` (background consistency): OpenAI CLIP ViT-B/32 with VBench's
+  ``clip_transform(224)``: short side to 224, bicubic without antialiasing, no clamp, centre crop
+  224 (torchvision's, rounding), OpenAI mean and std. VBench loads it with OpenAI's ``clip``
+  package, which runs in fp16 on a GPU (``dtype="fp16"`` to match that too).
+
+``clamp=False`` drops the two ``max(0, ·)``: a training variant whose gradient does not vanish
+for anticorrelated frames. A one-frame video scores 1 (VBench divides by zero there).
 """
 
 from __future__ import annotations
@@ -14,11 +28,31 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rewards.encoders import HFImageEncoder, OpenClipEncoder
+from rewards.dino import DinoEncoder
+from rewards.encoders import OpenClipEncoder
 from rewards.frames import check_frames, encode_frames, sample_indices
+from rewards.preprocess import ImagePreprocess
 from rewards.registry import register_reward
 
 DEFAULT_MODELS = {"dino": "facebook/dino-vitb16", "clip": "ViT-B-32"}
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def vbench_clip_transform(model: torch.nn.Module) -> ImagePreprocess:
+    """VBench's ``clip_transform(n_px)`` at the model's input size (224 for ViT-B/32)."""
+    size = model.visual.image_size
+    side = size if isinstance(size, int) else min(size)
+    return ImagePreprocess(
+        crop=(side, side),
+        mean=OPENAI_MEAN,
+        std=OPENAI_STD,
+        resize=side,
+        resize_mode="shortest",
+        interpolation="bicubic",
+        antialias=False,
+        clamp=False,
+    )
 
 
 def pair_terms(count: int, keep: int | None) -> Tensor:
@@ -32,20 +66,34 @@ def one_per_video(frames: Tensor) -> Tensor:
     return frames.sum(dim=(1, 2, 3, 4)) * 0 + 1
 
 
+def pair_weighted_mean(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
+    """VBench's summary over videos: each video weighted by its F − 1 pair terms (``sim / cnt``)."""
+    if len(scores) != len(frame_counts):
+        raise ValueError(f"got {len(scores)} scores but {len(frame_counts)} frame counts")
+    weights = [max(0, int(count) - 1) for count in frame_counts]
+    total = sum(weights)
+    if total == 0:
+        return sum(scores) / len(scores) if scores else float("nan")
+    return sum(w * s for w, s in zip(weights, scores, strict=True)) / total
+
+
 @register_reward("temporal", needs_prompts=False)
 class TemporalConsistencyReward:
-    """VBench-style consistency; ``backbone`` is ``"dino"`` (a transformers model id or folder)
-    or ``"clip"`` (an open_clip model name with ``pretrained``)."""
+    """VBench subject (``backbone="dino"``, a DINO checkpoint or Hugging Face ViT) or background
+    (``backbone="clip"``, an open_clip model with ``pretrained``) consistency."""
 
     name = "temporal"
     differentiable = True
     needs_prompts = False
+    frame_sampling = "all"
 
     def __init__(
         self,
         backbone: str = "dino",
         model: str | None = None,
         pretrained: str | None = "openai",
+        clamp: bool = True,
+        quick_gelu: bool | None = None,
         dtype: str | None = None,
         chunk_size: int | None = 16,
         sample_frames: int | None = None,
@@ -55,9 +103,17 @@ class TemporalConsistencyReward:
             raise ValueError(f"temporal: backbone must be 'dino' or 'clip', got {backbone!r}")
         model = model or DEFAULT_MODELS[backbone]
         if backbone == "dino":
-            self.encoder: HFImageEncoder | OpenClipEncoder = HFImageEncoder(model, dtype)
+            self.encoder: DinoEncoder | OpenClipEncoder = DinoEncoder(model, dtype)
         else:
-            self.encoder = OpenClipEncoder(model, pretrained, dtype=dtype)
+            self.encoder = OpenClipEncoder(
+                model,
+                pretrained,
+                preprocess=vbench_clip_transform,
+                quick_gelu=quick_gelu,
+                reference_quick_gelu=True,  # VBench's model is OpenAI's ViT-B/32
+                dtype=dtype,
+            )
+        self.clamp = clamp
         self.chunk_size = chunk_size
         self.sample_frames = sample_frames
         self.checkpoint = checkpoint
@@ -79,5 +135,12 @@ class TemporalConsistencyReward:
         current = features[:, where[terms].to(device)]
         previous = features[:, where[terms - 1].to(device)]
         first = features[:, :1]  # frame 0 is always needed[0]
-        sims = 0.5 * ((previous * current).sum(-1) + (first * current).sum(-1))
-        return sims.mean(dim=1)
+        to_previous, to_first = (previous * current).sum(-1), (first * current).sum(-1)
+        if self.clamp:
+            to_previous, to_first = to_previous.clamp(min=0), to_first.clamp(min=0)
+        return (0.5 * (to_previous + to_first)).mean(dim=1)
+
+    @staticmethod
+    def aggregate(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
+        """The score of a set of videos, VBench's way: weighted by F − 1 (see :func:`pair_weighted_mean`)."""
+        return pair_weighted_mean(scores, frame_counts)

@@ -15,7 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. A module's layer is that of its longest matching prefix.
 LAYERS: list[tuple[str, ...]] = [
     # leaf modules: they import nothing of the library
-    ("rlr_video.errors", "rlr_video.seeds", "rlr_video.prompts", "rlr_video.verbosity", "rlr_video.video_io"),
+    (
+        "rlr_video.errors",
+        "rlr_video.seeds",
+        "rlr_video.prompts",
+        "rlr_video.verbosity",
+        "rlr_video.video_io",
+        "rlr_video.file_mode",
+    ),
     ("rlr_video.chain",),
     ("rlr_video.backbones",),
     ("rlr_video.memory", "rewards"),

@@ -14,6 +14,7 @@ from reward_fixtures import (
     TINY,
     TINY_768,
     aesthetic_head,
+    dino_checkpoint,
     open_clip_weights,
     random_state_dict,
     register_tiny_open_clip,
@@ -185,10 +186,13 @@ def test_aesthetic_head_and_tower_widths_must_agree() -> None:
 # ------------------------------------------------------------------ formulas
 
 
-def test_clip_is_the_mean_cosine_with_the_prompt() -> None:
-    reward = make("clip", scale=2.5)
+def test_clip_training_variant_is_the_scaled_mean_cosine() -> None:
+    """Without CLIPScore's prefix, clamp and 8-bit rounding (the training options), the score is
+    ``scale`` times the mean cosine; CLIPScore itself is tested in test_rewards_references.py."""
+    reward = make("clip", scale=2.5, prefix="", clamp=False, resize="smooth")
     frames = smooth_videos(batch=2, frames=3, size=48)
-    model = open_clip.create_model(TINY, pretrained=open_clip_weights()).eval()
+    # A local weights file for clip is taken for OpenAI's (CLIPScore's model): QuickGELU.
+    model = open_clip.create_model(TINY, pretrained=open_clip_weights(), force_quick_gelu=True).eval()
     tokens = open_clip.get_tokenizer(TINY)(PROMPTS)
     with torch.no_grad():
         image = F.normalize(model.encode_image(ImagePreprocess.from_open_clip(model)(frames.flatten(0, 1))), dim=-1)
@@ -368,6 +372,8 @@ def test_bad_inputs_are_named() -> None:
         build_reward("clip", model="no-such-model", pretrained=None)
     with pytest.raises(ValueError, match="backbone must be"):
         build_reward("temporal", backbone="resnet")
+    with pytest.raises(ValueError, match="clip: resize must be one of \\['pil', 'smooth', 'uint8'\\]"):
+        build_reward("clip", model=TINY, pretrained=open_clip_weights(), resize="bilinear")
     for pixel in ("brightness", "redness", "color_match"):  # channels last, or a single frame
         for frames in (torch.rand(2, 4, 32, 32, 3), torch.rand(2, 3, 32, 32)):
             with pytest.raises(ValueError, match=f"'{pixel}'.*shape \\(B, F, 3, H, W\\)"):
@@ -381,3 +387,23 @@ def test_pair_terms() -> None:
     torch.manual_seed(0)
     picked = pair_terms(6, 2)
     assert len(picked) == 2 and picked.min() >= 1 and picked.max() <= 5
+
+
+def test_dino_training_checkpoints_load_their_teacher_backbone(tmp_path) -> None:
+    """DINO's full checkpoints hold ``teacher``/``student`` with ``backbone.`` and ``head.`` keys:
+    the teacher's backbone is the model the hub file holds."""
+    backbone = torch.load(dino_checkpoint(), weights_only=True)
+    full = {
+        "teacher": {**{f"backbone.{k}": v for k, v in backbone.items()}, "head.last_layer.weight": torch.zeros(4, 8)},
+        "student": {f"module.backbone.{k}": v * 0 for k, v in backbone.items()},
+        "epoch": 100,
+    }
+    path = tmp_path / "checkpoint.pth"
+    torch.save(full, path)
+    frames = smooth_videos(batch=1, frames=3, size=40)
+    with torch.no_grad():
+        expected = build_reward("temporal", model=dino_checkpoint())(frames, [""])
+        torch.testing.assert_close(build_reward("temporal", model=str(path))(frames, [""]), expected)
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth.* is not a DINO ViT checkpoint"):
+        build_reward("temporal", model=str(tmp_path / "other.pth"))
