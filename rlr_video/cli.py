@@ -9,7 +9,7 @@ import sys
 import warnings
 
 # Sub-command modules under rlr_video.commands, in the order --help lists them.
-COMMANDS = ["train", "reward", "render", "plan", "bench"]
+COMMANDS = ["train", "reward", "render", "plan"]
 VERBOSE_HELP = "show the libraries' own logs and progress bars (transformers, diffusers, open_clip, decord)"
 
 
@@ -17,13 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlr-video", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"rlr_video.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"rlr_video.commands.{name}":
-                raise
-            continue  # not built yet
-        module.add_parser(sub)
+        importlib.import_module(f"rlr_video.commands.{name}").add_parser(sub)
     # before or after the sub-command; SUPPRESS keeps a sub-command from resetting the main's value
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     for command in sub.choices.values():

@@ -23,10 +23,6 @@ from collections.abc import Iterator
 _verbose = False
 
 
-def is_verbose() -> bool:
-    return _verbose
-
-
 def set_verbose(verbose: bool) -> None:
     """Let the libraries' logs and progress bars through (``True``) or keep them quiet.
 

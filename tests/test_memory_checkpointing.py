@@ -14,7 +14,8 @@ from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.chain import replay, rollout
 from rlr_video.estimators import RLR
 from rlr_video.memory.probe import measure_peak
-from rlr_video.memory.recompute import MemoryOptions, denoiser_units, memory_options
+from rlr_video.memory.recompute import MemoryOptions, memory_options
+from rlr_video.memory.units import denoiser_units
 
 
 @pytest.fixture(autouse=True, scope="module")

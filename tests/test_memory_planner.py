@@ -24,6 +24,7 @@ from rlr_video.memory.meta import meta_backbone
 from rlr_video.memory.planner import BudgetTooSmall, Planner, eq8_h
 from rlr_video.memory.probe import TensorMemoryTracker, calibrate, measure_peak
 from rlr_video.memory.recompute import MemoryOptions, apply_memory_options
+from rlr_video.memory.report import plan_table
 from rlr_video.train.trainer import Trainer
 
 
@@ -253,7 +254,7 @@ def test_checkpointing_buys_longer_sub_chains():
     plan = planner.plan(plain.total)
     assert plan.h > 2 and plan.options.checkpoint == "call" and plan.estimate.total <= plain.total
     assert plan.recompute_multiplier > 1
-    table = plan.table()
+    table = plan_table(plan)
     for text in ("predicted peak", "temporal attention share", "recompute time multiplier", "Eq. 8"):
         assert text in table
 

@@ -32,7 +32,7 @@ def cogvideox_transition(scheduler, num_steps: int, eta: float) -> DDIMTransitio
     """
     if not isinstance(scheduler, CogVideoXDDIMScheduler):
         scheduler = CogVideoXDDIMScheduler.from_config(scheduler.config)
-    return DDIMTransition.from_scheduler(scheduler, num_steps, eta=eta)
+    return DDIMTransition.from_scheduler(scheduler, num_steps, eta=eta, clips=False)  # its step never clips
 
 
 def flow_transition(scheduler, num_steps: int, noise_level: float, shift: float | None = None) -> FlowSDETransition:

@@ -59,9 +59,6 @@ class _GaussianLogProb:
         return gaussian_log_prob(sample, mean, std)
 
 
-_NEVER_CLIPS = {"CogVideoXDDIMScheduler"}
-
-
 def _scheduler_index(step: int, num_steps: int) -> int:
     if not 1 <= step <= num_steps:
         raise ValueError(f"step {step} is outside the chain 1..{num_steps}")
@@ -71,7 +68,7 @@ def _scheduler_index(step: int, num_steps: int) -> int:
 class DDIMTransition(_GaussianLogProb):
     """DDIM with stochasticity eta (Song et al., Eq. 12/16), as ``diffusers.DDIMScheduler.step``.
 
-    Works for any cumulative-alpha schedule (including the SNR-shifted one of CogVideoX) and
+    Works for any cumulative-alpha schedule (including SNR-shifted ones) and
     for epsilon-, v- and sample-prediction. eta = 1 is DDPM's ancestral sampler (fixed_small
     variance); eta = 0 is deterministic DDIM.
 
@@ -113,8 +110,10 @@ class DDIMTransition(_GaussianLogProb):
         self.clip_sample = clip_sample
 
     @classmethod
-    def from_scheduler(cls, scheduler, num_steps: int, eta: float = 1.0) -> DDIMTransition:
-        """Build from a diffusers DDIM-family scheduler (its config decides spacing and alphas)."""
+    def from_scheduler(cls, scheduler, num_steps: int, eta: float = 1.0, clips: bool | None = None) -> DDIMTransition:
+        """Build from a diffusers DDIM-family scheduler (its config decides spacing and alphas).
+        ``clips``: whether its step clips x0 (default: its config's ``clip_sample``; a scheduler
+        whose step ignores that setting says so here)."""
         scheduler.set_timesteps(num_steps)
         cfg = scheduler.config
         final = getattr(scheduler, "final_alpha_cumprod", None)
@@ -122,8 +121,7 @@ class DDIMTransition(_GaussianLogProb):
             final = 1.0 if cfg.get("set_alpha_to_one", True) else scheduler.alphas_cumprod[0]
         if cfg.get("thresholding", False):
             raise ValueError("dynamic thresholding is not supported by DDIMTransition")
-        # CogVideoXDDIMScheduler.step never clips x0, whatever its config says
-        clips = cfg.get("clip_sample", False) and type(scheduler).__name__ not in _NEVER_CLIPS
+        clips = cfg.get("clip_sample", False) if clips is None else clips
         return cls(
             alphas_cumprod=scheduler.alphas_cumprod,
             timesteps=scheduler.timesteps,

@@ -116,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  (plan needs only: hf download {repo} --include '*.json' 'tokenizer/*')", file=sys.stderr)
             return 2
         raise
-    print(plan.table())
+    from rlr_video.memory.report import plan_table
+
+    print(plan_table(plan))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(plan.as_dict(), f, indent=2)

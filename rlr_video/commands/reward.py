@@ -27,6 +27,7 @@ from rlr_video.commands import add_import_option, check_device
 if TYPE_CHECKING:
     from rlr_video.scoring import VideoResult
 
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "reward",

@@ -41,13 +41,7 @@ from rlr_video.memory.costs import (
     SegmentCost,
 )
 from rlr_video.memory.meta import META, is_meta, meta_conditioning, meta_shell
-from rlr_video.memory.recompute import (
-    MemoryOptions,
-    builtin_checkpoint_units,
-    classify_units,
-    decoder_is_frame_local,
-    decoder_steps_checkpointed,
-)
+from rlr_video.memory.recompute import MemoryOptions, decoder_is_frame_local, decoder_steps_checkpointed
 from rlr_video.memory.reward_cost import (
     REWARD_TOWERS,
     RewardStub,
@@ -60,6 +54,7 @@ from rlr_video.memory.reward_cost import (
 )
 from rlr_video.memory.shape import VideoShape
 from rlr_video.memory.trace import COMPONENTS, Trace, UnitCost, trace
+from rlr_video.memory.units import builtin_checkpoint_units, classify_units
 
 __all__ = [
     "COMPONENTS",

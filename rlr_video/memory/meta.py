@@ -96,24 +96,12 @@ def meta_layouts() -> Iterator[None]:
                 return hub_configs.LengthOnlyTokenizer(folder)
         return original(self, name, library, class_name, **kwargs)
 
-    from diffusers import UNetMotionModel
-
-    # AnimateDiff from an SD-1.5 base plus a motion adapter combines the two models'
-    # weights into a new UNetMotionModel: build that one on the meta device too.
-    combine = UNetMotionModel.__dict__["from_unet2d"]
-
-    def from_unet2d(cls, *args, **kwargs):
-        with torch.device(META):
-            return combine.__func__(cls, *args, **kwargs)
-
     layout_lib.Layout.load = load
-    UNetMotionModel.from_unet2d = classmethod(from_unet2d)
     try:
         with hub_configs.configs_only():  # the shipped presets' hub ids plan without the hub cache
             yield
     finally:
         layout_lib.Layout.load = original
-        UNetMotionModel.from_unet2d = combine
 
 
 def meta_backbone(path: str | Path, family: str | None = None, **options: Any):

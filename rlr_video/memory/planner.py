@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from rlr_video.memory.budget import parse_budget
-from rlr_video.memory.cost_model import COMPONENTS, CostModel, VideoShape, gib
+from rlr_video.memory.cost_model import CostModel, VideoShape, gib
 from rlr_video.memory.recompute import MemoryOptions, decoder_is_frame_local, decoder_steps_checkpointed
 
 # RLR's ZO modes, as the planner costs them (rlr_video.estimators.rlr takes them from here).
@@ -137,54 +137,6 @@ class Plan:
             "sharding": self.sharding,
             "load": e.load,
         }
-
-    def table(self) -> str:
-        """The plan as a text table (what ``rlr-video plan`` prints)."""
-        e = self.estimate
-        s = self.shape
-        lines = [
-            f"memory plan for {s.batch} video(s) x {s.frames} frames x {s.height}x{s.width}, budget {gib(self.budget)}"
-            + (f" per process ({self.processes} processes, sharding {self.sharding})" if self.processes > 1 else ""),
-            "",
-            f"{'choice':<16} {'value':<14} why",
-            f"{'-' * 16} {'-' * 14} {'-' * 40}",
-        ]
-        choices = [
-            ("h", str(self.h)),
-            ("checkpoint", self.options.checkpoint),
-            ("frame_chunk", str(self.options.frame_chunk or "-")),
-            ("decode_chunk", str(self.options.decoder_chunk or "-")),
-            ("zo", self.zo),
-        ]
-        for (name, value), why in zip(choices, self.reasons):
-            lines.append(f"{name:<16} {value:<14} {why}")
-        lines += ["", f"{'predicted peak':<28} {'bytes':>12}", f"{'-' * 28} {'-' * 12}"]
-        for name, value in e.__dict__["phases"].items():
-            mark = "  <- peak phase" if name == e.bottleneck else ""
-            lines.append(f"{'  phase ' + name:<28} {gib(value):>12}{mark}")
-        lines.append(f"{'  trajectory + grad buffers':<28} {gib(e.persistent):>12}")
-        lines.append(f"{'  weights + LoRA + AdamW':<28} {gib(e.fixed):>12}")
-        if e.load:
-            lines.append(f"{'  (loading, before sharding)':<28} {gib(e.load):>12}  (every model whole, no activations)")
-        lines.append(f"{'total':<28} {gib(e.total):>12}  ({100 * e.total / self.budget:.0f}% of the budget)")
-        lines += ["", "one denoiser call's activations (no checkpointing):"]
-        total = sum(self.components.values()) or 1
-        for name in COMPONENTS:
-            if self.components.get(name):
-                lines.append(
-                    f"  {name:<22} {gib(self.components[name]):>12}  {100 * self.components[name] / total:5.1f}%"
-                )
-        lines += [
-            "",
-            f"temporal attention share     {100 * self.temporal_share:.1f}% (attention kernel: {self.attention})",
-            f"recompute time multiplier    x{self.recompute_multiplier:.2f} (vs the same h without checkpointing)",
-        ]
-        if self.eq8:
-            q = self.eq8
-            lines.append(
-                f"paper Eq. 8 (no checkpointing): B_h = {gib(q['B_h'])}, B_z = {gib(q['B_z'])}, h* = {int(q['h'])}"
-            )
-        return "\n".join(lines)
 
 
 class Planner:

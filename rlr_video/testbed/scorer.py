@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -327,8 +327,3 @@ class GroundTruthReward:
         scores = score_batch(frames, prompts)
         value = np.mean([scores[a] for a in self.attributes], axis=0)
         return torch.as_tensor(value, dtype=torch.float32, device=frames.device)
-
-
-def measurement_dict(m: Measurement) -> dict:
-    """A JSON-friendly view of a :class:`Measurement`."""
-    return asdict(m)

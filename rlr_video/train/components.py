@@ -97,7 +97,9 @@ def build_components(
 
         settings, parts.memory = gather_objects((settings, parts.memory))[0]  # process 0's choices everywhere
         if log is not None:
-            log(parts.plan.table())
+            from rlr_video.memory.report import plan_table
+
+            log(plan_table(parts.plan))
         if plan_dir is not None:
             Path(plan_dir).mkdir(parents=True, exist_ok=True)
             (Path(plan_dir) / PLAN_FILE).write_text(json.dumps(parts.plan.as_dict(), indent=2), encoding="utf-8")

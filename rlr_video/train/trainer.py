@@ -252,9 +252,7 @@ class Trainer:
             for acc, g in zip(total, m["grads"], strict=True):
                 if g is not None:
                     acc.add_(g)
-        local_bad = any(m["skipped"] for m in micro) or any(
-            not math.isfinite(x) for m in micro for x in m["raw"][0]
-        )
+        local_bad = any(m["skipped"] for m in micro) or any(not math.isfinite(x) for m in micro for x in m["raw"][0])
         summary = gather_objects(
             {
                 "bad": local_bad,

@@ -9,6 +9,9 @@ over the base's noise schedule, epsilon-prediction. Decoding: the SD VAE, frame 
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from torch import Tensor
 
 from rlr_video.backbones.family import LatentLayout, register_family
@@ -62,4 +65,7 @@ def _load_unet(layout: Layout, options: BackboneOptions):
     adapter = Layout(adapter_dir.parent).load(adapter_dir.name, "diffusers", "MotionAdapter", torch_dtype=options.dtype)
     if not isinstance(adapter, MotionAdapter):
         raise ValueError(f"{options.motion_adapter} is no MotionAdapter")
-    return UNetMotionModel.from_unet2d(unet2d, adapter).to(options.dtype)
+    # A plan builds the models on the meta device from their configs: the combined one too.
+    on_meta = torch.device(options.device).type == "meta"
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        return UNetMotionModel.from_unet2d(unet2d, adapter).to(options.dtype)
