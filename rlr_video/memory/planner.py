@@ -38,6 +38,29 @@ ZO_MODES = ("latent_lr", "param_es", "none")
 BACKWARD = 2.0
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What one update of an estimator runs, for the estimators whose settings the planner does
+    not choose (GRPO, NFT): their config's ``workload(run)`` declares it and ``plan_workload``
+    costs it. Every update samples the chain first (T forward calls, then decode and reward
+    without gradients).
+
+    Attributes:
+        grad_calls: denoiser calls with backward, each backpropagated before the next one is
+            built (a loss per step), so one call's activations are alive at a time.
+        extra_forwards: forward-only denoiser calls besides the rollout (a reference model's or
+            an old policy's prediction next to each call with backward).
+        trajectory: the whole chain's latents and noises are kept through the update (likelihood
+            ratios need x_t and x_{t-1}); False: only the clean sample x_0.
+        param_copies: extra copies of the trainable parameters kept (an EMA "old" policy).
+    """
+
+    grad_calls: int
+    extra_forwards: int = 0
+    trajectory: bool = True
+    param_copies: int = 0
+
+
 class BudgetTooSmall(ValueError):
     """Not even h = 1 fits; the message says the smallest budget that would and which knob
     frees the most."""
