@@ -80,8 +80,14 @@ def run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         print(f"rlr-video plan: --processes {args.processes}: expected 1 or more", file=sys.stderr)
         return 2
-    if not config.estimator.planned:
-        print(f"rlr-video plan: the planner chooses RLR's h; estimator.name={config.estimator.name}", file=sys.stderr)
+    from rlr_video.config import run_context
+
+    if not config.estimator.planned and config.estimator.workload(run_context(config)) is None:
+        name = config.estimator.name
+        print(
+            f"rlr-video plan: estimator.name={name} declares no workload to cost (rlr, grpo and nft do)",
+            file=sys.stderr,
+        )
         return 2
     import torch
 
