@@ -88,7 +88,7 @@ def test_predicted_update_peaks_match_measured(name):
 
 
 def test_plan_command_costs_grpo_and_nft(tmp_path, capsys):
-    for name, kept in (("grpo", "trajectory + grad buffers"), ("nft", "x_0 + grad buffers + LoRA copy")):
+    for name, kept in (("grpo", "trajectory + grad buffers"), ("nft", "x_0 + grad + LoRA copy")):
         out = tmp_path / f"{name}.json"
         assert cli.main(["plan", "toy", f"estimator.name={name}", "--budget", "1GiB", "--json", str(out)]) == 0
         text = capsys.readouterr().out

@@ -1,9 +1,10 @@
 """``rlr-video plan [CONFIG] [key=value ...] --budget 24GiB``: the memory plan, without training.
 
 Prints the setting the trainer would use with ``memory.budget`` (h, checkpoint granularity,
-frame chunks, ZO mode), the predicted peak per phase and the fixed cost, one denoiser call's
-activations by component (spatial / temporal attention, convolutions, feed-forward), the
-temporal attention share, the recompute time multiplier and why each choice was made.
+frame chunks, ZO mode; for ``estimator.name=grpo`` or ``nft``, whose settings it keeps, the
+checkpointing and frame chunks for their update), the predicted peak per phase and the fixed
+cost, one denoiser call's activations by component (spatial / temporal attention, convolutions,
+feed-forward), the temporal attention share, the recompute time multiplier and why each choice was made.
 
 The model is built on the meta device from its config files (``unet/config.json`` ...; no
 weights are read), so a hub id only needs its configs and tokenizer in the cache; the shipped

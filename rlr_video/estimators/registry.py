@@ -11,6 +11,8 @@ An estimator file declares everything the rest of the package needs from it::
 
         def validate(self, run: RunContext) -> None: ...   # cross-field rules (ConfigError)
         def build(self, run: RunContext) -> Estimator: ...  # the configured estimator
+        def workload(self, run: RunContext) -> Workload: ...  # optional: what one update runs,
+                                                               # for the memory planner to cost
 
 
     @register_estimator("mine", MyConfig)

@@ -41,8 +41,8 @@ def plan_table(plan: Plan) -> str:
         mark = "  <- peak phase" if name == e.bottleneck else ""
         lines.append(f"{'  phase ' + name:<28} {gib(value):>12}{mark}")
     kept = "trajectory + grad buffers" if plan.workload is None or plan.workload.trajectory else "x_0 + grad buffers"
-    if plan.workload is not None and plan.workload.param_copies:
-        kept += " + LoRA copy"  # the old policy's EMA weights
+    if plan.workload is not None and plan.workload.param_copies:  # the old policy's EMA weights
+        kept = kept.replace(" buffers", "") + " + LoRA copy"
     lines.append(f"{'  ' + kept:<28} {gib(e.persistent):>12}")
     lines.append(f"{'  weights + LoRA + AdamW':<28} {gib(e.fixed):>12}")
     if e.load:
