@@ -235,3 +235,31 @@ def test_group_advantages_are_flow_grpos():
     r = rewards[:3].double()
     expected = (r - r.mean()) / (r.numpy().std() + 1e-4)
     assert torch.allclose(group_advantages(rewards[:3], alone), expected, rtol=1e-12, atol=0)
+
+
+def test_base_model_is_the_model_without_its_fine_tuning(toy, wan):
+    """The KL's reference: Wan with its LoRA's contribution removed (B = 0 computes the base model),
+    the toy with its weights as built; each back to the fine-tuned model on exit, LoRA trainable."""
+    x = torch.randn(2, *wan.latent_shape, generator=torch.Generator().manual_seed(0))
+    cond = wan.encode(PROMPTS[:2])
+    tuned = wan.predict(x, 3, cond)
+    with torch.no_grad(), wan.base_model():
+        base = wan.predict(x, 3, cond)
+    lora_b = [p for n, p in wan.denoiser.named_parameters() if ".lora_B." in n]
+    saved = [p.detach().clone() for p in lora_b]
+    with torch.no_grad():
+        for p in lora_b:
+            p.zero_()
+        zeroed = wan.predict(x, 3, cond)
+        for p, s in zip(lora_b, saved):
+            p.copy_(s)
+    assert torch.equal(base, zeroed) and not torch.equal(base, tuned)
+    assert torch.equal(wan.predict(x, 3, cond), tuned)
+    assert all(p.requires_grad for p in wan.trainable_parameters())
+
+    fresh = ToyBackbone.create(num_steps=7, eta=1.0, latent_shape=(3, 3, 5, 7), seed=3)
+    y = torch.randn(2, 3, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+    toy_cond = toy.encode(PROMPTS[:2])
+    with toy.base_model():
+        assert torch.equal(toy.predict(y, 4, toy_cond), fresh.predict(y, 4, toy_cond))
+    assert not torch.equal(toy.predict(y, 4, toy_cond), fresh.predict(y, 4, toy_cond))

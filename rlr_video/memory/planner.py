@@ -274,8 +274,10 @@ class Planner:
         persistent = stored + fixed.gradients + work.param_copies * fixed.trainable
         reward = cm.reward_cost(shape)  # without gradients: the frames and its largest activations
         score = max(cm.decode_forward(shape), cm.frames_bytes(shape) + 2 * reward.scale * reward.largest)
+        # The rollout stores the whole chain while it samples, even when only x_0 is kept after.
+        sampling = 0 if work.trajectory else (2 * self.steps + 1) * latent - stored
         phases = {
-            "rollout": int(call.trace.forward_peak * call.scale),
+            "rollout": int(call.trace.forward_peak * call.scale + sampling),
             "score": int(score),
             "train": int(call.peak(options) + 3 * latent),  # x_t, the output and the mean beside it
         }
