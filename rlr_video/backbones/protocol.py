@@ -36,4 +36,4 @@ class VideoBackbone(Protocol):
 
     # Optional: ``base_model()``, a context manager inside which ``predict`` computes the model
     # without its fine-tuned weights (the LoRA disabled, the weights untouched): the reference
-    # policy of a KL penalty (``estimator.name: grpo`` / ``nft`` with a KL weight).
+    # policy of a KL penalty (the estimators with a KL term to the base model).

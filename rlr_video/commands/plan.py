@@ -1,10 +1,11 @@
 """``rlr-video plan [CONFIG] [key=value ...] --budget 24GiB``: the memory plan, without training.
 
 Prints the setting the trainer would use with ``memory.budget`` (h, checkpoint granularity,
-frame chunks, ZO mode; for ``estimator.name=grpo`` or ``nft``, whose settings it keeps, the
-checkpointing and frame chunks for their update), the predicted peak per phase and the fixed
-cost, one denoiser call's activations by component (spatial / temporal attention, convolutions,
-feed-forward), the temporal attention share, the recompute time multiplier and why each choice was made.
+frame chunks, ZO mode; an estimator whose config declares its update's workload keeps its own
+settings and gets the checkpointing and frame chunks for that update), the predicted peak per
+phase and the fixed cost, one denoiser call's activations by component (spatial / temporal
+attention, convolutions, feed-forward), the temporal attention share, the recompute time
+multiplier and why each choice was made.
 
 The model is built on the meta device from its config files (``unet/config.json`` ...; no
 weights are read), so a hub id only needs its configs and tokenizer in the cache; the shipped
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if not config.estimator.planned and config.estimator.workload(run_context(config)) is None:
         name = config.estimator.name
         print(
-            f"rlr-video plan: estimator.name={name} declares no workload to cost (rlr, grpo and nft do)",
+            f"rlr-video plan: estimator.name={name} declares no workload to cost",
             file=sys.stderr,
         )
         return 2

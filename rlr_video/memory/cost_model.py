@@ -226,7 +226,7 @@ class CostModel:
         return cost
 
     def decode_forward(self, shape: VideoShape) -> int:
-        """Peak of decoding x_0 without gradients (sampling-only estimators: GRPO, NFT): the
+        """Peak of decoding x_0 without gradients (costed estimators, which only sample): the
         decoder's traced forward peak, its output included; a frame-local decoder's traced on
         one frame and counted for every frame of the batch (decoded together)."""
         key = ("decode_forward", shape)

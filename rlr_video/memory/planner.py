@@ -42,7 +42,7 @@ BACKWARD = 2.0
 @dataclass(frozen=True)
 class Workload:
     """What one update of an estimator runs, for the estimators whose settings the planner does
-    not choose (GRPO, NFT): their config's ``workload(run)`` declares it and ``plan_workload``
+    not choose: their config's ``workload(run)`` declares it and ``plan_workload``
     costs it. Every update samples the chain first (T forward calls, then decode and reward
     without gradients).
 
@@ -126,7 +126,7 @@ class Plan:
     calibration: dict[str, float] = field(default_factory=dict)
     processes: int = 1
     sharding: str = "none"
-    workload: Workload | None = None  # a costed estimator's update (GRPO, NFT); None: RLR's
+    workload: Workload | None = None  # a costed estimator's update; None: RLR's
 
     def estimator_settings(self) -> dict[str, Any]:
         """The estimator config keys the plan chooses (``dataclasses.replace`` them in): RLR's h

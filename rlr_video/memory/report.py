@@ -14,7 +14,7 @@ def plan_table(plan: Plan) -> str:
     """A plan as the text table ``rlr-video plan`` prints: the choices and why, the predicted peak
     by phase and the fixed cost, one denoiser call's activations by component, the temporal
     attention share, the recompute multiplier and the paper's Eq. 8 terms (RLR's plans; a costed
-    estimator's, GRPO's or NFT's, shows its update and the memory options chosen for it)."""
+    estimator's shows its update and the memory options chosen for it)."""
     e = plan.estimate
     s = plan.shape
     lines = [

@@ -3,7 +3,7 @@
 ``train``, ``render`` and ``plan`` build what they need here, so a config means the same model,
 reward and memory settings to all three. The memory section either fixes ``checkpoint`` /
 ``frame_chunk``, or gives a ``budget`` that the planner turns into choices (RLR's h and ZO mode,
-checkpointing, frame chunks; for an estimator that declares its ``workload``, GRPO or NFT, the
+checkpointing, frame chunks; for an estimator that declares its ``workload`` instead, the
 checkpointing and frame chunks of its own update): the plan returns them and the estimator is
 built with them; the config itself is never changed. Every process plans; process 0's choices are used by all (a
 probe's measurements could differ slightly between processes).
@@ -185,7 +185,7 @@ def make_plan(
 
         calibrate(cost_model, batch=config.train.batch_size, device=device)
     modes = ("none", "block", "call") if mem.checkpoint == "auto" else (mem.checkpoint,)
-    if not e.planned:  # a costed estimator (GRPO, NFT): its update as it declares it, memory options only
+    if not e.planned:  # a costed estimator: its update as it declares it, memory options only
         work = e.workload(run_context(config))
         if work is None:
             raise ValueError(f"estimator.name={e.name} declares no workload: the memory planner cannot cost it")
