@@ -96,6 +96,7 @@ def test_a_decoder_with_injected_noise_equals_the_pipeline_seeded_alike(tmp_path
     pipe.vae = vae.eval()
     pipe.save_pretrained(tmp_path / "ltx091")
     diff = _parity("ltx", tmp_path / "ltx091", seed_global=True)
+    print(f"0.9.1-style decoder: parity max abs diff {diff:.3g}")
     assert diff <= TOLERANCE
     backbone = load_backbone(tmp_path / "ltx091", **tiny_options("ltx", lora_rank=0))
     x = backbone.initial_latents(2, torch.Generator().manual_seed(1))
@@ -310,3 +311,24 @@ def test_the_preset_trains_a_tiny_model_on_the_cpu(tmp_path):
     assert any(float(t.abs().max()) > 0 for k, t in load_file(lora).items() if ".lora_B." in k)
     tuned = load_backbone(path, **tiny_options("ltx", lora_path=str(lora.parent)))
     assert len(tuned.trainable_parameters()) == len(load_file(lora))
+
+
+def test_fsdp_shards_the_transformer_blocks_in_the_plan(tmp_path):
+    """8 ``LTXVideoTransformerBlock``s over 8 processes: each keeps 1/8 of the blocks' weights
+    plus two gathered blocks; the text encoder and VAE stay whole (configs only, meta device)."""
+    import shutil
+
+    from rlr_video.memory.cost_model import CostModel
+    from rlr_video.memory.meta import meta_backbone
+
+    path = tmp_path / "ltx8"
+    shutil.copytree(tiny_model_dir("ltx"), path)
+    config = path / "transformer" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"num_layers": 8}))
+    backbone = meta_backbone(path, **tiny_options("ltx"))
+    backbone.options.lora_rank = 2
+    whole, sharded = (CostModel(backbone, device="cpu", processes=8, sharding=s).fixed() for s in ("none", "fsdp"))
+    block = sum(p.numel() * p.element_size() for p in backbone.denoiser.transformer_blocks[0].parameters())
+    assert whole.weights - sharded.weights == 8 * block - 8 * block // 8 - 2 * block
+    for part in ("vae", "text_encoder"):
+        assert sharded.details[part] == whole.details[part] > 0
