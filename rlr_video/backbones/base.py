@@ -12,6 +12,7 @@ the likelihood ratios the estimators compute do not lose digits in half precisio
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -100,6 +101,11 @@ class DiffusersBackbone:
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The LoRA weights of the denoiser (empty without LoRA); nothing else trains."""
         return lora_lib.lora_parameters(self.denoiser)
+
+    def base_model(self) -> contextlib.AbstractContextManager:
+        """Inside: ``predict`` runs the denoiser with its LoRA disabled (weights untouched), the
+        reference policy of a KL penalty (``lora.lora_disabled``)."""
+        return lora_lib.lora_disabled(self.denoiser)
 
     def encode(self, prompts: Sequence[str]) -> TextConditioning:
         """Negative prompts and prompts through the text encoder in one batched call."""
