@@ -161,8 +161,8 @@ def meta_conditioning(backbone, batch: int, text_length: int, device: torch.devi
             return backbone.encode([""] * batch)
     model = backbone.denoiser
     cfg = model.config
-    # the text encoder's width: LTX-Video's caption_channels (its cross_attention_dim is the width
-    # after its caption projection), else what the UNets, CogVideoX and Wan call it
+    # the text encoder's width: caption_channels where the text enters through a caption
+    # projection (cross_attention_dim is then the width after it), else the other names for it
     keys = ("caption_channels", "cross_attention_dim", "text_embed_dim", "text_dim")
     dim = next((getattr(cfg, k) for k in keys if getattr(cfg, k, None)), 768)
     guided = float(backbone.guidance_scale) > 1.0
