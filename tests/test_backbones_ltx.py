@@ -40,9 +40,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 TOLERANCE = 1e-4
 
 
-def _parity(name: str, path=None, seed_global: bool = False, **size) -> float:
+def _parity(name: str, path=None, seed_global: bool = False, guidance: float = 4.0, **size) -> float:
     path = path or tiny_model_dir(name)
-    options = tiny_options(name, eta=0.0, guidance_scale=4.0, lora_rank=0, negative_prompt="blurry", **size)
+    options = tiny_options(name, eta=0.0, guidance_scale=guidance, lora_rank=0, negative_prompt="blurry", **size)
     backbone = load_backbone(path, **options)
     traj = rollout(backbone, backbone.encode(PROMPTS), torch.Generator().manual_seed(0), len(PROMPTS))
     ours = backbone.decode(traj.sample)
@@ -57,7 +57,7 @@ def _parity(name: str, path=None, seed_global: bool = False, **size) -> float:
         PROMPTS,
         negative_prompt=["blurry"] * len(PROMPTS),
         num_inference_steps=backbone.num_steps,
-        guidance_scale=4.0,
+        guidance_scale=guidance,
         latents=pipeline_latents(name, traj.latents[-1].clone()),
         output_type="pt",
         **kwargs,
@@ -72,6 +72,7 @@ def _parity(name: str, path=None, seed_global: bool = False, **size) -> float:
         ("ltx090", {}),  # 0.9.0: dynamic shift from the sequence length, shift_terminal, plain decoder
         ("ltx090", {"height": 96, "width": 32, "num_frames": 17}),
         ("ltx", {"height": 64, "width": 96, "num_frames": 17}),  # 0.9.5: timestep-conditioned decoder
+        ("ltx", {"guidance": 1.0}),  # no unconditional branch: the prompts' masks alone
     ],
 )
 def test_rollout_and_decode_equal_ltx_pipeline(name, size):
