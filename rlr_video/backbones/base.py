@@ -124,9 +124,10 @@ class DiffusersBackbone:
             raise ValueError(f"conditioning for {cond.batch_size} prompts, latents for {latents.shape[0]} videos")
         t = self.transition.timestep(step).to(latents.device)
         x = latents.to(self.dtype)
+        mask = {} if cond.mask is None else {"mask": cond.mask}  # for a denoiser that takes the token mask
         if not cond.guided:
-            return self._denoise(x, t, cond.embeds).to(latents.dtype)
-        uncond, text = self._denoise(torch.cat([x, x]), t, cond.embeds).float().chunk(2)
+            return self._denoise(x, t, cond.embeds, **mask).to(latents.dtype)
+        uncond, text = self._denoise(torch.cat([x, x]), t, cond.embeds, **mask).float().chunk(2)
         return (uncond + self.guidance_scale * (text - uncond)).to(latents.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -135,7 +136,8 @@ class DiffusersBackbone:
 
     # ------------------------------------------------------------------ family hooks
     def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
-        """One denoiser call on a batch (already doubled for CFG), in the latents' layout."""
+        """One denoiser call on a batch (already doubled for CFG), in the latents' layout (a family
+        whose encoder gives a token mask takes it as ``mask=``, rows as ``embeds``)."""
         raise NotImplementedError
 
     def enable_gradient_checkpointing(self) -> None:
