@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from backbone_fixtures import tiny_model_dir, tiny_options
-from tolerances import assert_rel_close, network_rtol
+from tolerances import assert_rel_close, layers, network_rtol
 
 from rlr_video.backbones import load_backbone
 from rlr_video.backbones.causal_vae import causal_steps, decode_profile
@@ -52,8 +52,7 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
     # rounding, its conv layers deep with their largest fan-in (Wan 33 x 432, CogVideoX 67 x 216:
     # ~1e-4). Measured ~5e-6 (Wan) and ~4e-7 (CogVideoX) here, with oneDNN limited to AVX2 too;
     # an off-by-one frame or a frame's term left out moves the gradient by 0.1-0.4.
-    convs = [m for m in backbone.vae.decoder.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)]
-    rtol = network_rtol(depth=len(convs), fan_in=max(m.weight[0].numel() for m in convs))
+    rtol = network_rtol(*layers(backbone.vae.decoder))
     assert_rel_close(frames, batched, rtol, f"{family} frames decoded one video at a time")
     assert_rel_close(grad, batched_grad, rtol, f"{family} latent gradient decoded one video at a time")
     steps = causal_steps(backbone.vae, torch.zeros(1, _channels(backbone), 5, 2, 2)).pieces

@@ -45,6 +45,14 @@ def network_rtol(depth: int, fan_in: int) -> float:
     return depth * math.sqrt(fan_in) * EPS
 
 
+def layers(*modules: torch.nn.Module) -> tuple[int, int]:
+    """(number of linear and convolution layers, their largest fan-in) in ``modules``: the count
+    bounds the depth of any path through them, for ``network_rtol``."""
+    found = [m for module in modules for m in module.modules() if isinstance(m, _LAYERS)]
+    return len(found), max((m.weight[0].numel() for m in found), default=1)
+
+
+_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 Tensors = torch.Tensor | Sequence[torch.Tensor]
 
 
