@@ -13,13 +13,14 @@ import pytest
 import torch
 from backbone_fixtures import (
     FAMILIES,
+    chain_rtol,
     pipeline_kwargs,
     single_thread,
     tiny_model_dir,
     tiny_options,
     tiny_pipeline,
 )
-from tolerances import assert_rel_close, layers, network_rtol
+from tolerances import assert_rel_close
 
 from rlr_video.backbones import load_backbone
 from rlr_video.chain import rollout
@@ -31,18 +32,6 @@ PROMPTS = ["a red circle moving left", "a blue square"]
 def _one_thread():
     with single_thread():
         yield
-
-
-def _chain_rtol(backbone) -> float:
-    """The pipelines make the same model calls as our chain, arranged otherwise (the CFG batch,
-    the scheduler's formulas): float32 sums in another order through the text encoder,
-    ``num_steps`` denoiser calls and the decoder, every layer counted as depth (2e-4 to 1.5e-3).
-    Measured <= 6e-7, also with AVX2 kernels; a guidance of 3 instead of 4 moves the frames by
-    3e-3 to 4e-2 (8-30x the tolerance), a step more by 7e-3 to 0.4."""
-    text, (denoiser, fan_in) = layers(backbone.prompt_encoder.text_encoder), layers(backbone.denoiser)
-    decoder = layers(backbone.vae.decoder) if backbone.vae is not None else (0, 1)
-    depth = text[0] + backbone.num_steps * denoiser + decoder[0]
-    return network_rtol(depth, max(text[1], fan_in, decoder[1]))
 
 
 def _ours(name: str, guidance: float, **options):
@@ -70,7 +59,7 @@ def test_rollout_and_decode_equal_the_diffusers_pipeline(name):
     frames, height, width = backbone.num_frames, backbone.height, backbone.width
     assert ours.shape == reference.shape == (len(PROMPTS), frames, 3, height, width)
     assert float(ours.min()) >= 0.0 and float(ours.max()) <= 1.0
-    assert_rel_close(ours, reference, _chain_rtol(backbone), f"{name}: frames against {type(pipe).__name__}")
+    assert_rel_close(ours, reference, chain_rtol(backbone), f"{name}: frames against {type(pipe).__name__}")
 
 
 def test_parity_without_guidance_single_prompt():
@@ -86,7 +75,7 @@ def test_parity_without_guidance_single_prompt():
         output_type="pt",
         **pipeline_kwargs("modelscope"),
     ).frames
-    assert_rel_close(backbone.decode(traj.sample), reference, _chain_rtol(backbone), "frames without guidance")
+    assert_rel_close(backbone.decode(traj.sample), reference, chain_rtol(backbone), "frames without guidance")
 
 
 def test_pixel_space_unet3d_without_vae():
@@ -104,7 +93,7 @@ def test_pixel_space_unet3d_without_vae():
         output_type="latent",
         **pipeline_kwargs("modelscope_pixel"),
     ).frames
-    assert_rel_close(traj.sample, reference, _chain_rtol(backbone), "pixel-space latents")
+    assert_rel_close(traj.sample, reference, chain_rtol(backbone), "pixel-space latents")
     frames = backbone.decode(traj.sample)
     assert frames.shape == (2, backbone.num_frames, 3, backbone.height, backbone.width)
     expected = (traj.sample.permute(0, 2, 1, 3, 4) / 2 + 0.5).clamp(0, 1)
