@@ -20,17 +20,18 @@ from collections.abc import Sequence
 import torch
 
 EPS = torch.finfo(torch.float32).eps  # 2**-23 ~ 1.19e-7: the float32 spacing at 1 (twice the unit roundoff)
+EPS64 = torch.finfo(torch.float64).eps  # 2**-52 ~ 2.2e-16: the same for Python floats and float64
 
 
-def sum_atol(terms: int, magnitude: float) -> float:
+def sum_atol(terms: int, magnitude: float, eps: float = EPS) -> float:
     """How far apart two float32 sums of ``terms`` numbers added in different orders can be.
 
     Each order is within (terms - 1) * eps/2 * sum|x| of the exact sum (Higham, *Accuracy and
     Stability of Numerical Algorithms*, 2nd ed., section 4.2), so two orders are within
     (terms - 1) * eps * sum|x|. ``magnitude`` is sum|x|, or a bound of it (for a mean: the mean of
-    |x|). A rigorous worst case, fit for short reductions; long ones use ``network_rtol``.
+    |x|). A rigorous worst case. ``eps=EPS64`` for sums of Python floats or float64.
     """
-    return max(terms - 1, 1) * EPS * magnitude
+    return max(terms - 1, 1) * eps * magnitude
 
 
 def network_rtol(depth: int, fan_in: int) -> float:
