@@ -426,7 +426,8 @@ def tiny_options(name: str, **overrides) -> dict:
 
 
 def chain_rtol(backbone) -> float:
-    """A tolerance for our chain + decode against the family's pipeline (a relative L2 norm).
+    """A tolerance for a chain + decode computed in another arrangement (a relative L2 norm): the
+    family's pipeline against our chain, or our chain on another batch.
 
     The pipelines make the same model calls as our chain, arranged otherwise (the CFG batch,
     the scheduler's formulas): float32 sums in another order through the text encoder,
