@@ -249,7 +249,7 @@ def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, reward_mod
 
 def test_console_entry_point_from_another_directory(videos: Path, tmp_path: Path) -> None:
     """The real process: ``python -m rlr_video reward`` with a folder argument, run elsewhere."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # one thread, as in-process
     proc = subprocess.run(
         [sys.executable, "-m", "rlr_video", "reward", str(videos), "--reward", "flicker", "--out", "out.json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,

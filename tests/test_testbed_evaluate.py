@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,10 @@ def test_evaluate_scores_the_sampled_videos_with_the_reward_and_the_ground_truth
 
 
 def _run_tool(*argv: str) -> str:
-    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # one torch thread, as in-process tests have: two spin-waiting OpenMP threads slow a child
+    # process on a busy 2-core machine (this bench: 28 s with one, 49-68 s with two at load 12)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
