@@ -50,6 +50,6 @@ def test_open_clip_root_logger_errors_only_with_verbose(clips, tmp_path) -> None
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for flags in ([], ["--verbose"]):
         command = [sys.executable, "-m", "rlr_video", *flags, "reward", str(good), "--reward", "clip"]
-        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and "rlr-video reward: error: open_clip weights" in proc.stderr
         assert ("ERROR:root:" in proc.stderr) == bool(flags), proc.stderr

@@ -38,7 +38,7 @@ def test_the_wheel_ships_presets_and_prompt_lists(tmp_path):
             str(source),
         ],
         check=True,
-        timeout=120,
+        timeout=300,
     )
     (wheel,) = (tmp_path / "dist").glob("rlr_video-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -57,7 +57,7 @@ def test_the_wheel_ships_presets_and_prompt_lists(tmp_path):
         "assert len(config_prompts(load_config('tiny-shapes').prompts)) > 10\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env, timeout=300)
 
 
 def test_a_copied_preset_keeps_its_prompt_lists(tmp_path, monkeypatch):

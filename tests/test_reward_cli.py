@@ -252,7 +252,7 @@ def test_console_entry_point_from_another_directory(videos: Path, tmp_path: Path
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # one thread, as in-process
     proc = subprocess.run(
         [sys.executable, "-m", "rlr_video", "reward", str(videos), "--reward", "flicker", "--out", "out.json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "out.json").read_text())

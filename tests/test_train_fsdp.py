@@ -14,7 +14,7 @@ import pytest
 import torch
 from backbone_fixtures import FAMILIES, build_tiny_modelscope, chain_rtol, tiny_model_dir, tiny_options
 from safetensors import safe_open
-from test_train_distributed import free_port
+from test_train_distributed import TWO_PROCESSES_TIMEOUT, free_port
 from tolerances import assert_rel_close
 
 from rlr_video.backbones import load_backbone
@@ -185,7 +185,10 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     extra = ["train.sharding=fsdp", "memory.checkpoint=call"]
     proc = subprocess.run(
-        [*launch, str(script), str(tmp_path), *model, *STEPS, *extra], capture_output=True, text=True, timeout=300
+        [*launch, str(script), str(tmp_path), *model, *STEPS, *extra],
+        capture_output=True,
+        text=True,
+        timeout=TWO_PROCESSES_TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -273,7 +276,10 @@ def test_accelerate_fsdp_plugin_launch_shards_with_its_settings(tmp_path):
     launch += ["--fsdp_transformer_layer_cls_to_wrap", ",".join(units)]
     launch += ["--fsdp_reshard_after_forward", "false", "--fsdp_offload_params", "true"]
     proc = subprocess.run(
-        [*launch, str(script), str(tmp_path), *model, *run], capture_output=True, text=True, timeout=300
+        [*launch, str(script), str(tmp_path), *model, *run],
+        capture_output=True,
+        text=True,
+        timeout=TWO_PROCESSES_TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
