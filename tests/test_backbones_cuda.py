@@ -1,17 +1,27 @@
 """The diffusers backbones on a GPU (skipped without CUDA).
 
-Measured on an H200 (torch 2.11): with TF32 off, rollout + decode equals the pipelines
-within 1.3e-6 and the CPU within 1.8e-6; with cuDNN's default TF32 convolutions both
-sides still agree with each other, but only to ~3e-4 (and Wan's tiny random VAE differs
-from the CPU by 0.08), so the parity check turns TF32 off.
+Measured on an H200 (torch 2.11, max abs of frames in [0, 1], before the tiny Wan VAE went from
+base_dim 3 to 8): with TF32 off, rollout + decode equals the pipelines within 1.3e-6 and the CPU
+within 1.8e-6; with cuDNN's default TF32 convolutions both sides still agree with each other,
+but only to ~3e-4 (and Wan's tiny random VAE differs from the CPU by 0.08), so the parity check
+turns TF32 off.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from backbone_fixtures import FAMILIES, pipeline_kwargs, pipeline_latents, tiny_model_dir, tiny_options, tiny_pipeline
+from backbone_fixtures import (
+    FAMILIES,
+    chain_rtol,
+    pipeline_kwargs,
+    pipeline_latents,
+    tiny_model_dir,
+    tiny_options,
+    tiny_pipeline,
+)
 from test_backbones_training import Brightness
+from tolerances import assert_rel_close
 
 from rlr_video.backbones import load_backbone
 from rlr_video.chain import rollout
@@ -47,8 +57,10 @@ def test_cuda_parity_and_device_independent_seeds(name, no_tf32):
         output_type="pt",
         **pipeline_kwargs(name),
     ).frames
-    assert float((ours - reference).abs().max()) <= 1e-4
-    assert float((ours.cpu() - cpu.decode(on_cpu.sample)).abs().max()) <= 1e-4
+    # the GPU's kernels sum in other orders than the pipeline's arrangement and than the CPU:
+    # the chain's depth x sqrt(fan-in) bound (chain_rtol), 2e-4 or more against 1.8e-6 measured
+    assert_rel_close(ours, reference, chain_rtol(gpu), f"{name}: GPU frames against the pipeline on the GPU")
+    assert_rel_close(ours.cpu(), cpu.decode(on_cpu.sample), chain_rtol(gpu), f"{name}: GPU frames against the CPU")
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from backbone_fixtures import (
     FAMILIES,
+    chain_rtol,
     pipeline_kwargs,
     pipeline_latents,
     single_thread,
@@ -19,6 +20,7 @@ from backbone_fixtures import (
     tiny_pipeline,
 )
 from safetensors import safe_open
+from tolerances import assert_rel_close
 
 from rlr_video.backbones import load_backbone
 from rlr_video.backbones.lora import save_lora
@@ -55,7 +57,8 @@ def test_save_fresh_load_identical_outputs(name, tmp_path):
     base = probe(backbone)
     randomize_lora(backbone)
     tuned = probe(backbone)
-    assert not torch.allclose(tuned, base, atol=1e-6), "LoRA weights must change the output"
+    # the random LoRA moves the prediction by 0.3-3 of its norm, rounding by ~1e-6
+    assert float((tuned - base).norm()) > 0.01 * float(base.norm()), "LoRA weights must change the output"
 
     file = backbone.save_lora(tmp_path / "lora")
     assert file.name == "pytorch_lora_weights.safetensors"
@@ -98,8 +101,10 @@ def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     plain = sample()
     pipe.load_lora_weights(tmp_path / "lora")
     tuned = sample()
-    assert float((plain - ours).abs().max()) > 1e-3, "the LoRA must matter for this test to mean anything"
-    assert float((tuned - ours).abs().max()) <= 1e-4
+    rtol = chain_rtol(backbone)  # the pipeline's sums in another order; see chain_rtol
+    lora_effect = float((plain - ours).norm() / ours.norm())
+    assert lora_effect > 10 * rtol, f"the LoRA moves the frames by {lora_effect:.3g}: too little to test anything"
+    assert_rel_close(tuned, ours, rtol, f"{name}: frames with the LoRA loaded by the pipeline")
 
 
 def test_lora_of_another_rank_is_a_clear_error(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from backbone_fixtures import FAMILIES, single_thread, tiny_model_dir, tiny_options
 from test_backbones_lora import PROMPTS, randomize_lora
+from tolerances import assert_rel_close, layers, network_rtol
 
 from rlr_video.backbones import load_backbone
 from rlr_video.estimators import RLR
@@ -58,9 +59,12 @@ def _lora_grads(backbone, seed: int = 0) -> list[torch.Tensor]:
     return list(torch.autograd.grad(out.square().mean(), backbone.trainable_parameters()))
 
 
-def _max_rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    num = max(float((x - y).abs().max()) for x, y in zip(a, b))
-    return num / max(float(y.abs().max()) for y in b)
+def _flatten(grads: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -70,7 +74,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
     ckpt = load_backbone(path, **tiny_options(name, lora_rank=2, gradient_checkpointing=True))
     randomize_lora(plain)
     randomize_lora(ckpt)
-    assert _max_rel_err(_lora_grads(ckpt), _lora_grads(plain)) <= 1e-5
+    # checkpointing recomputes the same forward ops on the same shapes, and the backward runs the
+    # same ops in the same order (each LoRA weight is used once): bitwise
+    assert _same(_lora_grads(ckpt), _lora_grads(plain))
 
 
 def _wake_temporal_convs(unet) -> None:
@@ -96,8 +102,10 @@ def test_unet3d_block_checkpointing_recomputes_blocks_and_handles_dropout():
     ckpt.denoiser.down_blocks[0].resnets[0].register_forward_hook(lambda *a: calls.append(1))
     grads = _lora_grads(ckpt, seed=5)
     assert len(calls) == 2, "a checkpointed block runs once forward and once in backward"
-    assert _max_rel_err(grads, _lora_grads(plain, seed=5)) <= 1e-5
-    assert _max_rel_err(_lora_grads(plain, seed=6), _lora_grads(plain, seed=5)) > 1e-3, "dropout is on"
+    assert _same(grads, _lora_grads(plain, seed=5))  # the same ops and dropout masks: bitwise, as above
+    # other dropout masks move the gradient by about its own norm
+    other_masks = _flatten(_lora_grads(plain, seed=6)) - _flatten(grads)
+    assert float(other_masks.norm()) > 0.1 * float(_flatten(grads).norm()), "dropout is on"
     calls.clear()
     with torch.no_grad():  # sampling never pays for recomputation
         ckpt.predict(ckpt.initial_latents(2, torch.Generator().manual_seed(0)), 2, ckpt.encode(PROMPTS))
@@ -125,6 +133,8 @@ def test_conditioning_selects_a_sub_batch():
         full = backbone.predict(x, 3, cond)
         part = backbone.predict(x[1:], 3, cond.select([1]))
     assert cond.select(slice(1, 2)).prompts == [PROMPTS[1]]
-    assert torch.allclose(part, full[1:], atol=1e-5)
+    # one video's denoiser call against two: sums in another order on some CPUs, a network this
+    # deep (3e-5); measured 4e-7. The other prompt's row is 1.4 away.
+    assert_rel_close(part, full[1:], network_rtol(*layers(backbone.denoiser)), "a sub-batch's prediction")
     with pytest.raises(ValueError, match="conditioning for 1 prompts"):
         backbone.predict(x, 3, cond.select([0]))

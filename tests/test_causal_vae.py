@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from backbone_fixtures import tiny_model_dir, tiny_options
+from tolerances import assert_rel_close, layers, network_rtol
 
 from rlr_video.backbones import load_backbone
 from rlr_video.backbones.causal_vae import decode_profile
@@ -47,12 +48,18 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
     backbone.vae.enable_slicing()  # diffusers' own decoding one video at a time, as the chunks do
     frames, grad, _ = _decode_with_grad(backbone, latents, None)
     assert frames.shape[:2] == (2, FRAMES)
-    torch.testing.assert_close(frames, batched)
-    torch.testing.assert_close(grad, batched_grad, rtol=1e-4, atol=1e-4)  # float sums, another order
+    # A batch of one sums in another order than a batch of two (on some CPUs): the decoder's
+    # rounding, its conv layers deep with their largest fan-in (Wan 33 x 432, CogVideoX 67 x 216:
+    # ~1e-4). Measured ~5e-6 (Wan) and ~4e-7 (CogVideoX) here, with oneDNN limited to AVX2 too;
+    # an off-by-one frame or a frame's term left out moves the gradient by 0.1-0.4.
+    rtol = network_rtol(*layers(backbone.vae.decoder))
+    assert_rel_close(frames, batched, rtol, f"{family} frames decoded one video at a time")
+    assert_rel_close(grad, batched_grad, rtol, f"{family} latent gradient decoded one video at a time")
     steps = backbone.decode_steps(backbone.vae, torch.zeros(1, _channels(backbone), 5, 2, 2)).pieces
     assert [p.shape[2] for p in steps] == {"wan": [1] * 5, "cogvideox": [3, 2]}[family]
     for chunk in (1, 2):
         chunked, chunked_grad, chunked_saved = _decode_with_grad(backbone, latents, chunk)
+        # the chunks run diffusers' own one-video-at-a-time steps, the same ops in the same order
         assert torch.equal(chunked, frames)
         assert torch.equal(chunked_grad, grad)
         # what the checkpoints keep: their inputs and the caches, not the decoder's activations

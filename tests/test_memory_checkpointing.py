@@ -8,6 +8,7 @@ import torch
 from backbone_fixtures import FAMILIES, single_thread, tiny_model_dir, tiny_options
 from test_backbones_lora import PROMPTS, randomize_lora
 from test_backbones_training import _wake_temporal_convs
+from tolerances import assert_rel_close, layers, network_rtol
 
 from rlr_video.backbones import load_backbone
 from rlr_video.backbones.toy import ToyBackbone
@@ -59,6 +60,15 @@ def _rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b)) / max(float(y.abs().max()) for y in b)
 
 
+def _segment_rtol(backbone, calls: int = 2) -> float:
+    """Chunks run the denoiser's frame-local units and the decoder on fewer rows at a time, which
+    may sum in another order (kernels pick their blocking by shape): the depth x sqrt(fan-in)
+    bound of the segment, ``calls`` denoiser calls and the decoder."""
+    (denoiser, fan_in), vae = layers(backbone.denoiser), getattr(backbone, "vae", None)
+    decoder = layers(vae.decoder) if vae is not None else (1, backbone.latent_shape[0])
+    return network_rtol(calls * denoiser + decoder[0], max(fan_in, decoder[1]))
+
+
 SETTINGS = [
     {"checkpoint": "call"},
     {"checkpoint": "block"},
@@ -81,7 +91,9 @@ def test_every_family_gets_the_plain_gradients(name):
     handle = inner.register_forward_hook(lambda *a: calls.append(1))
     for options in SETTINGS:
         calls.clear()
-        assert _rel_err(_grads(backbone, options), plain) <= 1e-5, options
+        # measured <= 2.5e-6 of the gradient, bound 2e-4 to 1.4e-3; one of the 4 frames' terms
+        # lost would move it by about a quarter
+        assert_rel_close(_grads(backbone, options), plain, _segment_rtol(backbone), f"{name} gradients, {options}")
         if options.get("frame_chunk") == 1 and name in ("animatediff", "modelscope"):
             # the rollout's T calls, then 2 calls x (B*F = 2 prompts x 2 CFG x 4 frames = 16
             # one-row chunks) x (forward + call recompute + unit recompute)
@@ -94,7 +106,7 @@ def test_the_toy_backbone_gets_the_plain_gradients():
     backbone = ToyBackbone.create(num_steps=4, latent_shape=(2, 6, 4, 4))
     plain = _grads(backbone, {})
     for options in SETTINGS:
-        assert _rel_err(_grads(backbone, options), plain) <= 1e-5, options
+        assert_rel_close(_grads(backbone, options), plain, _segment_rtol(backbone), f"toy gradients, {options}")
 
 
 def test_dropout_is_replayed_exactly():
@@ -106,9 +118,10 @@ def test_dropout_is_replayed_exactly():
     randomize_lora(backbone)
     _wake_temporal_convs(backbone.denoiser)
     plain = _grads(backbone, {}, seed=5)
-    assert _rel_err(_grads(backbone, {}, seed=6), plain) > 1e-3, "dropout is on"
+    rtol = _segment_rtol(backbone)
+    assert _rel_err(_grads(backbone, {}, seed=6), plain) > 10 * rtol, "dropout is on"  # 0.12
     for options in SETTINGS:
-        assert _rel_err(_grads(backbone, options, seed=5), plain) <= 1e-5, options
+        assert_rel_close(_grads(backbone, options, seed=5), plain, rtol, f"gradients with dropout, {options}")
 
 
 def test_sampling_without_gradients_runs_the_plain_forward():
@@ -155,7 +168,9 @@ def test_rlr_with_checkpointed_calls_gives_the_same_estimate():
             p.grad = None
         RLR(h=3, checkpoint_calls=flag).estimate(backbone, Squares(), PROMPTS, torch.Generator().manual_seed(3))
         grads.append([p.grad.clone() for p in params])
-    assert _rel_err(grads[1], grads[0]) <= 1e-6
+    # non-reentrant checkpointing keeps the graph and only recomputes what it saved: the same ops
+    # in the same order, the same accumulation into p.grad; bitwise (on AVX-512 and AVX2 kernels)
+    assert all(torch.equal(a, b) for a, b in zip(grads[1], grads[0], strict=True))
 
 
 def test_checkpointing_and_chunks_cut_the_peak():

@@ -192,7 +192,8 @@ def test_cost_model_covers_every_family_and_the_toy():
         cm = CostModel(backbone, Squares())
         call = cm.call(cm.default_shape(1))
         comps = call.breakdown()
-        assert call.trace.saved > 0 and sum(comps.values()) == pytest.approx(call.trace.saved, rel=1e-6)
+        # whole bytes: each of the components truncated by int(), less than a byte each
+        assert call.trace.saved > 0 and abs(sum(comps.values()) - call.trace.saved) < len(comps)
         assert comps.get("temporal_attention", 0) > 0, name  # temporal or 3D attention
         assert cm.decoder(cm.default_shape(1)).saved > 0
         plan = Planner(cm, batch=1).plan("1GiB")
@@ -284,9 +285,10 @@ def test_calibration_brings_predictions_to_measurements():
     cm = CostModel(backbone, Squares())
     result = calibrate(cm, batch=2)
     assert 0.8 < result["calibration"]["denoiser"] < 1.25
-    assert cm.call(cm.default_shape(2), input_grad=False).peak(MemoryOptions()) == pytest.approx(
-        result["measured_call"], rel=0.01
-    )
+    # the scale is measured / predicted bytes, and the peak truncates scale x predicted to whole
+    # bytes again: within 2 bytes of the measurement (a float64 product ~1e7 is good to 1e-9)
+    predicted = cm.call(cm.default_shape(2), input_grad=False).peak(MemoryOptions())
+    assert abs(predicted - result["measured_call"]) <= 2, (predicted, result["measured_call"])
 
 
 def test_plan_command(capsys, tmp_path):

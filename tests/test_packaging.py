@@ -38,6 +38,7 @@ def test_the_wheel_ships_presets_and_prompt_lists(tmp_path):
             str(source),
         ],
         check=True,
+        timeout=300,
     )
     (wheel,) = (tmp_path / "dist").glob("rlr_video-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -58,8 +59,8 @@ def test_the_wheel_ships_presets_and_prompt_lists(tmp_path):
         f"assert str(resolve_config_path('tiny-shapes')).startswith({str(site)!r}), PRESET_DIR\n"
         "assert len(config_prompts(load_config('tiny-shapes').prompts)) > 10\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env, timeout=300)
 
 
 def test_a_copied_preset_keeps_its_prompt_lists(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 from PIL import Image
+from tolerances import assert_rel_close, layers, network_rtol
 
 from rlr_video import cli
 from rlr_video.backbones.toy import ToyBackbone
@@ -118,7 +119,10 @@ def test_every_video_depends_on_its_seed_only():
     prompts, seeds = ["a red circle", "a blue square"], [11, 12]
     batch = sample_videos(toy, prompts, seeds)
     alone = sample_videos(toy, prompts[1:], seeds[1:])
-    torch.testing.assert_close(batch[1:], alone)
-    with torch.no_grad():
+    # a batch of two against one: the denoiser may sum in another order (num_steps calls deep)
+    depth, fan_in = layers(toy.denoiser)
+    rtol = network_rtol(toy.num_steps * depth + 1, max(fan_in, toy.latent_shape[0]))  # + the linear decoder
+    assert_rel_close(batch[1:], alone, rtol, "the second video sampled in a batch and alone")
+    with torch.no_grad():  # one video both ways: the same steps and decode, in the same order
         traj = rollout(toy, toy.encode(prompts[1:]), torch.Generator().manual_seed(12), 1)
-        torch.testing.assert_close(alone, toy.decode(traj.sample).clamp(0, 1))
+        assert torch.equal(alone, toy.decode(traj.sample).clamp(0, 1))

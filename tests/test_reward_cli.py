@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 from reward_fixtures import TINY, open_clip_weights, register_tiny_open_clip, smooth_videos
+from tolerances import EPS, EPS64, sum_atol
 
 from rlr_video.cli import main
 from rlr_video.video_io import write_gif, write_video
@@ -91,10 +92,17 @@ def test_json_output_scores_every_readable_file(videos: Path, clip_options, tmp_
     assert Path(failed["path"]).name == "truncated.mp4" and "cannot read video" in failed["error"]
     flicker = [v["scores"]["flicker"] for v in data["videos"]]
     summary = data["summary"]["flicker"]
-    assert summary["n"] == 6 and summary["mean"] == pytest.approx(np.mean(flicker))
-    assert summary["std"] == pytest.approx(np.std(flicker, ddof=1))
+    # The same 6 scores (JSON round-trips floats exactly) summed in float64 by fsum and by numpy:
+    # the means within sum_atol(6 terms and a division) at float64 eps; the std and the CI's
+    # half-width (high - low, 2 x the mean apart) round at the scores' size, so relative to the
+    # std that is max|x| / std times more. A wrong score moves them by >= 1e-3.
+    scale = float(np.max(np.abs(flicker)))
+    assert summary["n"] == 6 and summary["mean"] == pytest.approx(np.mean(flicker), abs=sum_atol(7, scale, EPS64))
+    conditioned = sum_atol(9, scale / summary["std"], EPS64)
+    assert summary["std"] == pytest.approx(np.std(flicker, ddof=1), rel=conditioned)
     low, high = summary["ci95"]
-    assert low < summary["mean"] < high and (high - low) / 2 == pytest.approx(2.571 * summary["std"] / 6**0.5)
+    half_width = 2.571 * summary["std"] / 6**0.5
+    assert low < summary["mean"] < high and (high - low) / 2 == pytest.approx(half_width, rel=conditioned)
     printed = capsys.readouterr().out
     assert "1 of 7 files failed" in printed and "truncated.mp4" in printed and "95% CI" in printed
 
@@ -118,11 +126,13 @@ def test_csv_output_with_csv_prompts_composite_and_frame_sampling(videos: Path, 
     assert [r["prompt"] for r in videos_rows] == ["absolute path", "matched by file name"]
     assert all(r["frames"] == "3" for r in videos_rows)
     for r in videos_rows:
-        total = float(r["1*flicker+0.5*clip"])
-        assert total == pytest.approx(float(r["flicker"]) + 0.5 * float(r["clip"]), abs=1e-6)
+        total, flicker, clip = float(r["1*flicker+0.5*clip"]), float(r["flicker"]), float(r["clip"])
+        # the composite adds the weighted terms in float32, this sum is float64: one rounding
+        assert total == pytest.approx(flicker + 0.5 * clip, abs=sum_atol(2, abs(flicker) + 0.5 * abs(clip)))
     stats = {r["kind"]: r for r in rows[2:]}
     assert stats["n"]["flicker"] == "2"
-    assert float(stats["mean"]["clip"]) == pytest.approx(np.mean([float(r["clip"]) for r in videos_rows]))
+    clips = [float(r["clip"]) for r in videos_rows]  # float64 means of the same 2 numbers
+    assert float(stats["mean"]["clip"]) == pytest.approx(np.mean(clips), abs=sum_atol(3, max(map(abs, clips)), EPS64))
 
 
 def test_jsonl_prompts_fall_back_to_sidecars(videos: Path, clip_options, tmp_path: Path) -> None:
@@ -151,7 +161,11 @@ def test_prompt_free_rewards_need_no_prompts_and_batching_does_not_change_scores
         results.append({v["path"]: v["scores"]["flicker"] for v in json.loads(out.read_text())["videos"]})
     assert results[0].keys() == results[1].keys() and len(results[0]) == 6
     for path, score in results[0].items():
-        assert results[1][path] == pytest.approx(score, abs=1e-6)
+        # 1 - the mean |difference| of <= 5 pairs of 3 x 41 x 40 pixels, summed in another order
+        # in a batch of 3 perhaps: sum_atol of those terms (their mean is 1 - score), and the
+        # subtraction from 1. Another video's frames would move it by more than 1e-2.
+        atol = sum_atol(5 * 3 * 41 * 40, 1 - score) + EPS
+        assert results[1][path] == pytest.approx(score, abs=atol)
 
 
 def test_exit_codes(videos: Path, tmp_path: Path, capsys) -> None:
@@ -219,7 +233,9 @@ def test_json_spec_with_per_reward_options_and_fps(videos: Path, tmp_path: Path)
     [video] = json.loads(out.read_text())["videos"]
     assert video["frames"] == 3  # 6 frames at 8 fps resampled to 4 fps
     scores = video["scores"]
-    assert scores["2*flicker+-1*smooth"] == pytest.approx(2 * scores["flicker"] - scores["smooth"])
+    # float32 weighted sum of two terms against float64: one rounding
+    atol = sum_atol(2, 2 * abs(scores["flicker"]) + abs(scores["smooth"]))
+    assert scores["2*flicker+-1*smooth"] == pytest.approx(2 * scores["flicker"] - scores["smooth"], abs=atol)
 
 
 def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, reward_module, capsys) -> None:
@@ -244,10 +260,10 @@ def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, reward_mod
 
 def test_console_entry_point_from_another_directory(videos: Path, tmp_path: Path) -> None:
     """The real process: ``python -m rlr_video reward`` with a folder argument, run elsewhere."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # one thread, as in-process
     proc = subprocess.run(
         [sys.executable, "-m", "rlr_video", "reward", str(videos), "--reward", "flicker", "--out", "out.json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "out.json").read_text())

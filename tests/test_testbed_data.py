@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tolerances import EPS64, sum_atol
 
 from rlr_video.testbed import scorer, shapes
 
@@ -76,9 +77,13 @@ def test_scorer_measures_motion_speed_and_size() -> None:
     spec = shapes.ShapeSpec("green", "square", "right", "gray", 0.375, 0.0625, 0.25, 0.5)
     m = scorer.measure(shapes.render(spec, resolution=32))
     assert m.direction == "right" and m.colour == "green" and m.shape == "square"
-    assert m.speed == pytest.approx(0.0625, abs=0.005)
-    assert m.displacement[0] == pytest.approx(0.0625 * 7, abs=0.03)
-    assert m.size == pytest.approx(0.375, abs=0.04)
+    # A pixel-aligned square (12 px, from x = 8 px, 2 px a frame at 32 px): exact areas and
+    # centroids; the line fit is float64 sums over its 144 pixels in 8 frames. Half a pixel of
+    # error would be 0.016.
+    atol = sum_atol(8 * 144, 1.0, EPS64)
+    assert m.speed == pytest.approx(0.0625, abs=atol)
+    assert m.displacement[0] == pytest.approx(0.0625 * 7, abs=atol)
+    assert m.size == pytest.approx(0.375, abs=atol)
 
 
 def test_scorer_rejects_wrong_prompts(batch16: shapes.Batch) -> None:

@@ -10,7 +10,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-import torch
+from backbone_fixtures import chain_rtol
+from tolerances import assert_rel_close
 
 from rlr_video.backbones import load_backbone
 from rlr_video.chain import sample_videos
@@ -58,5 +59,8 @@ def test_posttrain_merges_its_lora_into_a_loadable_pipeline(tmp_path) -> None:
     lora_file = tmp_path / "post.lora" / "pytorch_lora_weights.safetensors"
     lora = load_backbone(model, lora_rank=8, lora_path=lora_file, **options)
     base = sample_videos(load_backbone(model, **options), prompts, seeds)
-    assert torch.allclose(merged, sample_videos(lora, prompts, seeds), atol=1e-4)
-    assert (merged - base).abs().max() > 1e-3
+    # merged weights W + s B A against x W + s (x A) B: float32 sums in another order through
+    # the chain (chain_rtol); measured ~8e-7. The LoRA itself moves the videos by far more.
+    rtol = chain_rtol(lora)
+    assert_rel_close(merged, sample_videos(lora, prompts, seeds), rtol, "merged LoRA against the adapter")
+    assert float((merged - base).norm()) > 10 * rtol * float(base.norm()), "the LoRA must change the videos"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tolerances import EPS, layers
 
 from rlr_video import cli
 from rlr_video.config import load_config
@@ -297,14 +298,27 @@ def test_composite_reward_logs_every_term_and_multiscale_prompts_train(tmp_path)
 
 
 def test_bf16_mixed_precision_runs(tmp_path):
-    # A separate process: accelerate cannot switch mixed precision within one process.
+    # A separate process: accelerate cannot switch mixed precision within one process. The toy
+    # preset: the point is the trainer's autocast, and bf16 diffusers models train in the FSDP
+    # plugin test; tiny-shapes took 36 s here and 263 s on a CPU without native bf16 (5 minutes
+    # with oneDNN limited to AVX2 on a busy machine), the toy 15 s either way, mostly start-up.
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rlr_video", "train", "train.steps=2", f"train.output_dir={out}"]
+    cmd = [sys.executable, "-m", "rlr_video", "train", "toy", "train.steps=2", f"train.output_dir={out}"]
     cmd += ["train.mixed_precision=bf16", "train.progress=false"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
     rows = read_metrics(out / "metrics.jsonl")
     assert len(rows) == 2 and all(r["grad_norm"] == r["grad_norm"] for r in rows)
+    # The same run in float32: bf16 autocast changed the numbers (so it was on), by about bf16's
+    # precision: 2^-8 relative per rounding, independent roundings in each of the toy's layers and
+    # chain steps adding like a random walk (2e-2; measured 1.4e-3 on the gradient norm).
+    config = load_config("toy", ["train.steps=2", f"train.output_dir={tmp_path / 'fp32'}", "train.progress=false"])
+    trainer = Trainer(config)
+    depth = trainer.model.num_steps * layers(trainer.model.denoiser)[0]
+    rtol = depth**0.5 * torch.finfo(torch.bfloat16).eps / 2
+    for bf16, fp32 in zip(rows, trainer.train(), strict=True):
+        assert bf16["grad_norm"] != fp32["grad_norm"]
+        assert bf16["grad_norm"] == pytest.approx(fp32["grad_norm"], rel=rtol)
 
 
 @pytest.mark.parametrize(
@@ -424,5 +438,6 @@ def test_metrics_go_to_tensorboard_when_asked(tmp_path):
         events.Reload()
         for tag in events.Tags()["scalars"]:
             scalars[tag] = [(e.step, e.value) for e in events.Scalars(tag)]
-    assert [v for _, v in scalars["reward_mean"]] == pytest.approx([r["reward_mean"] for r in logged])
+    # TensorBoard stores float32: the logged float64 rounded once, within eps/2 relative
+    assert [v for _, v in scalars["reward_mean"]] == pytest.approx([r["reward_mean"] for r in logged], rel=EPS)
     assert [s for s, _ in scalars["reward_mean"]] == [r["step"] for r in logged]

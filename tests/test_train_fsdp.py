@@ -12,9 +12,10 @@ import textwrap
 
 import pytest
 import torch
-from backbone_fixtures import FAMILIES, build_tiny_modelscope, tiny_model_dir, tiny_options
+from backbone_fixtures import FAMILIES, build_tiny_modelscope, chain_rtol, tiny_model_dir, tiny_options
 from safetensors import safe_open
-from test_train_distributed import free_port
+from test_train_distributed import TWO_PROCESSES_TIMEOUT, free_port
+from tolerances import assert_rel_close
 
 from rlr_video.backbones import load_backbone
 from rlr_video.backbones.family import family_of, get_family
@@ -54,6 +55,8 @@ WORKER = textwrap.dedent(
     report = {
         "sharded": len(shards), "plain": [p.requires_grad for p in params if not isinstance(p, DTensor)],
         "held": held, "total": sum(p.numel() for p in params),
+        # a shard is half of dim 0's rows, rounded up or down: off by half a row each
+        "half_rows": sum(p.numel() // p.shape[0] for p in shards) / 2,
     }
     a.train()
     report["baseline"] = a.baseline.state_dict()
@@ -176,7 +179,10 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     extra = ["train.sharding=fsdp", "memory.checkpoint=call"]
     proc = subprocess.run(
-        [*launch, str(script), str(tmp_path), *model, *STEPS, *extra], capture_output=True, text=True, timeout=300
+        [*launch, str(script), str(tmp_path), *model, *STEPS, *extra],
+        capture_output=True,
+        text=True,
+        timeout=TWO_PROCESSES_TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -187,7 +193,7 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
         assert report["sharded"] > 100  # every frozen weight of the UNet's blocks and root
         assert report["plain"] and all(report["plain"])  # only the LoRA stays whole
         lora = sum(p.numel() for p in single.params)
-        assert report["held"] - lora == pytest.approx((report["total"] - lora) / 2, rel=0.02)
+        assert abs(report["held"] - lora - (report["total"] - lora) / 2) <= report["half_rows"]
         assert report["full_state_dict_equal"] and report["round_trip_equal"]
         assert report["toy_sharded"] and report["forward_equal"]
 
@@ -198,20 +204,29 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     # Every process saw every process's rewards: the per-prompt baseline is the one-process one.
     assert reports[0]["baseline"] == reports[1]["baseline"]
     assert reports[0]["baseline"]["history"].keys() == single.baseline.history.keys()
+    # The gradients: the estimate's backward (at most num_steps denoiser calls and the decoder)
+    # summed in another order, chain_rtol (2.6e-3; measured 7e-7). Each of the 2 updates
+    # normalises its gradient elementwise (Adam), so the weights, and the rewards and baselines
+    # computed from them with the same forward ops, are within 2 x that. A gradient counted twice
+    # or halved is off by 0.5 or more; a process's rewards missing from the baseline miss its
+    # prompts (the keys above).
+    rtol = chain_rtol(single.model)
     for prompt, history in single.baseline.history.items():
-        assert reports[0]["baseline"]["history"][prompt] == pytest.approx(list(history), rel=1e-5)
+        got = torch.tensor(reports[0]["baseline"]["history"][prompt])
+        assert_rel_close(got, torch.tensor(list(history)), 2 * rtol, f"baseline history of {prompt!r}")
     one_metrics, two_metrics = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "a"))
     assert [r["samples"] for r in one_metrics] == [r["samples"] for r in two_metrics] == [4, 8]
-    assert [r["reward_mean"] for r in two_metrics] == pytest.approx([r["reward_mean"] for r in one_metrics], rel=1e-5)
-    for g0, g1, g in zip(rank0, rank1, single.first, strict=True):
+    rewards_two, rewards_one = (torch.tensor([r["reward_mean"] for r in m]) for m in (two_metrics, one_metrics))
+    assert_rel_close(rewards_two, rewards_one, 2 * rtol, "reward means, two processes against one")
+    for g0, g1 in zip(rank0, rank1, strict=True):
         assert torch.equal(g0, g1)
-        torch.testing.assert_close(g0, g, rtol=1e-5, atol=1e-6)
+    assert_rel_close(rank0, single.first, rtol, "FSDP gradients against one process")
     (one, one_meta), (two, two_meta), (resumed, _) = (
         _lora(d / LORA) for d in (tmp_path / "one", tmp_path / "a", tmp_path / "b")
     )
     assert one_meta == two_meta and one.keys() == two.keys()  # the diffusers file of an unsharded run
+    assert_rel_close([two[k] for k in one], [one[k] for k in one], 2 * rtol, "LoRA after 2 steps against one process")
     for k in one:
-        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
         assert torch.equal(resumed[k], two[k]), k  # the resumed run continues bitwise
 
 
@@ -255,7 +270,10 @@ def test_accelerate_fsdp_plugin_launch_shards_with_its_settings(tmp_path):
     launch += ["--fsdp_transformer_layer_cls_to_wrap", ",".join(units)]
     launch += ["--fsdp_reshard_after_forward", "false", "--fsdp_offload_params", "true"]
     proc = subprocess.run(
-        [*launch, str(script), str(tmp_path), *model, *run], capture_output=True, text=True, timeout=300
+        [*launch, str(script), str(tmp_path), *model, *run],
+        capture_output=True,
+        text=True,
+        timeout=TWO_PROCESSES_TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -285,8 +303,9 @@ def test_accelerate_fsdp_plugin_launch_shards_with_its_settings(tmp_path):
         assert all(map(torch.equal, grads[name], torch.load(tmp_path / f"grads-{name}-rank1.pt")))
     # The plugin's units, reshard_after_forward=false and CPU offload: the update of
     # train.sharding=fsdp to float tolerance (as in the test above).
-    for g_plugin, g_fsdp in zip(grads["plugin"], grads["fsdp"], strict=True):
-        torch.testing.assert_close(g_plugin, g_fsdp, rtol=1e-5, atol=1e-6)
+    # the estimate's backward in another order, chain_rtol as in the test above (2.6e-3; measured 7e-7)
+    rtol = chain_rtol(load_backbone(tmp_path / "tiny-ms", num_steps=4, height=16, width=16, num_frames=4))
+    assert_rel_close(grads["plugin"], grads["fsdp"], rtol, "the plugin's gradients against train.sharding=fsdp")
     # bf16, against the float32 "fsdp" update (relative L2 distances, measured): unsharded
     # autocast is 4.4% away; gathering the frozen weights in bf16 as well moves the update 2.4%
     # from unsharded autocast's (norm scales and biases outside matmuls rounded to bf16, bf16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -53,9 +54,9 @@ def test_csv_needs_a_prompt_column_and_other_formats_are_refused(tmp_path):
 
 
 def test_prompts_module_does_not_import_the_config():
-    """``config`` validates prompts with ``rlr_video.prompts``; the reverse import would make a cycle."""
+    """``config`` validates prompts with ``rlr_video.prompts``; the reverse import made a cycle."""
     code = "import sys, rlr_video.prompts; assert 'rlr_video.config' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_stream_is_a_function_of_position():
