@@ -66,11 +66,16 @@ def one_per_video(frames: Tensor) -> Tensor:
     return frames.sum(dim=(1, 2, 3, 4)) * 0 + 1
 
 
+def pair_weights(frame_counts: Sequence[int]) -> list[int]:
+    """VBench's weight of each video in a set: its F − 1 pair terms."""
+    return [max(0, int(count) - 1) for count in frame_counts]
+
+
 def pair_weighted_mean(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
     """VBench's summary over videos: each video weighted by its F − 1 pair terms (``sim / cnt``)."""
     if len(scores) != len(frame_counts):
         raise ValueError(f"got {len(scores)} scores but {len(frame_counts)} frame counts")
-    weights = [max(0, int(count) - 1) for count in frame_counts]
+    weights = pair_weights(frame_counts)
     total = sum(weights)
     if total == 0:
         return sum(scores) / len(scores) if scores else float("nan")
@@ -144,3 +149,8 @@ class TemporalConsistencyReward:
     def aggregate(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
         """The score of a set of videos, VBench's way: weighted by F − 1 (see :func:`pair_weighted_mean`)."""
         return pair_weighted_mean(scores, frame_counts)
+
+    @staticmethod
+    def aggregate_weights(frame_counts: Sequence[int]) -> list[int]:
+        """The weights :meth:`aggregate` gives the videos (for its confidence interval)."""
+        return pair_weights(frame_counts)
