@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rewards.dino import DinoEncoder
+from rewards.dino import DinoEncoder, DinoSizes
 from rewards.encoders import OpenClipEncoder
 from rewards.frames import check_frames, encode_frames, sample_indices
 from rewards.preprocess import ImagePreprocess
@@ -144,6 +144,17 @@ class TemporalConsistencyReward:
         if self.clamp:
             to_previous, to_first = to_previous.clamp(min=0), to_first.clamp(min=0)
         return (0.5 * (to_previous + to_first)).mean(dim=1)
+
+    @classmethod
+    def sizes(cls, backbone: str = "dino", chunk_size: int | None = 16, checkpoint: bool = False, **_) -> object | None:
+        """A weight-free stand-in for the memory planner: DINO's sizes (its token count follows
+        the frames' shape, see :class:`rewards.dino.DinoSizes`); None for CLIP, whose open_clip
+        tower the planner reads from its config."""
+        if backbone != "dino":
+            return None
+        stand_in = DinoSizes()
+        stand_in.chunk_size, stand_in.checkpoint = chunk_size, checkpoint
+        return stand_in
 
     @staticmethod
     def aggregate(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
