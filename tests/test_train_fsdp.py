@@ -139,6 +139,9 @@ PLUGIN_WORKER = textwrap.dedent(
 )
 
 STEPS = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false"]
+# A held-out evaluation of 3 batches on 2 processes: process 1 repeats its batch, since each of the
+# sharded denoiser's forward passes is collective (without it, process 0's third batch would hang).
+GUARD = ["train.eval={reward: redness, items: [a red circle, a blue square], every: 1, videos: 5, batch_size: 2}"]
 # each micro-batch one prompt twice, the group's baseline; the per-prompt running baseline on top
 GROUPS = ["train.group_size=2", "estimator.baseline=group", "train.prompt_baseline=true"]
 PLANNED = ["memory.budget=1GiB", "memory.max_h=2"]  # the trainer plans per process
@@ -167,7 +170,7 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     model = [*_tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms")), *GROUPS, *PLANNED]
     # One process, two micro-batches of 2, unsharded and without checkpointing ==
     # two FSDP processes, one micro-batch of 2 each, the estimator's replay checkpointed.
-    config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, "train.grad_accum=2"])
+    config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, *GUARD, "train.grad_accum=2"])
     single = FirstGradients(config)
     single.train()
 
@@ -176,7 +179,10 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     extra = ["train.sharding=fsdp", "memory.checkpoint=call"]
     proc = subprocess.run(
-        [*launch, str(script), str(tmp_path), *model, *STEPS, *extra], capture_output=True, text=True, timeout=300
+        [*launch, str(script), str(tmp_path), *model, *STEPS, *GUARD, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -201,8 +207,13 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     for prompt, history in single.baseline.history.items():
         assert reports[0]["baseline"]["history"][prompt] == pytest.approx(list(history), rel=1e-5)
     one_metrics, two_metrics = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "a"))
-    assert [r["samples"] for r in one_metrics] == [r["samples"] for r in two_metrics] == [4, 8]
-    assert [r["reward_mean"] for r in two_metrics] == pytest.approx([r["reward_mean"] for r in one_metrics], rel=1e-5)
+    assert [r["samples"] for r in one_metrics] == [r["samples"] for r in two_metrics] == [0, 4, 8]
+    assert [r.get("reward_mean") for r in two_metrics[1:]] == pytest.approx(
+        [r.get("reward_mean") for r in one_metrics[1:]], rel=1e-5
+    )
+    # the held-out evaluation: the sharded forward pass is the unsharded one, bitwise
+    for key in ("eval/redness", "eval/training_reward"):
+        assert [r[key] for r in two_metrics] == [r[key] for r in one_metrics], key
     for g0, g1, g in zip(rank0, rank1, single.first, strict=True):
         assert torch.equal(g0, g1)
         torch.testing.assert_close(g0, g, rtol=1e-5, atol=1e-6)
