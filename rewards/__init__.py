@@ -22,6 +22,7 @@ from rewards.registry import (
     build_reward,
     check_reward_spec,
     register_reward,
+    reward_sizes,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "check_reward_spec",
     "clear_cache",
     "register_reward",
+    "reward_sizes",
 ]

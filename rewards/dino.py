@@ -202,3 +202,31 @@ class DinoEncoder:
         follow_device(self.model, images.device)
         pixels = to_device_dtype(self.preprocess(images), self.model)
         return F.normalize(self.model(pixels).float(), dim=-1)
+
+
+class DinoSizes:
+    """A weight-free DINO for costing (``rlr-video plan`` without the checkpoint): VBench's
+    ``dino_vitb16`` (768 wide, 12 layers, 12 heads, 16-pixel patches) behind VBench's transform,
+    whose token count follows the frames' shape (351 tokens for 576x320: 14 x 25 patches and CLS)."""
+
+    name = "temporal"
+    frame_sampling = "all"
+
+    def __init__(self, size: int = 224) -> None:
+        self.encoder = _SizesOnly(vbench_dino_transform(size))
+        self.vision = {"width": 768, "layers": 12, "heads": 12, "patch": 16, "itemsize": 4}
+        self.chunk_size, self.checkpoint = 16, False
+
+    def weight_bytes(self) -> int:
+        """ViT-B/16's 86 million parameters in float32 (the reward's default dtype): 12 layers of
+        attention (4 x 768^2) and MLP (2 x 768 x 3072), the patch embedding and positions."""
+        width = self.vision["width"]
+        blocks = self.vision["layers"] * (4 * width * width + 2 * width * 4 * width)
+        return (blocks + 3 * 16 * 16 * width + 197 * width) * 4
+
+
+class _SizesOnly:
+    """An encoder's preprocessing without its model."""
+
+    def __init__(self, preprocess: ImagePreprocess) -> None:
+        self.preprocess = preprocess

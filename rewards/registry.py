@@ -248,6 +248,14 @@ def _dict_terms(spec: Mapping[str, Any]) -> list[tuple[str, str, float, dict[str
     return [(str(label), *_parse_term(str(label), value)) for label, value in spec.items()]
 
 
+def reward_sizes(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """A weight-free stand-in for reward ``name`` built with ``options``, for costing it without its
+    weights (``rlr-video plan``): what its class's ``sizes(**options)`` returns (videoalign, temporal
+    with DINO), or None when it declares none."""
+    sizes = getattr(_entry(name).factory, "sizes", None)
+    return sizes(**dict(options or {})) if callable(sizes) else None
+
+
 def check_reward_spec(spec: str | Mapping[str, Any]) -> None:
     """Raise what :func:`build_reward` would for an unknown name, a bad weight or an unknown
     option, without building anything: configs are checked before any model loads."""

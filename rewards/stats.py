@@ -1,5 +1,5 @@
 """Summary statistics of reward scores: mean, sample std and a Student-t 95% confidence interval,
-and the score of a set of videos the way each reward's reference reports it."""
+and the score of a set of videos the way each reward's reference reports it (its weights)."""
 
 from __future__ import annotations
 
@@ -32,17 +32,38 @@ def t_quantile_975(df: int) -> float:
     return z + g1 / df + g2 / df**2 + g3 / df**3
 
 
-def summarize(values: Sequence[float]) -> dict[str, float | int | list[float] | None]:
-    """``{"n", "mean", "std", "ci95": [low, high]}``; std and ci95 are ``None`` below two values."""
+def summarize(
+    values: Sequence[float], weights: Sequence[float] | None = None
+) -> dict[str, float | int | list[float] | None]:
+    """``{"n", "mean", "std", "ci95": [low, high]}``; std and ci95 are ``None`` below two values.
+
+    With ``weights`` (a reference's weighted mean over videos, e.g. VBench's F − 1 per video) the
+    mean is the weighted mean and its interval half-width t · s · √(Σw²) / Σw, with s the values'
+    sample std: the standard error of a weighted mean of independent values of one variance
+    (Kish's effective sample size (Σw)² / Σw²). Equal weights give the plain interval.
+    """
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "std": None, "ci95": None}
-    mean = math.fsum(values) / n
+    if weights is not None and len(weights) != n:
+        raise ValueError(f"got {n} values but {len(weights)} weights")
+    if weights is None or math.fsum(weights) <= 0:
+        weights = [1.0] * n
+    total = math.fsum(weights)
+    mean = math.fsum(w * v for w, v in zip(weights, values, strict=True)) / total
     if n < 2:
         return {"n": n, "mean": mean, "std": None, "ci95": None}
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    plain = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - plain) ** 2 for v in values) / (n - 1))
+    half = t_quantile_975(n - 1) * std * math.sqrt(math.fsum(w * w for w in weights)) / total
     return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def reference_weights(reward: object, frame_counts: Sequence[int]) -> list[float] | None:
+    """The per-video weights of the reward's reference mean over a set of videos
+    (``aggregate_weights``: VBench's consistency weights a video by F − 1), or None for a plain mean."""
+    weigh = getattr(reward, "aggregate_weights", None)
+    return [float(w) for w in weigh(list(frame_counts))] if callable(weigh) else None
 
 
 def reference_mean(reward: object, scores: Sequence[float], frame_counts: Sequence[int]) -> float:

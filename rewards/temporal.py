@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rewards.dino import DinoEncoder
+from rewards.dino import DinoEncoder, DinoSizes
 from rewards.encoders import OpenClipEncoder
 from rewards.frames import check_frames, encode_frames, sample_indices
 from rewards.preprocess import ImagePreprocess
@@ -66,11 +66,16 @@ def one_per_video(frames: Tensor) -> Tensor:
     return frames.sum(dim=(1, 2, 3, 4)) * 0 + 1
 
 
+def pair_weights(frame_counts: Sequence[int]) -> list[int]:
+    """VBench's weight of each video in a set: its F − 1 pair terms."""
+    return [max(0, int(count) - 1) for count in frame_counts]
+
+
 def pair_weighted_mean(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
     """VBench's summary over videos: each video weighted by its F − 1 pair terms (``sim / cnt``)."""
     if len(scores) != len(frame_counts):
         raise ValueError(f"got {len(scores)} scores but {len(frame_counts)} frame counts")
-    weights = [max(0, int(count) - 1) for count in frame_counts]
+    weights = pair_weights(frame_counts)
     total = sum(weights)
     if total == 0:
         return sum(scores) / len(scores) if scores else float("nan")
@@ -140,7 +145,23 @@ class TemporalConsistencyReward:
             to_previous, to_first = to_previous.clamp(min=0), to_first.clamp(min=0)
         return (0.5 * (to_previous + to_first)).mean(dim=1)
 
+    @classmethod
+    def sizes(cls, backbone: str = "dino", chunk_size: int | None = 16, checkpoint: bool = False, **_) -> object | None:
+        """A weight-free stand-in for the memory planner: DINO's sizes (its token count follows
+        the frames' shape, see :class:`rewards.dino.DinoSizes`); None for CLIP, whose open_clip
+        tower the planner reads from its config."""
+        if backbone != "dino":
+            return None
+        stand_in = DinoSizes()
+        stand_in.chunk_size, stand_in.checkpoint = chunk_size, checkpoint
+        return stand_in
+
     @staticmethod
     def aggregate(scores: Sequence[float], frame_counts: Sequence[int]) -> float:
         """The score of a set of videos, VBench's way: weighted by F − 1 (see :func:`pair_weighted_mean`)."""
         return pair_weighted_mean(scores, frame_counts)
+
+    @staticmethod
+    def aggregate_weights(frame_counts: Sequence[int]) -> list[int]:
+        """The weights :meth:`aggregate` gives the videos (for its confidence interval)."""
+        return pair_weights(frame_counts)

@@ -14,9 +14,11 @@ The output folder holds, for prompt i and variant v:
 
 Scores are computed from the written mp4 files read back, as ``rlr-video reward`` would. The
 gallery labels the columns base and fine-tuned, shows each clip's reward and, on top, each
-column's mean. When every prompt is a testbed caption ("a red circle moving left"), it also
-shows the testbed's analytic ground truth (:mod:`rlr_video.testbed.scorer`) per clip and per
-column: the referee a hacked reward cannot fool.
+column's mean; with a held-out evaluation in the config (``train.eval``) the held-out rewards'
+scores too, as ``held-out <reward>``: the guard against a fine-tune that only fools its reward.
+When every prompt is a testbed caption ("a red circle moving left"), it also shows the
+testbed's analytic ground truth (:mod:`rlr_video.testbed.scorer`) per clip and per column:
+the referee a hacked reward cannot fool.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ def render(
     pairs = [(i, label) for i in range(len(encoded)) for label in labels]
     files = [out / "videos" / f"{i:03d}-{label}.mp4" for i, label in pairs]
     scores = score_files(files, [encoded[i] for i, _ in pairs], r.reward or config.reward, device)
+    if config.train.eval is not None:
+        held = heldout_scores(files, [encoded[i] for i, _ in pairs], config.train.eval.reward, device)
+        scores = [{**row, **more} for row, more in zip(scores, held, strict=True)]
     table = {path.name: row for path, row in zip(files, scores, strict=True)}
     (out / "scores.json").write_text(json.dumps(table, indent=2, sort_keys=True), encoding="utf-8")
     truth = ground_truth([videos[pair] for pair in pairs], [final_prompt(encoded[i]) for i, _ in pairs])
@@ -134,12 +139,30 @@ def ground_truth(videos: Sequence[Tensor], prompts: Sequence[str]) -> list[dict[
     return [{k: row[k] for k in (*ATTRIBUTES, "all")} for row in rows]
 
 
-def score_files(
+HELD_OUT = "held-out "  # the gallery's prefix of a held-out reward's column
+
+
+def heldout_scores(
     paths: Sequence[Path], prompts: Sequence[str], spec: str | dict[str, Any], device: str = "cpu"
+) -> list[dict[str, float]]:
+    """Each file's held-out scores (``train.eval.reward``, see :func:`score_files`) as
+    ``held-out <column>``; a composite's total is ``held-out total``, as in metrics.jsonl."""
+    from rewards import build_reward
+
+    reward = build_reward(spec)
+    composite = isinstance(getattr(reward, "terms", None), list | tuple)
+    rename = {reward.name: "total"} if composite else {}
+    rows = score_files(paths, prompts, reward, device)
+    return [{HELD_OUT + rename.get(k, k): v for k, v in row.items()} for row in rows]
+
+
+def score_files(
+    paths: Sequence[Path], prompts: Sequence[str], spec: Any, device: str = "cpu"
 ) -> list[dict[str, float]]:
     """Each file's reward scores, read back from disk by the function ``rlr-video reward``
     uses (same reading, batching and columns: every term of a composite, then its total).
-    The reward sees the final (fine) part of a multi-scale prompt."""
+    ``spec``: a reward spec or a built reward. The reward sees the final (fine) part of a
+    multi-scale prompt."""
     from rewards import build_reward
     from rlr_video.scoring import score_videos
 

@@ -34,15 +34,49 @@ class VideoResult:
 
 
 def reward_columns(rewards: Sequence[Any]) -> list[str]:
-    """One column per reward; a composite also gets one per term, before its total."""
+    """The columns of :func:`reward_scores`, for each reward in turn: a composite's terms, then its
+    total under its own name; a reward with ``heads`` (videoalign) ``NAME.HEAD`` for each of its
+    ``heads_names`` before its own value."""
     names: list[str] = []
-    for reward in rewards:
-        parts = [r.name for _, r in reward.terms] if hasattr(reward, "score_terms") else []
-        for name in [*parts, reward.name]:
-            if name in names:
-                raise ScoringError(f"reward {name!r} is asked for twice; label one differently")
-            names.append(name)
+    for name, _ in _summarised_by(rewards):
+        if name in names:
+            raise ScoringError(f"reward {name!r} is asked for twice; label one differently")
+        names.append(name)
     return names
+
+
+def _is_composite(reward: Any) -> bool:
+    return callable(getattr(reward, "combine", None)) and isinstance(getattr(reward, "terms", None), list | tuple)
+
+
+def _heads(reward: Any) -> tuple[str, ...]:
+    names = getattr(reward, "heads_names", None)
+    return tuple(names) if names and callable(getattr(reward, "heads", None)) else ()
+
+
+def reward_scores(reward: Any, frames: Any, prompts: Sequence[str], video_fps: float | None = None) -> dict[str, Any]:
+    """One batch's (B,) scores per column of :func:`reward_columns` (``[reward]``): every term of a
+    composite, then the composite's weighted total; each head of a reward with ``heads``. The
+    frames' rate ``video_fps`` goes to the rewards that take it (``takes_video_fps``: videoalign)."""
+    if not _is_composite(reward):
+        return _leaf_scores(reward, frames, prompts, video_fps)
+    scores: dict[str, Any] = {}
+    for _, term in reward.terms:
+        scores.update(_leaf_scores(term, frames, prompts, video_fps))
+    scores[reward.name] = reward.combine({term.name: scores[term.name] for _, term in reward.terms})
+    return scores
+
+
+def _leaf_scores(reward: Any, frames: Any, prompts: Sequence[str], video_fps: float | None) -> dict[str, Any]:
+    fps = {"video_fps": video_fps} if video_fps is not None and getattr(reward, "takes_video_fps", False) else {}
+    heads = _heads(reward)
+    if not heads:
+        return {reward.name: reward(frames, prompts, **fps)}
+    values = reward.heads(frames, prompts, **fps)
+    scores = {f"{reward.name}.{head}": values[head] for head in heads}
+    chosen = getattr(reward, "head", None)  # the head the reward's value is (videoalign's head=)
+    scores[reward.name] = values[chosen] if chosen in values else reward(frames, prompts, **fps)
+    return scores
 
 
 # ---------------------------------------------------------------- files
@@ -140,27 +174,45 @@ def _match_by_path(source: Path, records: list[dict[str, Any]], videos: Sequence
 # ---------------------------------------------------------------- scoring
 
 
-def _score_batch(batch: list[tuple[VideoResult, Any]], rewards: Sequence[Any], device: str) -> None:
+def _score_batch(
+    batch: list[tuple[VideoResult, Any]], reward: Any, indices: list[int], video_fps: float | None, device: str
+) -> None:
+    """Score the videos of ``batch`` (same shape and frame rate) with one reward, on the frames
+    ``indices`` (the frames that reward reads, see :func:`reward_frames`)."""
     import torch
 
-    frames = torch.stack([video for _, video in batch]).to(device)
+    frames = torch.stack([video for _, video in batch])
+    if len(indices) != frames.shape[1]:
+        frames = frames[:, indices]
     prompts = [result.prompt or "" for result, _ in batch]
     try:
         with torch.inference_mode():
-            scores: dict[str, Any] = {}
-            for reward in rewards:
-                if hasattr(reward, "score_terms"):
-                    terms = reward.score_terms(frames, prompts)
-                    scores.update(terms)
-                    scores[reward.name] = reward.combine(terms)
-                else:
-                    scores[reward.name] = reward(frames, prompts)
+            scores = reward_scores(reward, frames.to(device), prompts, video_fps)
     except Exception as err:  # noqa: BLE001  (report on these files, keep scoring the others)
         for result, _ in batch:
             result.error = f"scoring failed: {type(err).__name__}: {err}"
+            result.scores = {}
         return
     for i, (result, _) in enumerate(batch):
-        result.scores = {name: float(value[i]) for name, value in scores.items()}
+        if result.error is None:
+            result.scores.update({name: float(value[i]) for name, value in scores.items()})
+
+
+def reward_frames(
+    reward: Any, total: int, source_fps: float | None, num_frames: int | None = None, fps: float | None = None
+) -> list[int]:
+    """The frames of a ``total``-frame file that ``reward`` is given: for a frame-mean reward
+    (``frame_sampling`` ``"any"``) the file resampled to ``fps`` and then ``num_frames`` evenly
+    spaced (``rlr-video reward --fps/--frames``); every frame for the others (``"all"``: flicker
+    and VBench's consistency compare neighbours; ``"own"``: videoalign samples by time itself)."""
+    from rewards.frames import frame_sampling, select_frames
+    from rlr_video.video_io import select_frame_indices
+
+    rule = frame_sampling(reward)
+    if rule != "any":
+        return list(range(total))
+    resampled = select_frame_indices(total, source_fps, None, fps)
+    return [resampled[i] for i in select_frames(len(resampled), num_frames, rule)]
 
 
 def score_videos(
@@ -176,40 +228,94 @@ def score_videos(
 ) -> list[VideoResult]:
     """Read and score every video; failures are recorded on their result, never raised.
 
-    Videos of the same shape are batched together (rewards resize internally, but a batch must
-    stack).
+    Each file is decoded once, whole; each reward then gets the frames it reads
+    (:func:`reward_frames`: ``num_frames`` and ``fps`` thin the frames of frame-mean rewards only)
+    and, if it takes it, the file's frame rate. Videos of the same shape and frame rate are batched
+    together (rewards resize internally, but a batch must stack, and share one rate).
     """
     from tqdm import tqdm
 
-    from rlr_video.video_io import VideoReadError, read_video
+    from rewards.frames import frame_sampling
+    from rlr_video.video_io import VideoReadError, decode_video
 
     needs_prompts = any(getattr(r, "needs_prompts", True) for r in rewards)
+    resamples = fps is not None and any(frame_sampling(r) == "any" for r in rewards)
     results = [VideoResult(path, prompts.get(path)) for path in videos]
-    pending: dict[tuple[int, ...], list[tuple[VideoResult, Any]]] = {}
+    pending: dict[tuple[Any, ...], list[tuple[VideoResult, Any]]] = {}
+
+    def score(key: tuple[Any, ...]) -> None:
+        group = pending.pop(key)
+        total, rate = key[0], key[-1]
+        for reward in rewards:
+            group = [(result, video) for result, video in group if result.error is None]
+            if group:
+                _score_batch(group, reward, reward_frames(reward, total, rate, num_frames, fps), rate, device)
+
     for result in tqdm(results, desc="scoring", unit="video", disable=True if not progress else None):
         if needs_prompts and result.prompt is None:
             result.error = f"no prompt: give --prompts FILE or a sidecar {result.path.with_suffix('.txt').name}"
             continue
         try:
-            video = read_video(result.path, num_frames=num_frames, fps=fps)
+            video, rate = decode_video(result.path)
         except VideoReadError as err:  # the table names the file already
             result.error = f"cannot read video: {err.reason}"
             continue
         except OSError as err:
             result.error = str(err)
             continue
+        if resamples and not rate:
+            result.error = "the video's frame rate is unknown, so --fps cannot resample it"
+            continue
         result.frames = int(video.shape[0])
-        group = pending.setdefault(tuple(video.shape), [])
-        group.append((result, video))
-        if len(group) >= batch_size:
-            _score_batch(pending.pop(tuple(video.shape)), rewards, device)
-    for group in pending.values():
-        _score_batch(group, rewards, device)
+        key = (*video.shape, rate)
+        pending.setdefault(key, []).append((result, video))
+        if len(pending[key]) >= batch_size:
+            score(key)
+    for key in list(pending):
+        score(key)
+    for result in results:
+        if result.error is not None:
+            result.scores = {}
     return results
 
 
-def summaries(results: Sequence[VideoResult], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per column: n, mean, std and 95% confidence interval over the videos that scored."""
-    from rewards.stats import summarize
+def summaries(results: Sequence[VideoResult], rewards: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Per column of :func:`reward_columns`: n, mean, std and 95% confidence interval over the
+    videos that scored.
 
-    return {c: summarize([r.scores[c] for r in results if r.error is None and c in r.scores]) for c in columns}
+    A reward's own column (a leaf reward or a composite's term) is summarised as its reference
+    reports a set of videos (``rewards.stats.reference_mean``: VBench's consistency weights each
+    video by its F − 1 frame pairs, the others average), its interval that of the weighted mean
+    (``rewards.stats.summarize``). A head column and a composite's total are plain means over
+    the videos: the total is the mean of the per-video totals, the quantity training raises
+    (E over videos of Σ w_k R_k), not Σ w_k times each term's reference mean (the two differ only
+    when a term's reference weights the videos).
+    """
+    from rewards.stats import reference_mean, reference_weights, summarize
+
+    out = {}
+    for column, reward in _summarised_by(rewards):
+        ok = [r for r in results if r.error is None and column in r.scores]
+        values, counts = [r.scores[column] for r in ok], [r.frames for r in ok]
+        if reward is None or not values:
+            out[column] = summarize(values)
+            continue
+        weights = reference_weights(reward, counts)
+        summary = summarize(values, weights)
+        mean = reference_mean(reward, values, counts)
+        if weights is None and mean != summary["mean"]:  # an aggregate that does not say its weights
+            summary["ci95"] = None
+        out[column] = {**summary, "mean": mean}
+    return out
+
+
+def _summarised_by(rewards: Sequence[Any]) -> list[tuple[str, Any]]:
+    """(column, the reward whose reference summarises it, or None for a plain mean), in column order."""
+    pairs: list[tuple[str, Any]] = []
+    for reward in rewards:
+        leaves = [term for _, term in reward.terms] if _is_composite(reward) else [reward]
+        for leaf in leaves:
+            pairs += [(f"{leaf.name}.{head}", None) for head in _heads(leaf)] + [(leaf.name, leaf)]
+        if _is_composite(reward):
+            pairs.append((reward.name, None))
+    return pairs

@@ -68,7 +68,7 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
     return array[..., :3]
 
 
-def _read_decord(path: Path, num_frames: int | None, fps: float | None) -> np.ndarray:
+def _read_decord(path: Path, num_frames: int | None, fps: float | None) -> tuple[np.ndarray, float | None]:
     import decord
 
     from rlr_video.verbosity import native_stderr_silenced
@@ -78,13 +78,14 @@ def _read_decord(path: Path, num_frames: int | None, fps: float | None) -> np.nd
     decord.logging.set_level(decord.logging.QUIET)
     with native_stderr_silenced():
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        indices = select_frame_indices(len(reader), reader.get_avg_fps(), num_frames, fps)
+        rate = float(reader.get_avg_fps()) or None
+        indices = select_frame_indices(len(reader), rate, num_frames, fps)
         if not indices:
             raise VideoReadError("no frames")
-        return reader.get_batch(indices).asnumpy()
+        return reader.get_batch(indices).asnumpy(), rate
 
 
-def _read_pyav(path: Path, num_frames: int | None, fps: float | None) -> np.ndarray:
+def _read_pyav(path: Path, num_frames: int | None, fps: float | None) -> tuple[np.ndarray, float | None]:
     import av
 
     with av.open(str(path)) as container:
@@ -96,13 +97,17 @@ def _read_pyav(path: Path, num_frames: int | None, fps: float | None) -> np.ndar
         # Decoding everything is simplest and the frame count of some containers (GIF, a
         # truncated mp4) is only known after decoding; this is the fallback path anyway.
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    indices = select_frame_indices(len(frames), float(rate) if rate else None, num_frames, fps)
+    rate = float(rate) if rate else None
+    indices = select_frame_indices(len(frames), rate, num_frames, fps)
     if not indices:
         raise VideoReadError("no frames decoded")
-    return np.stack([frames[i] for i in indices])
+    return np.stack([frames[i] for i in indices]), rate
 
 
-def _backends() -> list[tuple[str, Callable[[Path, int | None, float | None], np.ndarray]]]:
+Backend = Callable[[Path, int | None, float | None], tuple[np.ndarray, float | None]]
+
+
+def _backends() -> list[tuple[str, Backend]]:
     backends = []
     try:
         import decord  # noqa: F401  (optional: only x86_64 wheels exist)
@@ -121,6 +126,14 @@ def read_video(path: str | Path, num_frames: int | None = None, fps: float | Non
     :func:`select_frame_indices`). Grayscale videos come back with 3 identical channels.
     Raises :class:`VideoReadError` naming the file and each backend's reason.
     """
+    return decode_video(path, num_frames, fps)[0]
+
+
+def decode_video(
+    path: str | Path, num_frames: int | None = None, fps: float | None = None
+) -> tuple[Tensor, float | None]:
+    """:func:`read_video`'s frames and the file's frame rate (None when the container does not
+    say): the rate of the frames returned when neither ``num_frames`` nor ``fps`` thins them."""
     path = Path(path)
     if not path.is_file():
         raise VideoReadError("no such file", path)
@@ -134,14 +147,14 @@ def read_video(path: str | Path, num_frames: int | None = None, fps: float | Non
     reasons = []
     for name, backend in _backends():
         try:
-            array = backend(path, num_frames, fps)
+            array, rate = backend(path, num_frames, fps)
             break
         except Exception as err:  # noqa: BLE001  (decoders raise many unrelated types)
             reasons.append(f"{name}: {str(err).strip() or type(err).__name__}")
     else:
         raise VideoReadError("; ".join(reasons), path)
     array = _to_rgb(np.ascontiguousarray(array))
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0), rate
 
 
 def _to_uint8(frames: Tensor | np.ndarray) -> np.ndarray:

@@ -139,3 +139,13 @@ def test_a_hub_failure_reads_as_a_few_words_on_one_line(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     assert hub_reason(unreachable) == "the hub cannot be reached"
     assert hub_reason(OSError("Disk quota exceeded. Free some space\nsecond line")) == "Disk quota exceeded"
+
+
+def test_the_held_out_rewards_weights_are_named_too(tmp_path, empty_hub_cache, reward_module, capsys):
+    reward_module("probe_reward", PROBE)
+    held = "train.eval={reward: {judge: {reward: probe}}, items: [a red circle]}"
+    argv = ["train", "toy", "--import", "probe_reward", held, f"train.output_dir={tmp_path / 'run'}", *RUN]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert listed(err) == {"held-out reward judge: probe weights": "hf download someone/probe"}
+    assert not (tmp_path / "run" / "config.yaml").exists()  # stopped before the run started

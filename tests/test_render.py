@@ -37,6 +37,8 @@ def test_render_gallery(tmp_path, capsys):
     out = tmp_path / "gallery"
     lora = run / "checkpoints" / "step-000002"
     argv = ["render", "toy", "--prompts", str(prompts), "--lora", str(lora), "--out", str(out), "--no-progress"]
+    # held-out rewards (train.eval) are scored too: the guard against a fine-tune that fools its reward
+    argv.append("train.eval={reward: {redness: 1.0, brightness: 0.5}, items: [a red circle]}")
     assert cli.main(argv) == 0
 
     labels = ["base", "step-000002"]
@@ -58,8 +60,11 @@ def test_render_gallery(tmp_path, capsys):
     assert set(re.findall(r'(?:src|href)="([^"]+)"', page)) == expected
 
     scores = json.loads((out / "scores.json").read_text())
+    held = ["held-out redness", "held-out brightness", "held-out total"]
     for name, row in scores.items():
-        assert f"{row['color_match']:.4f}" in page, name
+        assert set(row) == {"color_match", *held}, name
+        assert all(f"{row[k]:.4f}" in page for k in ("color_match", *held)), name
+        assert f"<td>{held[0]}</td>" in page
     # Columns are labelled base and fine-tuned; the summary holds each column's mean reward and,
     # the prompts being testbed captions, the analytic ground truth (per clip and per column).
     assert page.count("<b>base model</b>") == 2 and page.count("<b>fine-tuned: step-000002</b>") == 2
@@ -79,11 +84,12 @@ def test_render_gallery(tmp_path, capsys):
     )
     result = tmp_path / "reward.json"
     mp4s = [str(out / v) for v in videos if v.endswith(".mp4")]
-    reward_argv = ["reward", *mp4s, "--reward", "color_match"]
+    reward_argv = ["reward", *mp4s, "--reward", "color_match", "--reward", "redness=1,brightness=0.5"]
     assert cli.main([*reward_argv, "--prompts", str(table), "--out", str(result), "--no-progress"]) == 0
     capsys.readouterr()
     by_file = {row["path"].rsplit("/", 1)[-1]: row["scores"] for row in json.loads(result.read_text())["videos"]}
-    assert by_file == scores
+    renamed = {"redness": held[0], "brightness": held[1], "1*redness+0.5*brightness": held[2]}
+    assert {f: {renamed.get(k, k): v for k, v in row.items()} for f, row in by_file.items()} == scores
 
 
 def test_bad_arguments_fail_before_anything_is_written(tmp_path, capsys):

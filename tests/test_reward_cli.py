@@ -13,11 +13,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from reward_fixtures import TINY, open_clip_weights, register_tiny_open_clip, smooth_videos
 from tolerances import EPS, EPS64, sum_atol
 
+from rewards import build_reward
 from rlr_video.cli import main
-from rlr_video.video_io import write_gif, write_video
+from rlr_video.video_io import read_video, write_gif, write_video
 
 # Sorted file-name order, the order a prompts .txt file follows.
 NAMES = ["a.mp4", "b.webm", "c.gif", "gray.mkv", "odd.mp4", "one.mp4", "truncated.mp4"]
@@ -107,7 +109,7 @@ def test_json_output_scores_every_readable_file(videos: Path, clip_options, tmp_
     assert "1 of 7 files failed" in printed and "truncated.mp4" in printed and "95% CI" in printed
 
 
-def test_csv_output_with_csv_prompts_composite_and_frame_sampling(videos: Path, clip_options, tmp_path: Path) -> None:
+def test_csv_output_with_csv_prompts_and_composite(videos: Path, clip_options, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.csv"
     with prompts.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -124,7 +126,7 @@ def test_csv_output_with_csv_prompts_composite_and_frame_sampling(videos: Path, 
     assert [r["kind"] for r in rows] == ["video", "video", "n", "mean", "std", "ci95_low", "ci95_high"]
     videos_rows = rows[:2]
     assert [r["prompt"] for r in videos_rows] == ["absolute path", "matched by file name"]
-    assert all(r["frames"] == "3" for r in videos_rows)
+    assert all(r["frames"] == "6" for r in videos_rows)  # the file's; flicker's mixture reads them all
     for r in videos_rows:
         total, flicker, clip = float(r["1*flicker+0.5*clip"]), float(r["flicker"]), float(r["clip"])
         # the composite adds the weighted terms in float32, this sum is float64: one rounding
@@ -226,16 +228,24 @@ def test_one_file_per_clip_unless_all_formats(tmp_path: Path, capsys) -> None:
     assert both["a.gif"] != both["a.mp4"]  # 256-colour palette vs yuv420: not the same pixels
 
 
-def test_json_spec_with_per_reward_options_and_fps(videos: Path, tmp_path: Path) -> None:
-    spec = json.dumps({"flicker": {"weight": 2.0, "chunk_size": 1}, "smooth": {"reward": "flicker", "weight": -1}})
+def test_json_spec_with_per_reward_options_and_fps(videos: Path, tmp_path: Path, capsys) -> None:
+    spec = json.dumps({"brightness": {"weight": 2.0}, "dim": {"reward": "brightness", "weight": -1}})
     out = tmp_path / "r.json"
-    assert run_cli(videos / "a.mp4", "--reward", spec, "--fps", "4", "--out", out) == 0
+    assert run_cli(videos / "a.mp4", "--reward", spec, "--reward", "flicker", "--fps", "4", "--out", out) == 0
     [video] = json.loads(out.read_text())["videos"]
-    assert video["frames"] == 3  # 6 frames at 8 fps resampled to 4 fps
+    assert video["frames"] == 6  # the file's frame count
     scores = video["scores"]
     # float32 weighted sum of two terms against float64: one rounding
-    atol = sum_atol(2, 2 * abs(scores["flicker"]) + abs(scores["smooth"]))
-    assert scores["2*flicker+-1*smooth"] == pytest.approx(2 * scores["flicker"] - scores["smooth"], abs=atol)
+    atol = sum_atol(2, 2 * abs(scores["brightness"]) + abs(scores["dim"]))
+    assert scores["2*brightness+-1*dim"] == pytest.approx(2 * scores["brightness"] - scores["dim"], abs=atol)
+    frames = read_video(videos / "a.mp4")[None]
+    # 6 frames at 8 fps resampled to 4 fps: frames 0, 2, 4 for a frame mean; flicker reads all six.
+    # The same float32 pixels averaged in another order: a sum of that many terms of at most 1.
+    picked = frames[:, [0, 2, 4]]
+    assert scores["brightness"] == pytest.approx(float(picked.mean()), abs=sum_atol(picked.numel(), 1.0))
+    flicker = float(build_reward("flicker")(frames, [""]))
+    assert scores["flicker"] == pytest.approx(flicker, abs=sum_atol(frames.numel(), 1.0))
+    assert "--frames/--fps do not apply to flicker" in capsys.readouterr().err
 
 
 def test_list_and_import_custom_rewards(tmp_path: Path, videos: Path, reward_module, capsys) -> None:
@@ -269,3 +279,108 @@ def test_console_entry_point_from_another_directory(videos: Path, tmp_path: Path
     data = json.loads((tmp_path / "out.json").read_text())
     assert len(data["videos"]) == 6 and len(data["failed"]) == 1
     assert "flicker" in proc.stdout
+
+
+def test_each_reward_gets_the_frames_its_reference_reads(tmp_path: Path, capsys) -> None:
+    """--frames thins the frames of a frame mean only: flicker on a 9-frame file with --frames 3
+    still compares neighbouring frames (not frames 0, 4 and 8)."""
+    path = write_video(tmp_path / "nine.mp4", smooth_videos(batch=1, frames=9, size=32)[0], fps=8)
+    out = tmp_path / "r.json"
+    assert run_cli(path, "--reward", "flicker", "--reward", "brightness", "--frames", "3", "--out", out) == 0
+    [video] = json.loads(out.read_text())["videos"]
+    frames = read_video(path)[None]
+    flicker = build_reward("flicker")
+    assert video["scores"]["flicker"] == pytest.approx(float(flicker(frames, [""])), abs=1e-6)
+    assert video["scores"]["flicker"] != pytest.approx(float(flicker(frames[:, [0, 4, 8]], [""])), abs=1e-4)
+    assert video["scores"]["brightness"] == pytest.approx(float(frames[:, [0, 4, 8]].mean()), abs=1e-6)
+    err = capsys.readouterr().err
+    assert "--frames/--fps do not apply to flicker: its reference compares neighbouring frames" in err
+    assert "brightness" not in err
+
+
+def test_rewards_that_take_the_frame_rate_get_the_files(tmp_path: Path, reward_module) -> None:
+    """A reward with ``takes_video_fps`` is called with each file's own rate (it samples by time);
+    files of different rates are never batched together."""
+    reward_module(
+        "rate_rewards",
+        "import torch\n"
+        "from rewards import register_reward\n\n"
+        "@register_reward('rate', needs_prompts=False)\n"
+        "class Rate:\n"
+        "    frame_sampling = 'own'\n"
+        "    takes_video_fps = True\n"
+        "    def __call__(self, frames, prompts, video_fps=None):\n"
+        "        return torch.full((len(frames),), float(video_fps) * 1000 + frames.shape[1])\n",
+    )
+    clip = smooth_videos(batch=1, frames=5, size=16)[0]
+    write_video(tmp_path / "a.mp4", clip, fps=6)
+    write_video(tmp_path / "b.mp4", clip, fps=24)
+    write_gif(tmp_path / "c.gif", clip, fps=4)
+    out = tmp_path / "r.json"
+    argv = [tmp_path, "--import", "rate_rewards", "-r", "rate", "--frames", "2", "--batch-size", "3", "--out", out]
+    assert run_cli(*argv) == 0
+    scores = {Path(v["path"]).name: v["scores"]["rate"] for v in json.loads(out.read_text())["videos"]}
+    assert scores == {"a.mp4": 6005.0, "b.mp4": 24005.0, "c.gif": 4005.0}  # every frame, each file's rate
+
+
+@pytest.fixture(scope="module")
+def videoalign_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("videoalign")
+    generator = np.random.default_rng(0)
+    for name, fps in (("a.mp4", 8), ("b.mp4", 6)):
+        frames = generator.integers(0, 256, size=(13, 3, 90, 160)).astype(np.float32) / 255
+        write_video(folder / name, torch.from_numpy(frames), fps=fps)
+        (folder / name).with_suffix(".txt").write_text(f"a red circle moving left, {name}\n")
+    return folder
+
+
+def test_videoalign_prints_its_heads_at_each_files_frame_rate(videoalign_files: Path, tmp_path: Path, capsys) -> None:
+    from videoalign_fixtures import tiny_videoreward
+
+    from rlr_video.video_io import decode_video
+
+    model = tiny_videoreward()
+    out = tmp_path / "r.json"
+    options = ["-O", f"videoalign.model={model}", "-O", "videoalign.dtype=fp32"]
+    assert run_cli(videoalign_files, "--reward", "videoalign", *options, "--frames", "4", "--out", out) == 0
+    data = json.loads(out.read_text())
+    heads = ["videoalign.VQ", "videoalign.MQ", "videoalign.TA", "videoalign.Overall"]
+    assert data["rewards"] == [*heads, "videoalign"]
+    reward = build_reward("videoalign", model=model, dtype="fp32")
+    for video in data["videos"]:
+        frames, rate = decode_video(video["path"])
+        with torch.no_grad():
+            expected = reward.heads(frames[None], [video["prompt"]], video_fps=rate)
+        for head in ("VQ", "MQ", "TA", "Overall"):
+            # the same computation on the same frames (each file alone in its batch: its own rate)
+            assert video["scores"][f"videoalign.{head}"] == float(expected[head])
+        assert video["scores"]["videoalign"] == video["scores"]["videoalign.Overall"]
+    printed = capsys.readouterr()
+    assert "videoalign.VQ" in printed.out and "--frames/--fps do not apply to videoalign" in printed.err
+
+
+def test_the_summary_is_each_references_mean_over_videos(tmp_path: Path) -> None:
+    """VBench's consistency weights each video by its F − 1 frame pairs; a composite's total is the
+    plain mean of the per-video totals (what training raises)."""
+    from reward_fixtures import dino_checkpoint
+
+    from rewards.stats import t_quantile_975
+
+    for name, count in (("a.mp4", 2), ("b.mp4", 4), ("c.mp4", 7)):
+        write_video(tmp_path / name, smooth_videos(batch=1, frames=count, size=32, seed=count)[0])
+    spec = json.dumps({"tc": {"reward": "temporal", "model": dino_checkpoint()}, "brightness": 1.0})
+    out = tmp_path / "r.json"
+    assert run_cli(tmp_path, "--reward", spec, "--out", out) == 0
+    data = json.loads(out.read_text())
+    scores = {v["frames"]: v["scores"] for v in data["videos"]}
+    weights = {2: 1, 4: 3, 7: 6}  # F - 1
+    weighted = sum(weights[f] * s["tc"] for f, s in scores.items()) / 10
+    plain = sum(s["tc"] for s in scores.values()) / 3
+    summary = data["summary"]
+    assert summary["tc"]["mean"] == pytest.approx(weighted, abs=1e-12) and abs(weighted - plain) > 1e-6
+    std = float(np.std([s["tc"] for s in scores.values()], ddof=1))
+    half = t_quantile_975(2) * std * math.sqrt(1 + 9 + 36) / 10  # t · s · sqrt(sum w^2) / sum w
+    assert summary["tc"]["ci95"] == pytest.approx([weighted - half, weighted + half], abs=1e-12)
+    total = "1*tc+1*brightness"
+    assert summary[total]["mean"] == pytest.approx(np.mean([s[total] for s in scores.values()]), abs=1e-12)
+    assert summary["brightness"]["mean"] == pytest.approx(np.mean([s["brightness"] for s in scores.values()]))

@@ -154,6 +154,7 @@ def test_summarize() -> None:
     assert (s["n"], s["mean"], s["std"]) == (3, 2.0, 1.0)
     half = 4.303 / math.sqrt(3)
     assert s["ci95"] == [2.0 - half, 2.0 + half]  # t * 1.0 / sqrt(3): the same float64 operations
+    assert summarize([1.0, 2.0, 3.0], weights=[2.0, 2.0, 2.0]) == s  # equal weights: the plain interval
     assert summarize([5.0]) == {"n": 1, "mean": 5.0, "std": None, "ci95": None}
     assert summarize([])["mean"] is None
 

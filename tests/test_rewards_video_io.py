@@ -52,9 +52,13 @@ def test_odd_size_is_padded_for_yuv420(tmp_path: Path, clip8: torch.Tensor) -> N
 def test_pyav_fallback_matches_decord(tmp_path: Path, clip8: torch.Tensor) -> None:
     if not HAS_DECORD:
         pytest.skip("decord is not installed")
-    path = write_video(tmp_path / "v.mp4", clip8)
-    np.testing.assert_array_equal(video_io._read_decord(path, None, None), video_io._read_pyav(path, None, None))
-    np.testing.assert_array_equal(video_io._read_decord(path, 3, None), video_io._read_pyav(path, 3, None))
+    path = write_video(tmp_path / "v.mp4", clip8, fps=12)
+    for count in (None, 3):
+        (by_decord, decord_fps), (by_pyav, pyav_fps) = (
+            read(path, count, None) for read in (video_io._read_decord, video_io._read_pyav)
+        )
+        np.testing.assert_array_equal(by_decord, by_pyav)
+        assert decord_fps == pyav_fps == 12.0  # both give the file's frame rate
 
 
 def test_grayscale_becomes_three_channels(tmp_path: Path) -> None:

@@ -25,7 +25,9 @@ from rlr_video.train.model import TRAINABLE_FILE
 from rlr_video.train.trainer import Trainer
 
 STEPS = 6
-VOLATILE = ("step_time", "peak_mem_mb")  # wall-clock and memory: not part of the result
+VOLATILE = ("step_time", "peak_mem_mb", "eval_time")  # wall-clock and memory: not part of the result
+# The held-out evaluation (train.eval) of the resume tests: every 2 steps, 3 videos in 2 batches.
+GUARD = "train.eval={reward: redness, items: [a red circle, a blue square], every: 2, videos: 3, batch_size: 2}"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process tests (see conftest.py)
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
@@ -55,9 +57,9 @@ def stable_metrics(out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """An uninterrupted run of STEPS steps."""
+    """An uninterrupted run of STEPS steps, with a held-out evaluation."""
     out = tmp_path_factory.mktemp("reference")
-    Trainer(tiny(out)).train()
+    Trainer(tiny(out, GUARD)).train()
     return out
 
 
@@ -71,7 +73,7 @@ KILLED_RUN = textwrap.dedent(
 
     mode, out = sys.argv[1], sys.argv[2]
     config = load_config("toy", [f"train.output_dir={out}", "train.progress=false",
-                                         "train.steps=6", "train.checkpoint_every=2", "train.batch_size=2"])
+                                 "train.steps=6", "train.checkpoint_every=2", "train.batch_size=2", *sys.argv[3:]])
 
     class Run(Trainer):
         def on_step_end(self, step, record):
@@ -99,7 +101,11 @@ def run_killed(tmp_path: Path, mode: str) -> Path:
     script.write_text(KILLED_RUN)
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(script), mode, str(out)], capture_output=True, text=True, timeout=300, env=ONE_THREAD
+        [sys.executable, str(script), mode, str(out), GUARD],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ONE_THREAD,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     return out
@@ -108,14 +114,16 @@ def run_killed(tmp_path: Path, mode: str) -> Path:
 def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(tmp_path, reference):
     out = run_killed(tmp_path, "after-step-3")
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000002"]
-    assert len(read_metrics(out / "metrics.jsonl")) == 3  # step 3 was logged, then lost
+    # step 3 was logged, then lost; step 0's row is the held-out evaluation of the base model
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [0, 1, 2, 3]
 
-    resumed = Trainer(tiny(out), resume="auto")
+    resumed = Trainer(tiny(out, GUARD), resume="auto")
     assert resumed.step == 2
     assert [r["step"] for r in resumed.train()] == [3, 4, 5, 6]  # steps 1-2 were not redone
     for name, tensor in final_weights(reference).items():
         assert torch.equal(final_weights(out)[name], tensor), name
-    assert stable_metrics(out) == stable_metrics(reference)
+    assert stable_metrics(out) == stable_metrics(reference)  # the held-out evaluations too
+    assert [r["step"] for r in stable_metrics(out) if "eval/redness" in r] == [0, 2, 4, 6]
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-000002", "step-000004", "step-000006"]
 
 
@@ -128,7 +136,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, refere
 
     state = ckpt.load_state(root / "step-000002")
     assert state["step"] == 2 and state["prompt_position"] == 2
-    assert [r["step"] for r in Trainer(tiny(out), resume="auto").train()] == [3, 4, 5, 6]
+    assert [r["step"] for r in Trainer(tiny(out, GUARD), resume="auto").train()] == [3, 4, 5, 6]
     assert not any(p.name.startswith(".tmp-") for p in root.iterdir())  # cleaned up
     for name, tensor in final_weights(reference).items():
         assert torch.equal(final_weights(out)[name], tensor), name
@@ -181,12 +189,15 @@ def test_nonfinite_reward_skips_the_update(tmp_path, value):
 
 def test_cpu_default_trains_from_the_command_line(tmp_path):
     # The default preset is tiny-shapes (the shipped model), made small to be quick: 6 steps
-    # with 2 FO and 2 HO steps leave the preset's 2 ZO samples two steps.
+    # with 2 FO and 2 HO steps leave the preset's 2 ZO samples two steps; its held-out guard
+    # (the ground truth on held-out prompts) on 2 videos.
     out = tmp_path / "run"
     small = ["train.steps=3", "train.batch_size=2", "model.num_steps=6", "estimator.fo_steps=2"]
+    small += ["train.eval.videos=2"]
     assert cli.main(["train", *small, f"train.output_dir={out}", "train.progress=false"]) == 0
-    rows = read_metrics(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    held, *rows = read_metrics(out / "metrics.jsonl")
+    assert held["step"] == 0 and 0 <= held["eval/truth"] <= 1 and "reward_mean" not in held
+    assert [r["step"] for r in rows] == [1, 2, 3] and [("eval/truth" in r) for r in rows] == [False, False, True]
     for row in rows:
         for key in ("reward_mean", "grad_norm", "fo_norm", "ho_norm", "zo_norm", "step_time", "peak_mem_mb"):
             assert isinstance(row[key], float) and row[key] == row[key], key

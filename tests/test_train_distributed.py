@@ -73,8 +73,10 @@ WORKER = textwrap.dedent(
     """
 )
 
-VOLATILE = ("step_time", "peak_mem_mb")
-COMMON = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false"]
+VOLATILE = ("step_time", "peak_mem_mb", "eval_time")
+# The held-out evaluation: 5 videos in batches of 2, so process 0 samples batches 0 and 2, process 1 batch 1.
+GUARD = "train.eval={reward: redness, items: [a red circle, a blue square], every: 1, videos: 5, batch_size: 2}"
+COMMON = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false", GUARD]
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
@@ -97,7 +99,8 @@ class FirstGradients(Trainer):
 
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="no accelerate")
 def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
-    # One process, two micro-batches of 2 == two processes, one micro-batch of 2 each. The
+    # One process, two micro-batches of 2 == two processes, one micro-batch of 2 each; the
+    # held-out evaluation, shared out by batches, logs the same numbers as one process. The
     # launcher gives each worker one thread, as the module fixture gives this process: the
     # thread count changes the order of float sums inside convolutions (~1e-4 relative here).
     config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *COMMON, "train.grad_accum=2"])
@@ -128,7 +131,8 @@ def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
     seen_by_rank0 = {event for event, _ in json.loads((dumps / "writes-rank0.json").read_text())}
     assert {"open", "os.mkdir", "os.rename", "safetensors"} <= seen_by_rank0  # the audit does see writes
     one, two = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(out / "metrics.jsonl")
-    assert [r["samples"] for r in two] == [r["samples"] for r in one] == [4, 8]
+    assert [r["samples"] for r in two] == [r["samples"] for r in one] == [0, 4, 8]  # step 0: held-out only
+    assert all("eval/redness" in r and "eval/training_reward" in r for r in two)
     for a, b in zip(one, two, strict=True):
         assert {k: v for k, v in a.items() if k not in VOLATILE} == {k: v for k, v in b.items() if k not in VOLATILE}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001", "step-000002"]

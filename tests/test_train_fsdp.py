@@ -142,6 +142,9 @@ PLUGIN_WORKER = textwrap.dedent(
 )
 
 STEPS = ["train.steps=2", "train.batch_size=2", "train.checkpoint_every=1", "train.progress=false"]
+# A held-out evaluation of 3 batches on 2 processes: process 1 repeats its batch, since each of the
+# sharded denoiser's forward passes is collective (without it, process 0's third batch would hang).
+GUARD = ["train.eval={reward: redness, items: [a red circle, a blue square], every: 1, videos: 5, batch_size: 2}"]
 # each micro-batch one prompt twice, the group's baseline; the per-prompt running baseline on top
 GROUPS = ["train.group_size=2", "estimator.baseline=group", "train.prompt_baseline=true"]
 PLANNED = ["memory.budget=1GiB", "memory.max_h=2"]  # the trainer plans per process
@@ -170,7 +173,7 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     model = [*_tiny_model_args(build_tiny_modelscope(tmp_path / "tiny-ms")), *GROUPS, *PLANNED]
     # One process, two micro-batches of 2, unsharded and without checkpointing ==
     # two FSDP processes, one micro-batch of 2 each, the estimator's replay checkpointed.
-    config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, "train.grad_accum=2"])
+    config = load_config("toy", [f"train.output_dir={tmp_path / 'one'}", *model, *STEPS, *GUARD, "train.grad_accum=2"])
     single = FirstGradients(config)
     single.train()
 
@@ -179,7 +182,7 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     extra = ["train.sharding=fsdp", "memory.checkpoint=call"]
     proc = subprocess.run(
-        [*launch, str(script), str(tmp_path), *model, *STEPS, *extra],
+        [*launch, str(script), str(tmp_path), *model, *STEPS, *GUARD, *extra],
         capture_output=True,
         text=True,
         timeout=TWO_PROCESSES_TIMEOUT,
@@ -215,9 +218,12 @@ def test_fsdp_on_two_processes_matches_one_process_and_resumes_bitwise(tmp_path)
         got = torch.tensor(reports[0]["baseline"]["history"][prompt])
         assert_rel_close(got, torch.tensor(list(history)), 2 * rtol, f"baseline history of {prompt!r}")
     one_metrics, two_metrics = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "a"))
-    assert [r["samples"] for r in one_metrics] == [r["samples"] for r in two_metrics] == [4, 8]
-    rewards_two, rewards_one = (torch.tensor([r["reward_mean"] for r in m]) for m in (two_metrics, one_metrics))
+    assert [r["samples"] for r in one_metrics] == [r["samples"] for r in two_metrics] == [0, 4, 8]
+    rewards_two, rewards_one = (torch.tensor([r["reward_mean"] for r in m[1:]]) for m in (two_metrics, one_metrics))
     assert_rel_close(rewards_two, rewards_one, 2 * rtol, "reward means, two processes against one")
+    # the held-out evaluation: the sharded forward pass is the unsharded one, bitwise
+    for key in ("eval/redness", "eval/training_reward"):
+        assert [r[key] for r in two_metrics] == [r[key] for r in one_metrics], key
     for g0, g1 in zip(rank0, rank1, strict=True):
         assert torch.equal(g0, g1)
     assert_rel_close(rank0, single.first, rtol, "FSDP gradients against one process")

@@ -72,8 +72,10 @@ class EvaluatingTrainer(Trainer):
 
 def bench_config(config_name: str, overrides: list[str], seed: int, steps: int, out: Path):
     """One benchmark run's config: ``overrides`` plus its seed, steps and run folder, without a
-    progress bar, with one checkpoint at the end."""
+    progress bar, with one checkpoint at the end, and without the preset's held-out guard
+    (``train.eval``): the benchmark evaluates its own set."""
     run_keys = [f"train.seed={seed}", f"train.steps={steps}", f"train.output_dir={out}", "train.progress=false"]
+    run_keys.append("train.eval=null")
     return load_config(config_name, [*overrides, *run_keys, f"train.checkpoint_every={steps}"])
 
 

@@ -20,6 +20,8 @@ pinned transformers 4.45.2 (``Qwen2VLImageProcessor._preprocess``):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -112,3 +114,57 @@ def patchify(pixels: Tensor, temporal: int = 2, patch: int = 14, merge: int = 2)
     grid = pixels.reshape(t, temporal, channels, gh // merge, merge, patch, gw // merge, merge, patch)
     grid = grid.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     return grid.reshape(t * gh * gw, channels * temporal * patch * patch), (t, gh, gw)
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """The base processor's numbers (its preprocessor_config.json)."""
+
+    patch: int
+    temporal: int
+    merge: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    min_pixels: int
+    max_pixels: int
+
+    @classmethod
+    def of(cls, processor: Any) -> PixelConfig:
+        image = processor.image_processor
+        size = getattr(image, "size", None) or {}
+        size = size if isinstance(size, dict) else dict(size.items()) if hasattr(size, "items") else {}
+        return cls(
+            patch=int(image.patch_size),
+            temporal=int(image.temporal_patch_size),
+            merge=int(image.merge_size),
+            mean=tuple(float(v) for v in image.image_mean),
+            std=tuple(float(v) for v in image.image_std),
+            min_pixels=int(getattr(image, "min_pixels", None) or size.get("shortest_edge") or 56 * 56),
+            max_pixels=int(getattr(image, "max_pixels", None) or size.get("longest_edge") or 28 * 28 * 1280),
+        )
+
+
+def frame_plan(
+    count: int,
+    height: int,
+    width: int,
+    video_fps: float | None,
+    fps: float,
+    num_frames: int | None,
+    max_pixels: int,
+    px: PixelConfig,
+) -> dict[str, Any]:
+    """The frames VideoAlign reads of ``count`` at ``video_fps`` (``fetch_video``), the size
+    ``smart_resize`` gives them, and the vision tower's patch and merged token counts."""
+    indices = frame_indices(count, video_fps, fps, num_frames)
+    size = smart_resize(height, width, min_pixels=VIDEO_MIN_PIXELS, max_pixels=max_pixels)
+    factor = px.patch * px.merge
+    again = smart_resize(*size, factor=factor, min_pixels=px.min_pixels, max_pixels=px.max_pixels)
+    if again != size:
+        raise ValueError(
+            f"videoalign: the base processor would resize {size} again to {again} (its min/max pixels "
+            f"{px.min_pixels}/{px.max_pixels}); lower max_pixels"
+        )
+    patches = len(indices) // px.temporal * (size[0] // px.patch) * (size[1] // px.patch)
+    tokens = patches // px.merge**2
+    return {"indices": indices, "size": size, "vision_patches": patches, "vision_tokens": tokens}

@@ -46,38 +46,10 @@ from rewards.videoalign.checkpoint import (
     resolve_folder,
     reward_model,
 )
-from rewards.videoalign.frames import VIDEO_MIN_PIXELS, frame_indices, patchify, resize_frames, smart_resize
+from rewards.videoalign.frames import PixelConfig, frame_plan, patchify, resize_frames
 from rewards.videoalign.prompt import REWARD_TOKENS, TEMPLATES, build_prompt
 
 HEADS = ("VQ", "MQ", "TA", "Overall")
-
-
-@dataclass(frozen=True)
-class PixelConfig:
-    """The base processor's numbers (its preprocessor_config.json)."""
-
-    patch: int
-    temporal: int
-    merge: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    min_pixels: int
-    max_pixels: int
-
-    @classmethod
-    def of(cls, processor: Any) -> PixelConfig:
-        image = processor.image_processor
-        size = getattr(image, "size", None) or {}
-        size = size if isinstance(size, dict) else dict(size.items()) if hasattr(size, "items") else {}
-        return cls(
-            patch=int(image.patch_size),
-            temporal=int(image.temporal_patch_size),
-            merge=int(image.merge_size),
-            mean=tuple(float(v) for v in image.image_mean),
-            std=tuple(float(v) for v in image.image_std),
-            min_pixels=int(getattr(image, "min_pixels", None) or size.get("shortest_edge") or 56 * 56),
-            max_pixels=int(getattr(image, "max_pixels", None) or size.get("longest_edge") or 28 * 28 * 1280),
-        )
 
 
 @dataclass
@@ -155,19 +127,7 @@ class VideoAlignReward:
         """Which frames are read and the size they are resized to (``fetch_video``), and the
         vision tower's patch and token counts."""
         rate = video_fps if video_fps is not None else self.video_fps
-        indices = frame_indices(count, rate, self.fps, self.num_frames)
-        size = smart_resize(height, width, min_pixels=VIDEO_MIN_PIXELS, max_pixels=self.max_pixels)
-        px = self.loaded.pixels
-        factor = px.patch * px.merge
-        again = smart_resize(*size, factor=factor, min_pixels=px.min_pixels, max_pixels=px.max_pixels)
-        if again != size:
-            raise ValueError(
-                f"videoalign: the base processor would resize {size} again to {again} (its min/max pixels "
-                f"{px.min_pixels}/{px.max_pixels}); lower max_pixels"
-            )
-        patches = len(indices) // px.temporal * (size[0] // px.patch) * (size[1] // px.patch)
-        tokens = patches // px.merge**2
-        return {"indices": indices, "size": size, "vision_patches": patches, "vision_tokens": tokens}
+        return frame_plan(count, height, width, rate, self.fps, self.num_frames, self.max_pixels, self.loaded.pixels)
 
     def input_sizes(self, count: int, height: int, width: int, video_fps: float | None = None) -> dict[str, Any]:
         """:meth:`frame_plan` plus the language model's sequence length for an empty prompt (a
@@ -276,11 +236,13 @@ class VideoAlignReward:
         """The vision tower's and the language model's sizes (for the memory planner)."""
         config = reward_model(self.loaded.model).config
         vision, text = config.vision_config, config.get_text_config()
+        px = self.loaded.pixels
         return {
             "vision_layers": int(vision.depth),
             "vision_width": int(vision.embed_dim),
             "vision_heads": int(vision.num_heads),
             "vision_mlp": int(vision.embed_dim * vision.mlp_ratio),
+            "vision_temporal": px.temporal,  # frames per patch
             "text_layers": int(text.num_hidden_layers),
             "text_width": int(text.hidden_size),
             "text_heads": int(text.num_attention_heads),
@@ -288,6 +250,14 @@ class VideoAlignReward:
             "text_mlp": int(text.intermediate_size),
             "itemsize": int(math.ceil(torch.finfo(next(self.loaded.model.parameters()).dtype).bits / 8)),
         }
+
+    @classmethod
+    def sizes(cls, **options: Any) -> Any:
+        """A weight-free stand-in with :meth:`input_sizes` and :meth:`model_dims` for the memory
+        planner (``rlr-video plan`` without the weights): Qwen2-VL-2B's and VideoReward's numbers."""
+        from rewards.videoalign.sizes import VideoAlignSizes
+
+        return VideoAlignSizes(**options)
 
     def __repr__(self) -> str:
         return f"VideoAlignReward(head={self.head!r}, base={self.config.base!r})"

@@ -8,6 +8,19 @@ import torch
 from torch import Tensor
 
 from rlr_video.chain.rollout import chain_step, draw_noise
+from rlr_video.seeds import derive_seed
+
+
+def eval_set(prompts: Sequence[str], videos: int, seed: int = 1234) -> tuple[list[str], list[int]]:
+    """``videos`` (prompt, seed) pairs cycling through ``prompts``: a fixed evaluation set.
+
+    The seeds come from their own stream (``derive_seed(seed, "eval", i)``), apart from the
+    training stream's, so evaluation videos are never training samples. The testbed's
+    evaluation and the trainer's held-out evaluation (``train.eval``) both use it.
+    """
+    if not prompts:
+        raise ValueError("eval_set: no prompts")
+    return [prompts[i % len(prompts)] for i in range(videos)], [derive_seed(seed, "eval", i) for i in range(videos)]
 
 
 @torch.no_grad()

@@ -6,9 +6,17 @@ NAME.gif) are one clip, scored from its .mp4 (else any format but .gif); ``--all
 scores every file. The formats' scores differ: a GIF is quantised to a palette of 256 colours,
 an mp4 is lossy yuv420 compression (colour at half resolution). Prompts come from
 ``--prompts`` (a text file with one prompt per line in that order; a CSV or JSONL with ``path``
-and ``prompt`` columns) or else from a sidecar ``NAME.txt`` next to each video. Unreadable files
-are reported with their reason and the rest are still scored; the exit code is 1 only when
-every file failed (or, with ``--strict``, when any did), 2 for usage errors.
+and ``prompt`` columns) or else from a sidecar ``NAME.txt`` next to each video.
+
+Each file is read once, whole. ``--frames`` and ``--fps`` thin the frames of frame-mean rewards
+(aesthetic, clip, hpsv2, pickscore, ...); flicker and temporal read every frame (VBench compares
+neighbouring frames), videoalign every frame and the file's frame rate (it samples by time), and
+a mixture the frames of its strictest term. A reward with heads (videoalign: VQ, MQ, TA,
+Overall) gets a column per head. The summary is each reward's mean over the videos as its
+reference reports it (VBench's consistency weights a video by its frame pairs, F − 1); a
+mixture's total is the plain mean of the per-video totals. Unreadable files are reported with
+their reason and the rest are still scored; the exit code is 1 only when every file failed (or,
+with ``--strict``, when any did), 2 for usage errors.
 """
 
 from __future__ import annotations
@@ -54,8 +62,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="an option for reward NAME, e.g. clip.pretrained=/path/clip.bin or aesthetic.head=/path/head.pth",
     )
     parser.add_argument("--prompts", type=Path, help="prompts: .txt (one per line), .csv or .jsonl (path, prompt)")
-    parser.add_argument("--frames", type=int, metavar="N", help="score N evenly spaced frames per video")
-    parser.add_argument("--fps", type=float, help="resample videos to this frame rate before --frames")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        metavar="N",
+        help="give frame-mean rewards (aesthetic, clip, ...) N evenly spaced frames per video; "
+        "flicker, temporal and videoalign always read every frame",
+    )
+    parser.add_argument(
+        "--fps", type=float, help="resample videos to this frame rate before --frames (frame-mean rewards only)"
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="videos per reward call (default 4)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--out", type=Path, help="write per-video scores and a summary to .json or .csv")
@@ -289,6 +305,8 @@ def _run(args: argparse.Namespace) -> int:
         columns = reward_columns(rewards)
     except (MissingWeightsError, ScoringError) as err:
         raise UsageError(str(err)) from err
+    if args.frames is not None or args.fps is not None:
+        _note_whole_videos(rewards)
     device = args.device or _default_device()
     results = score_videos(
         videos,
@@ -300,13 +318,27 @@ def _run(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
     )
-    summary = summaries(results, columns)
+    summary = summaries(results, rewards)
     print_table(results, columns, summary)
     if args.out is not None:
         write_results(args.out, results, columns, summary)
         print(f"\nwrote {args.out}")
     failed = sum(r.error is not None for r in results)
     return 1 if failed == len(results) or (args.strict and failed) else 0
+
+
+def _note_whole_videos(rewards: Sequence[Any]) -> None:
+    """Say which rewards ignore ``--frames``/``--fps``: those whose reference reads every frame."""
+    from rewards.frames import frame_sampling
+
+    why = {
+        "all": "its reference compares neighbouring frames, so it reads every frame",
+        "own": "it samples the frames by time itself, from every frame and the file's frame rate",
+    }
+    for reward in rewards:
+        rule = frame_sampling(reward)
+        if rule in why:
+            print(f"rlr-video reward: --frames/--fps do not apply to {reward.name}: {why[rule]}", file=sys.stderr)
 
 
 def _default_device() -> str:

@@ -73,13 +73,17 @@ def build(tp: Any, value: Any, key: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(key, value, type_name(tp))
+        errors = {}
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return build(arg, value, key)
-            except ConfigError:
-                continue
+            except ConfigError as err:
+                errors[arg] = err
+        sections = [arg for arg in errors if dataclasses.is_dataclass(arg)]
+        if isinstance(value, dict) and len(sections) == 1:
+            raise errors[sections[0]]  # a section given as a mapping: its own error names the key inside
         raise ConfigError(key, value, type_name(tp))
     if origin is Literal:
         choices = typing.get_args(tp)

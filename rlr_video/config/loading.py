@@ -4,10 +4,10 @@ Both are parsed with omegaconf; every key and value is checked against ``schema.
 a ``Config``. Nothing here touches a model, so a broken config fails in milliseconds, before
 anything heavy loads. Every error names the key, the bad value and what is allowed.
 
-A relative ``prompts.path`` written inside a YAML file resolves against that file's folder (so
-presets ship their prompt files next to them); when no such file is there, against the presets'
-folder, so a preset copied elsewhere keeps its shipped prompt lists. Given as an override, it
-resolves against the current directory. Output folders (``train.output_dir``,
+A relative ``prompts.path`` (or ``train.eval.path``) written inside a YAML file resolves against
+that file's folder (so presets ship their prompt files next to them); when no such file is there,
+against the presets' folder, so a preset copied elsewhere keeps its shipped prompt lists. Given
+as an override, it resolves against the current directory. Output folders (``train.output_dir``,
 ``render.output_dir``) are always relative to the current directory.
 """
 
@@ -133,13 +133,15 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
 
 
 # Keys holding file paths that resolve against the YAML file's folder.
-_PATH_KEYS = (("prompts", "path"),)
+_PATH_KEYS = (("prompts", "path"), ("train", "eval", "path"))
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
     """Relative paths against the YAML file's folder, else the presets' (a copied preset)."""
-    for section, key in _PATH_KEYS:
-        sub = raw.get(section)
+    for *sections, key in _PATH_KEYS:
+        sub = raw
+        for section in sections:
+            sub = sub.get(section) if isinstance(sub, dict) else None
         if isinstance(sub, dict) and isinstance(sub.get(key), str) and not Path(sub[key]).is_absolute():
             path = base / sub[key]
             if not path.exists() and (PRESET_DIR / sub[key]).is_file():

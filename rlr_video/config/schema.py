@@ -80,6 +80,29 @@ class OptimConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Held-out evaluation during training (``train.eval``): a guard against reward hacking.
+
+    Every ``every`` steps (and before the first and after the last) the trainer samples one video
+    per (prompt, seed) pair of a fixed set, ``videos`` pairs cycling through the held-out prompts
+    with seeds derived from ``seed`` (the same pairs each time, drawn from no training stream),
+    and scores them with the held-out ``reward`` (a spec like ``reward``: on the testbed the
+    ground truth, ``truth``; elsewhere a reward model other than the trained one) and with the
+    training reward. Their means go to ``metrics.jsonl`` as ``eval/<reward>`` (each term of a
+    composite, and ``eval/total``) and ``eval/training_reward``; ``reward_curve.png`` plots them
+    and the run's summary says when the training reward rose while a held-out one fell.
+    """
+
+    reward: str | dict[str, float | dict[str, Any]] | None = None  # the held-out rewards (required)
+    path: str | None = None  # held-out prompts: a file (.txt, .jsonl, .csv) ...
+    items: list[str] = field(default_factory=list)  # ... or an inline list
+    every: int = field(default=10, metadata=bounds(1))  # steps between evaluations
+    videos: int | None = field(default=None, metadata=bounds(1))  # (prompt, seed) pairs; None: one per prompt
+    seed: int = 1234  # the pairs' seeds: derive_seed(seed, "eval", i), as rlr_video.testbed.evaluate
+    batch_size: int = field(default=8, metadata=bounds(1))  # videos sampled at once
+
+
+@dataclass
 class TrainConfig:
     """The optimisation loop. One step is one optimizer update of
     ``batch_size x grad_accum x processes`` videos."""
@@ -101,6 +124,7 @@ class TrainConfig:
     prompt_baseline: bool = True  # subtract a running per-prompt reward mean (unbiased)
     baseline_window: int = field(default=32, metadata=bounds(1))  # rewards remembered per prompt
     progress: bool = True
+    eval: EvalConfig | None = None  # held-out prompts and rewards scored during training (None: none)
 
 
 @dataclass

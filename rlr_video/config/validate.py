@@ -28,6 +28,8 @@ def validate(config: Config) -> None:
     if config.render.reward is not None:
         _validate_reward("render.reward", config.render.reward)
     _validate_prompts(config)
+    if t.eval is not None:
+        _validate_eval(t.eval)
     if p.ho_stage is not None and not config.estimator.accepts_stages:
         raise ConfigError("prompts.ho_stage", p.ho_stage, f"null with estimator.name={config.estimator.name}")
     _validate_memory(config)
@@ -86,6 +88,38 @@ def _validate_reward(key: str, spec: str | dict[str, Any]) -> None:
         check_reward_spec(spec)
     except (TypeError, ValueError) as err:
         raise ConfigError(key, spec, str(err)) from None
+
+
+# Metrics keys of ``train.eval`` besides each held-out reward's own (rlr_video.train.evaluation).
+EVAL_RESERVED = ("total", "training_reward")
+
+
+def _validate_eval(e) -> None:
+    """``train.eval``: a held-out reward spec, and exactly one source of held-out prompts."""
+    from rlr_video.prompts import PROMPT_FILE_TYPES_TEXT, PromptError, load_prompts
+
+    if e.reward is None:
+        raise ConfigError(
+            "train.eval.reward", None, "a reward spec like `reward` (the held-out rewards, e.g. truth on the testbed)"
+        )
+    _validate_reward("train.eval.reward", e.reward)
+    labels = [e.reward] if isinstance(e.reward, str) else list(e.reward)
+    for label in labels:
+        if label in EVAL_RESERVED:
+            raise ConfigError(
+                "train.eval.reward", label, f"labels other than {', '.join(EVAL_RESERVED)} (metrics keys)"
+            )
+    if (e.path is None) == (not e.items):
+        raise ConfigError(
+            "train.eval", {"path": e.path, "items": e.items}, "exactly one of train.eval.path or train.eval.items"
+        )
+    if e.path is not None:
+        try:
+            load_prompts(e.path)
+        except PromptError as err:
+            raise ConfigError(
+                "train.eval.path", e.path, f"a readable {PROMPT_FILE_TYPES_TEXT} prompt file ({err})"
+            ) from None
 
 
 def _validate_prompts(config: Config) -> None:

@@ -292,10 +292,11 @@ class CostModel:
             details[name] = sum(p.numel() * p.element_size() for p in m.parameters())
         for r in leaf_rewards(self.reward):
             params = {id(p): p for m in reward_modules(r) for p in m.parameters()}.values()
+            name = f"reward:{getattr(r, 'name', type(r).__name__)}"
             if params:
-                details[f"reward:{getattr(r, 'name', type(r).__name__)}"] = sum(
-                    p.numel() * p.element_size() for p in params
-                )
+                details[name] = sum(p.numel() * p.element_size() for p in params)
+            elif callable(getattr(r, "weight_bytes", None)):  # a weight-free stand-in says its weights
+                details[name] = int(r.weight_bytes())
         if trainable_numel is None:
             trainable_numel = _trainable_numel(b)
         trainable = trainable_numel * 4

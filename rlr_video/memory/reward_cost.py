@@ -1,20 +1,29 @@
 """Activation memory of a reward's backward pass, from its model or from its name alone.
 
-A reward with a vision transformer is costed by formula (``vit_image_bytes``), never traced
-(tracing runs it on meta frames, and a reward that follows its frames' device would move its
-shared model there); a pixel reward is traced; ``reward_stubs`` cost rewards known only by
-their config entry, from their open_clip tower's config (``rlr-video plan`` without weights).
+A reward with a model is costed by formula, never traced (tracing runs it on meta frames, and a
+reward that follows its frames' device would move its shared model there):
+
+- a vision transformer per frame (``vit_image_bytes``), with as many tokens as the reward's own
+  preprocessing gives the frames (``encoder.preprocess``: a crop's size, or VBench's DINO
+  transform, which keeps the aspect ratio: 351 tokens for 576x320 frames, not 224x224's 197);
+- a vision-language reward that reads the whole video (``input_sizes`` and ``model_dims``:
+  videoalign) by ``vlm_video_bytes``, per video.
+
+A pixel reward is traced. ``reward_stubs`` cost rewards known only by their config entry
+(``rlr-video plan`` without weights): from a weight-free stand-in the reward declares
+(``rewards.reward_sizes``, passed in as ``sizes``), else from their open_clip tower's config.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from rlr_video.memory.attention import AttentionBackend
+from rlr_video.memory.attention import AttentionBackend, attention_saved_bytes
 from rlr_video.memory.meta import META
 from rlr_video.memory.shape import VideoShape
 from rlr_video.memory.trace import trace
@@ -49,17 +58,25 @@ def reward_modules(reward) -> list[nn.Module]:
 def reward_leaf_cost(reward, shape: VideoShape, backend: AttentionBackend) -> tuple[int, float, int, bool]:
     """(saved bytes on all frames, per-image bytes, largest tensor, chunkable) of one reward."""
     images = shape.batch * shape.frames
+    if callable(getattr(reward, "input_sizes", None)) and callable(getattr(reward, "model_dims", None)):
+        per_video, largest = vlm_video_bytes(reward, shape, backend)
+        return int(per_video * shape.batch), per_video * shape.batch / images, largest, False  # whole videos
     chunkable = getattr(reward, "chunkable", hasattr(reward, "chunk_size") and hasattr(reward, "checkpoint"))
-    vision = getattr(reward, "vision", None)  # a RewardStub (a reward known by name only)
+    vision = getattr(reward, "vision", None)  # a stub or stand-in (a reward known by name only)
     if vision is None:
-        visual = next((getattr(m, "visual", None) for m in reward_modules(reward)), None)
-        vision = vit_config(visual) if visual is not None else None
+        vision = next((vit_config(m) for m in reward_modules(reward) if vit_config(m) is not None), None)
     if vision is not None:
+        tokens = image_tokens(reward, shape, vision)
+        head_dim = vision["width"] // vision["heads"]
         per = vit_image_bytes(
-            **vision, materialized=backend.materializes(vision["width"] // vision["heads"], torch.bfloat16)
+            vision["width"],
+            vision["layers"],
+            vision["heads"],
+            tokens,
+            vision["itemsize"],
+            materialized=backend.materializes(head_dim, torch.bfloat16),
         )
-        tokens, width, item = vision["tokens"], vision["width"], vision["itemsize"]
-        return int(per * images), per, 4 * tokens * width * item, chunkable
+        return int(per * images), per, 4 * tokens * vision["width"] * vision["itemsize"], chunkable
     if getattr(reward, "pixels", True) and not reward_modules(reward):  # a pixel reward: trace it
         frames = torch.empty(shape.batch, shape.frames, 3, shape.height, shape.width, device=META, requires_grad=True)
         try:
@@ -71,8 +88,43 @@ def reward_leaf_cost(reward, shape: VideoShape, backend: AttentionBackend) -> tu
     return n, n / images, n // 2, chunkable
 
 
-def vit_config(visual: nn.Module) -> dict[str, int]:
-    """Width, layers, heads, tokens and dtype size of an open_clip vision transformer."""
+def image_tokens(reward, shape: VideoShape, vision: dict[str, int]) -> int:
+    """Tokens per frame: from the reward's preprocessing when it says (its crop, or the size its
+    resize gives the frames) and the tower's patch size, else the tower's own count."""
+    preprocess = getattr(getattr(reward, "encoder", None), "preprocess", None)
+    patch = vision.get("patch")
+    if preprocess is None or not patch:
+        return vision["tokens"]
+    crop = getattr(preprocess, "crop", None)
+    height, width = crop if crop else preprocess.output_size(shape.height, shape.width)
+    return (height // patch) * (width // patch) + 1
+
+
+def vit_config(module: nn.Module) -> dict[str, int] | None:
+    """Width, layers, heads, patch, tokens (at its native size) and dtype size of a vision
+    transformer: an open_clip model's ``visual`` or a timm ``VisionTransformer`` under ``vit``
+    (DINO); None for anything else."""
+    visual = getattr(module, "visual", None)
+    if visual is not None:
+        return _open_clip_visual(visual)
+    vit = getattr(module, "vit", None)
+    blocks = getattr(vit, "blocks", None)
+    if vit is None or not blocks:
+        return None
+    patch = int(getattr(module, "patch", None) or vit.patch_embed.patch_size[0])
+    dtype = next(vit.parameters()).dtype
+    return {
+        "width": int(vit.embed_dim),
+        "layers": len(blocks),
+        "heads": int(blocks[0].attn.num_heads),
+        "patch": patch,
+        "tokens": int(vit.pos_embed.shape[1]),
+        "itemsize": torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4,
+    }
+
+
+def _open_clip_visual(visual: nn.Module) -> dict[str, int]:
+    """Width, layers, heads, patch, tokens and dtype size of an open_clip vision transformer."""
     transformer = getattr(visual, "transformer", None)
     width = int(getattr(transformer, "width", 768))
     layers = int(getattr(transformer, "layers", 12))
@@ -87,9 +139,86 @@ def vit_config(visual: nn.Module) -> dict[str, int]:
         "width": width,
         "layers": layers,
         "heads": heads,
+        "patch": int(patch[0]),
         "tokens": (size[0] // patch[0]) * (size[1] // patch[1]) + 1,
         "itemsize": torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4,
     }
+
+
+PROMPT_TOKENS = 64  # a prompt's own tokens, on top of input_sizes' text_tokens (the empty prompt's)
+FP32 = 4  # bytes of what Qwen2-VL computes in float32 whatever its dtype: rotary tables, RMSNorm, LayerNorm stats
+
+
+def vlm_video_bytes(
+    reward, shape: VideoShape, backend: AttentionBackend, prompt_tokens: int = PROMPT_TOKENS
+) -> tuple[float, int]:
+    """(saved bytes of one video, largest saved tensor) through a frozen vision-language reward
+    whose frames need a gradient: VideoAlign's Qwen2-VL, from ``reward.input_sizes(F, H, W,
+    video_fps)`` and ``reward.model_dims()``.
+
+    Frozen linear layers keep only their weights, so what is saved is the non-linear parts'
+    inputs, per the tensors autograd keeps (checked against a measurement in
+    tests/test_memory_planner.py):
+
+    - pixels: the N sampled frames resized to h x w in float32, and the vision tower's patches;
+    - each of the vision tower's layers, over its P patches of width E (attention within each
+      temporal slice of P / t patches): two LayerNorms' inputs, q/k in float32 for the rotary
+      embedding and its cos/sin tables, attention (q, k, v, output and log-sum-exp, or the
+      scores where the kernel materialises them), the QuickGELU's input and sigmoid (P x MLP);
+    - the merger: its LayerNorm's input and its GELU's (P x E each);
+    - each of the language model's layers, over L tokens (the video's merged tokens, the prompt
+      template and the prompt): two RMSNorms' float32 inputs, attention with k and v at the
+      key/value heads' width, the rotary tables, and the SiLU-gated MLP's three L x MLP tensors.
+    """
+    rate = getattr(reward, "video_fps", None)
+    try:
+        sizes = reward.input_sizes(shape.frames, shape.height, shape.width, rate)
+    except ValueError:  # no frame rate known: VideoAlign would read every frame (its fps as the rate)
+        sizes = reward.input_sizes(shape.frames, shape.height, shape.width, getattr(reward, "fps", 2.0))
+    dims = reward.model_dims()
+    item = dims["itemsize"]
+    dtype = torch.bfloat16 if item == 2 else torch.float32
+    frames, (height, width) = len(sizes["indices"]), sizes["size"]
+    patches, slices = sizes["vision_patches"], max(1, frames // dims.get("vision_temporal", 2))
+    e, heads_v = dims["vision_width"], dims["vision_heads"]
+    hd_v = e // heads_v
+    pixels = frames * 3 * height * width * (FP32 + item)
+    per_slice = patches // slices
+    attn_v = attention_saved_bytes(
+        slices, heads_v, per_slice, per_slice, hd_v, hd_v, item, backend.materializes(hd_v, dtype)
+    )
+    vision_layer = (
+        attn_v
+        + 2 * patches * e * FP32  # q and k in float32 for the rotary embedding
+        + 2 * patches * hd_v * FP32  # its cos and sin
+        + 2 * patches * e * item
+        + 2 * 2 * patches * FP32  # the two LayerNorms' inputs and statistics
+        + 2 * patches * dims["vision_mlp"] * item  # QuickGELU: x and sigmoid(1.702 x)
+    )
+    merger = 2 * patches * e * item + 2 * patches * FP32
+    tokens = sizes["text_tokens"] + prompt_tokens
+    d, heads_t = dims["text_width"], dims["text_heads"]
+    hd_t = d // heads_t
+    kv = hd_t * dims["text_kv_heads"]
+    materialized_t = backend.materializes(hd_t, dtype)
+    attn_t = tokens * (2 * d + 2 * kv) * item + heads_t * tokens * FP32  # q, k, v, output, log-sum-exp
+    if materialized_t:
+        attn_t += heads_t * tokens * tokens * item
+    text_layer = (
+        attn_t
+        + 2 * tokens * hd_t * item  # rotary cos and sin
+        + 2 * tokens * d * FP32  # the two RMSNorms' float32 inputs
+        + 3 * tokens * dims["text_mlp"] * item  # gate (SiLU's input), its output, up
+    )
+    text = dims["text_layers"] * text_layer + tokens * d * FP32  # and the final norm
+    total = pixels + dims["vision_layers"] * vision_layer + merger + text
+    largest = max(
+        frames * 3 * height * width * FP32,
+        patches * dims["vision_mlp"] * item,
+        tokens * dims["text_mlp"] * item,
+        heads_t * tokens * tokens * item if materialized_t else 0,
+    )
+    return float(total), int(largest)
 
 
 def vit_image_bytes(
@@ -111,7 +240,7 @@ REWARD_TOWERS = {
     "clip": "ViT-B-32",
     "hpsv2": "ViT-H-14",
     "pickscore": "ViT-H-14",
-    "temporal": "ViT-B-16",  # DINO ViT-B/16 has the same shape
+    "temporal": "ViT-B-16",  # DINO ViT-B/16 has the same shape (at 224x224: its stand-in follows the frames)
 }
 
 
@@ -130,13 +259,22 @@ class RewardStub:
         return self.vision is not None
 
 
-def reward_stubs(spec: str | dict[str, Any], itemsize: int = 4) -> list[RewardStub]:
-    """Stubs for a config's reward spec (a name, ``{name: weight}`` or ``{label: {reward: ...}}``)."""
+def reward_stubs(spec: str | dict[str, Any], itemsize: int = 4, sizes: Callable | None = None) -> list[Any]:
+    """Stubs for a config's reward spec (a name, ``{name: weight}`` or ``{label: {reward: ...}}``):
+    the weight-free stand-in ``sizes(name, options)`` gives (``rewards.reward_sizes``), else the
+    open_clip tower of the reward's default model."""
     entries = {spec: {}} if isinstance(spec, str) else dict(spec)
     stubs = []
     for label, value in entries.items():
         options = dict(value) if isinstance(value, dict) else {}
-        name = options.get("reward", label)
+        name = options.pop("reward", label)
+        options.pop("weight", None)
+        stand_in = sizes(name, options) if sizes is not None else None
+        if stand_in is not None:
+            if isinstance(getattr(stand_in, "vision", None), dict):
+                stand_in.vision["itemsize"] = itemsize  # under autocast, the training precision
+            stubs.append(stand_in)
+            continue
         tower = options.get("model") or REWARD_TOWERS.get(name)
         if name == "temporal" and options.get("backbone") == "clip":
             tower = options.get("model") or "ViT-B-32"
@@ -147,10 +285,11 @@ def reward_stubs(spec: str | dict[str, Any], itemsize: int = 4) -> list[RewardSt
 
 class RewardStubs:
     """A config's reward spec as stubs, one term each: the reward ``rlr-video plan`` costs
-    without loading any weights (the cost model sums its ``terms``)."""
+    without loading any weights (the cost model sums its ``terms``). ``sizes``: see
+    :func:`reward_stubs`."""
 
-    def __init__(self, spec: str | dict[str, Any], itemsize: int = 4):
-        self.terms = [(1.0, stub) for stub in reward_stubs(spec, itemsize)]
+    def __init__(self, spec: str | dict[str, Any], itemsize: int = 4, sizes: Callable | None = None):
+        self.terms = [(1.0, stub) for stub in reward_stubs(spec, itemsize, sizes)]
 
 
 def _open_clip_tower(name: str, itemsize: int) -> dict[str, int] | None:

@@ -14,23 +14,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from rlr_video.chain.sample import sample_videos
-from rlr_video.seeds import derive_seed
+from rlr_video.chain.sample import eval_set, sample_videos
 from rlr_video.testbed.scorer import score_batch
 from rlr_video.testbed.word_swap import retarget
 
 GROUND_TRUTH_KEYS = ("colour", "shape", "direction", "all")
-
-
-def eval_set(prompts: Sequence[str], videos: int, seed: int = 1234) -> tuple[list[str], list[int]]:
-    """``videos`` (prompt, seed) pairs cycling through ``prompts``: the fixed evaluation set.
-
-    The seeds come from their own stream (``derive_seed(seed, "eval", i)``), apart from the
-    training stream's, so evaluation videos are never training samples.
-    """
-    if not prompts:
-        raise ValueError("eval_set: no prompts")
-    return [prompts[i % len(prompts)] for i in range(videos)], [derive_seed(seed, "eval", i) for i in range(videos)]
+__all__ = ["GROUND_TRUTH_KEYS", "eval_set", "evaluate"]
 
 
 @torch.no_grad()

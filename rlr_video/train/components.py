@@ -124,10 +124,11 @@ def _plan_only(config: Config, device, budget, processes: int, sharding: str | N
         backbone.options.lora_rank = m.lora_rank  # costed, not injected
     reward = _loaded_reward(config.reward) if probe else None
     if reward is None:
+        from rewards import reward_sizes
         from rlr_video.memory.reward_cost import RewardStubs
 
         bf16 = m.dtype in ("bfloat16", "float16") or config.train.mixed_precision == "bf16"
-        reward = RewardStubs(config.reward, itemsize=2 if bf16 else 4)
+        reward = RewardStubs(config.reward, itemsize=2 if bf16 else 4, sizes=reward_sizes)
     budget = config.memory.budget if budget is None else budget
     plan = make_plan(
         config, backbone, reward, device, budget, processes=processes, sharding=sharding, attention=attention

@@ -11,7 +11,9 @@ One step (optimizer update) of a run with P processes, micro-batch B and accumul
 3. if any process saw a NaN or infinite reward (or gradient) the update is skipped on all of
    them, leaving weights and optimizer state untouched; otherwise the gradient is clipped
    and AdamW steps;
-4. the main process appends the step's metrics and, every N steps, writes a checkpoint.
+4. every ``train.eval.every`` steps (and before the first and after the last) all processes
+   score the held-out set (``rlr_video.train.evaluation``), whose means join the step's record;
+5. the main process appends the step's metrics and, every N steps, writes a checkpoint.
 
 Only the main process writes files.
 """
@@ -41,6 +43,7 @@ from rlr_video.train import checkpoint as ckpt
 from rlr_video.train.baseline import PromptBaseline
 from rlr_video.train.components import build_components
 from rlr_video.train.distributed import all_reduce_sum, broadcast_parameters, gather_objects, rng_state, set_rng_state
+from rlr_video.train.evaluation import HeldOutEvaluation
 from rlr_video.train.metrics import CURVE_FILE, MetricsWriter, plot_reward_curve
 from rlr_video.train.model import load_weights, save_weights
 from rlr_video.train.summary import run_summary
@@ -104,6 +107,8 @@ class Trainer:
         self.baseline = PromptBaseline(cfg.train.baseline_window) if cfg.train.prompt_baseline else None
         self.reward = FinalPromptReward(parts.reward)
         self.memory = parts.apply_memory(self.backbone, self.reward)
+        # train.eval: held-out prompts and rewards, and the training reward on them
+        self.heldout = HeldOutEvaluation(cfg.train.eval, parts.reward) if cfg.train.eval is not None else None
         self._shard(cfg.train.sharding)  # after planning: the cost model reads the whole model
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
@@ -327,14 +332,16 @@ class Trainer:
         done = self.step >= t.steps
         if done and self.is_main:
             print(f"{self.output_dir}: already at step {self.step} of train.steps={t.steps}; raise it to go on")
+        if self.heldout is not None and self.step == 0 and not done:  # the base model: what the guard compares with
+            self._log({"step": 0, "samples": 0, **self.evaluate()})
         bar = tqdm(total=t.steps, initial=self.step, disable=done or not (self.is_main and t.progress), desc="train")
         while self.step < t.steps:
             record = self.train_step()
+            if self.heldout is not None and self.heldout.due(self.step, t.steps):
+                record.update(self.evaluate())
             records.append(record)
+            self._log(record)
             if self.is_main:
-                self.metrics.write(record)
-                if t.log_with:
-                    self.accelerator.log(_numeric(record), step=self.step)
                 note = " (skipped: non-finite reward)" if record["skipped"] else ""
                 bar.set_postfix_str(f"reward {record['reward_mean']:.4f}, {record['step_time']:.2f} s/step{note}")
                 bar.update(1)
@@ -348,6 +355,28 @@ class Trainer:
         if t.log_with:
             self.accelerator.end_training()
         return records
+
+    def evaluate(self) -> dict[str, float]:
+        """The held-out means of the current weights (``train.eval``), computed by all processes
+        together; it draws nothing from the training random streams."""
+        start = time.perf_counter()
+        values = self.heldout.run(
+            self.model,
+            self.accelerator.device,
+            self.world,
+            self.rank,
+            collective_forward=self.config.train.sharding == "fsdp" and self.world > 1,
+            autocast=self.accelerator.autocast,
+        )
+        return {**values, "eval_time": time.perf_counter() - start}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """The main process appends ``record`` to metrics.jsonl and the trackers."""
+        if not self.is_main:
+            return
+        self.metrics.write(record)
+        if self.config.train.log_with:
+            self.accelerator.log(_numeric(record), step=record["step"])
 
     def on_gradients(self, step: int) -> None:
         """Hook: ``p.grad`` holds this update's global mean gradient (before clipping)."""

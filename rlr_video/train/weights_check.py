@@ -38,10 +38,14 @@ class MissingWeights(MissingWeightsError):
 
 
 def check_weights(config) -> None:
-    """Raise ``MissingWeights`` naming every missing weight the config's model and reward need."""
+    """Raise ``MissingWeights`` naming every missing weight the config's model and rewards need
+    (the training reward and the held-out ones of ``train.eval``)."""
     items, unreachable = _missing_model_weights(config.model)
     with _offline(unreachable):  # a hub that did not answer is not asked again (each ask retries for a minute)
         items += _missing_reward_weights(config.reward)
+        heldout = config.train.eval
+        if heldout is not None and heldout.reward is not None:
+            items += _missing_reward_weights(heldout.reward, "held-out reward")
     if items:
         raise MissingWeights(items, unreachable)
 
@@ -105,7 +109,7 @@ def _has_weights(folder: Path) -> bool:
     return any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir())
 
 
-def _missing_reward_weights(spec: str | Mapping[str, Any]) -> list[tuple[str, str]]:
+def _missing_reward_weights(spec: str | Mapping[str, Any], what: str = "reward") -> list[tuple[str, str]]:
     """Each reward term built on its own (the models load once per process, so the trainer's
     build reuses them), so one missing term does not hide another's."""
     from rewards import build_reward
@@ -117,5 +121,5 @@ def _missing_reward_weights(spec: str | Mapping[str, Any]) -> list[tuple[str, st
             build_reward(term)
         except MissingWeightsError as err:
             found = err.items or [("weights", str(err).splitlines()[0])]
-            items += [(f"reward {label}: {what}", fetch) for what, fetch in found]
+            items += [(f"{what} {label}: {item}", fetch) for item, fetch in found]
     return items
