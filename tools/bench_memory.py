@@ -7,7 +7,7 @@ the cost model's prediction (``Planner.estimate(...).update``, uncalibrated), fo
 h in {1, 2, 4} under three settings: no checkpointing, per-call checkpointing, and per-call
 checkpointing with frame chunks (units inside each call, the decoder and the reward in
 chunks); plus each update's wall time, the backprop segment
-(one call + decoder + reward, with backward) chunked vs unchunked at F = 16, the temporal
+(one call + decoder + reward, with backward) chunked vs unchunked at F = 16 (17 for Wan), the temporal
 attention share (predicted for the active kernel and for materialised scores, and measured
 peaks with PyTorch's math kernel forced), and an RSS cross-check of the tracker. Update times
 on the CPU come from the tracked run (the tracker's own overhead is measured once per config
@@ -18,6 +18,9 @@ and reported); on a GPU from a separate untracked run.
                                                   # the SD-1.5-size prediction, also its
                                                   # sd15_animatediff_predicted key)
     python tools/bench_memory.py --quick          # the tiny configs only
+    python tools/bench_memory.py --families wan22-ti2v wan22-a14b --merge --no-rss
+                                                  # those families' configs only, their rows
+                                                  # merged into the existing JSON (the others kept)
     python tools/bench_memory.py --gpu --out DIR  # SD-1.5-size AnimateDiff, bf16, 256^2, 16 frames
 
 Targets (reported, not enforced): median |prediction error| <= 15%; with per-call
@@ -60,6 +63,20 @@ CONFIGS = {
     "unetmotion-tiny": ("animatediff", (16, 32), 8, 2, 8),
     "unetmotion-medium": ("animatediff", (32, 64), 12, 4, 8),
 }
+
+
+# Diffusers pipelines saved with save_pretrained and loaded with load_backbone (a latent frame
+# is 4 video frames: each requested frame count F runs as F + 1).
+# name: (family, transformer blocks, heads, head width, video height and width in pixels)
+PIPELINE_CONFIGS = {
+    "wan22-ti2v-small": ("wan22-ti2v", 4, 4, 16, 128),
+    "wan22-a14b-small": ("wan22-a14b", 4, 4, 16, 64),
+}
+ALL_CONFIGS = [*CONFIGS, *PIPELINE_CONFIGS]
+
+
+def config_family(name: str) -> str:
+    return CONFIGS[name][0] if name in CONFIGS else PIPELINE_CONFIGS[name][0]
 
 
 class Brightness:
@@ -130,6 +147,15 @@ def build_denoiser(family: str, channels: tuple[int, ...], heads: int, groups: i
 class Model:
     """One config's modules, shared by the backbones built for each frame count."""
 
+    segment_frames = 16  # the frame count of the backprop-segment and tracker-overhead rows
+
+    def frames(self, requested: int) -> int:
+        return requested
+
+    def describe(self) -> dict:
+        family, channels, latent, _, _ = CONFIGS[self.name]
+        return {"family": family, "channels": channels, "latent": latent}
+
     def __init__(self, name: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
         from diffusers import AutoencoderKL, DDIMScheduler
 
@@ -152,6 +178,100 @@ class Model:
 
     def backbone(self, frames: int):
         return make_backbone(self, frames)
+
+
+def _tiny_t5():
+    """A unigram ``T5Tokenizer`` over the letters and a one-layer 32-wide ``UMT5EncoderModel``."""
+    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=16)
+    config = UMT5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    return tokenizer, UMT5EncoderModel(config).eval()
+
+
+class PipelineModel:
+    """A ``PIPELINE_CONFIGS`` model: a Wan 2.2 ``WanPipeline`` of the real classes (TI2V-5B's
+    layout: ``expand_timesteps`` and the 2.2 VAE; A14B's: two experts at ``boundary_ratio``
+    0.875 with Wan's shift 12, so the 5 steps give 3 to the high-noise expert and 2 to the
+    low-noise one) saved to a temporary folder, loaded with ``load_backbone`` per frame count."""
+
+    segment_frames = 17
+
+    def __init__(self, name: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+        import tempfile
+
+        from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+        self.name, self.dtype, self.device = name, dtype, device
+        self.family, layers, heads, width, self.size = PIPELINE_CONFIGS[name]
+        torch.manual_seed(0)
+        tokenizer, text = _tiny_t5()
+        ti2v = self.family == "wan22-ti2v"
+        channels = 48 if ti2v else 16
+
+        def transformer():
+            return WanTransformer3DModel(
+                patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=width, in_channels=channels,
+                out_channels=channels, text_dim=32, freq_dim=16, ffn_dim=2 * heads * width, num_layers=layers,
+                cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
+            )  # fmt: skip
+
+        # The 2.2 VAE: 48 latent channels, 2x2 patches folded into 12 channels, 16 pixels per latent; its
+        # decoder some times wider than its output, as the published one (decoder_base_dim 256 for 12
+        # channels): a decoder a few channels wide is all output frames, whose copies at the end of a
+        # decode the cost model does not count (predicted 15% low at 6 channels, 128x128, 33 frames).
+        if ti2v:
+            vae = AutoencoderKLWan(
+                base_dim=8, decoder_base_dim=16, z_dim=48, dim_mult=[1, 2, 2, 2], num_res_blocks=1, is_residual=True,
+                in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
+            )  # fmt: skip
+            extra = {"expand_timesteps": True}
+        else:
+            vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+            extra = {"transformer_2": transformer(), "boundary_ratio": 0.875}
+        pipe = WanPipeline(
+            tokenizer=tokenizer,
+            text_encoder=text,
+            vae=vae.eval(),
+            transformer=transformer(),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0 if ti2v else 12.0),
+            **extra,
+        )
+        self._dir = tempfile.TemporaryDirectory(prefix=f"bench-{name}-")
+        pipe.save_pretrained(self._dir.name)
+
+    def frames(self, requested: int) -> int:
+        return requested + 1  # 1 + 4k
+
+    def describe(self) -> dict:
+        _, layers, heads, width, size = PIPELINE_CONFIGS[self.name]
+        return {"family": self.family, "layers": layers, "heads": heads, "head_dim": width, "size": size}
+
+    def backbone(self, frames: int):
+        from rlr_video.backbones import load_backbone
+
+        return load_backbone(
+            self._dir.name,
+            num_steps=STEPS,
+            height=self.size,
+            width=self.size,
+            num_frames=frames,
+            lora_rank=4,
+            guidance_scale=1.0,
+            max_sequence_length=16,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
+
+def model_for(name: str, **kwargs):
+    return PipelineModel(name, **kwargs) if name in PIPELINE_CONFIGS else Model(name, **kwargs)
 
 
 def make_backbone(m, frames: int, lora_rank: int = 4, guidance: float = 1.0):
@@ -250,7 +370,8 @@ def rss_step(name: str, frames: int, h: int, threads: int = 1):
     torch.set_num_threads(threads)
     from rlr_video.estimators import RLR
 
-    backbone = Model(name).backbone(frames)
+    model = model_for(name)
+    backbone = model.backbone(model.frames(frames))
     estimator = RLR(h=h, zo="latent_lr", zo_samples=1)
     return lambda: estimator.estimate(backbone, Brightness(), PROMPTS, torch.Generator().manual_seed(0))
 
@@ -269,18 +390,10 @@ def math_attention():
 
 
 def bench_config(name: str, frames_list, hs, device: str, log) -> dict:
-    model = Model(name)
+    model = model_for(name)
     reward = Brightness()
-    out = {
-        "config": name,
-        "family": CONFIGS[name][0],
-        "channels": CONFIGS[name][1],
-        "latent": CONFIGS[name][2],
-        "rows": [],
-        "segments": [],
-        "temporal_share": [],
-    }
-    for frames in frames_list:
+    out = {"config": name, **model.describe(), "rows": [], "segments": [], "temporal_share": []}
+    for frames in [model.frames(f) for f in frames_list]:
         backbone = model.backbone(frames)
         cm = CostModel(backbone, reward)
         cm_math = CostModel(backbone, reward, attention="math")
@@ -313,7 +426,7 @@ def bench_config(name: str, frames_list, hs, device: str, log) -> dict:
                     f"predicted {est.update / 2**20:8.1f} MiB  ({row['error']:+6.1%}, {est.bottleneck})  "
                     f"{seconds:6.2f} s"
                 )
-        if frames == 16:
+        if frames == model.segment_frames:
             opts = settings(planner.rows(), frames)
             seg = {"frames": frames}
             for label, options in opts.items():
@@ -322,8 +435,9 @@ def bench_config(name: str, frames_list, hs, device: str, log) -> dict:
             seg["chunked_vs_call"] = seg["call+chunk"] / seg["call"]
             out["segments"].append(seg)
             log(
-                f"{name:18} F=16 backprop segment: plain {seg['none'] / 2**20:.1f} MiB, call {seg['call'] / 2**20:.1f},"
-                f" chunked {seg['call+chunk'] / 2**20:.1f} ({seg['chunked_vs_plain']:.0%} of plain)"
+                f"{name:18} F={frames} backprop segment: plain {seg['none'] / 2**20:.1f} MiB, "
+                f"call {seg['call'] / 2**20:.1f}, chunked {seg['call+chunk'] / 2**20:.1f} "
+                f"({seg['chunked_vs_plain']:.0%} of plain)"
             )
         if name.endswith("medium"):  # materialised scores: measured h = 1 peak and predicted share
             with math_attention():
@@ -336,14 +450,14 @@ def bench_config(name: str, frames_list, hs, device: str, log) -> dict:
                 f"(flash) / {temporal['predicted_share_math']:.1%} (math)"
             )
         out["temporal_share"].append(temporal)
-        if frames == 16:  # what the tracker costs in time: the same update untracked
+        if frames == model.segment_frames and 2 in hs:  # what the tracker costs in time: the same update untracked
             options = settings(planner.rows(), frames)["call"]
             _, plain = run_update(backbone, reward, 2, options, False, device)
             tracked = next(
-                r["seconds"] for r in out["rows"] if r["frames"] == 16 and r["h"] == 2 and r["setting"] == "call"
+                r["seconds"] for r in out["rows"] if r["frames"] == frames and r["h"] == 2 and r["setting"] == "call"
             )
             out["tracker_time_overhead"] = tracked / plain - 1
-            log(f"{name:18} tracker time overhead (F=16, call, h=2): {tracked / plain - 1:+.0%}")
+            log(f"{name:18} tracker time overhead (F={frames}, call, h=2): {tracked / plain - 1:+.0%}")
     return out
 
 
@@ -459,7 +573,14 @@ def gpu_bench(out_dir: Path, log, hs=(1, 2, 4), predict_only: bool = False) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=ALL_CONFIGS)
+    families = sorted({config_family(c) for c in ALL_CONFIGS})
+    parser.add_argument(
+        "--families", nargs="*", choices=families, help="run every config of these families (instead of --configs)"
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only these configs' results in --out, keep the others"
+    )
     parser.add_argument("--frames", nargs="*", type=int, default=[8, 16, 32])
     parser.add_argument("--h", nargs="*", type=int, default=[1, 2, 4])
     parser.add_argument("--quick", action="store_true", help="the tiny configs only")
@@ -481,9 +602,12 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = args.out if args.out.suffix != ".json" else args.out.parent
         gpu_bench(out_dir, log, tuple(args.h), args.predict_only)
         return 0
-    configs = [c for c in args.configs if not (args.quick and c.endswith("medium"))]
+    chosen = [c for c in ALL_CONFIGS if config_family(c) in args.families] if args.families else args.configs
+    configs = [c for c in chosen if not (args.quick and c.endswith("medium"))]
     start = time.perf_counter()
     results = [bench_config(name, args.frames, args.h, "cpu", log) for name in configs]
+    if args.merge:
+        return merge(args.out, results, time.perf_counter() - start, log)
     cross = None
     if not args.no_rss:  # the tracker against the OS: a medium config, big tensors, fresh process
         name = next((c for c in configs if c.endswith("medium")), configs[0])
@@ -537,6 +661,24 @@ def main(argv: list[str] | None = None) -> int:
     log("")
     log(table(results, summary))
     log(f"\nwrote {args.out} in {report['seconds']:.0f} s")
+    return 0
+
+
+def merge(out: Path, results: list[dict], seconds: float, log) -> int:
+    """Put ``results`` into the report at ``out`` in place of those configs' earlier results
+    (new configs are appended), keep everything else as it was measured, and summarise again."""
+    report = json.loads(out.read_text())
+    fresh = {r["config"]: r for r in results}
+    kept = [fresh.pop(r["config"], r) for r in report["results"]]
+    report["results"] = kept + list(fresh.values())
+    report["summary"] = summarise(report["results"])
+    report.setdefault("merged", []).append(
+        {"configs": [r["config"] for r in results], "seconds": seconds, "torch": torch.__version__}
+    )
+    out.write_text(json.dumps(report, indent=2))
+    log("")
+    log(table(results, summarise(results)))
+    log(f"\nmerged {', '.join(r['config'] for r in results)} into {out} ({seconds:.0f} s)")
     return 0
 
 
