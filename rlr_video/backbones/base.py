@@ -12,7 +12,8 @@ the likelihood ratios the estimators compute do not lose digits in half precisio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -108,6 +109,15 @@ class DiffusersBackbone:
         """The LoRA weights of the denoisers (empty without LoRA); nothing else trains."""
         return [p for model in self.denoisers for p in lora_lib.lora_parameters(model)]
 
+    @contextlib.contextmanager
+    def base_model(self) -> Iterator[None]:
+        """Inside: ``predict`` runs the denoisers (every expert) with their LoRA disabled (weights
+        untouched), the reference policy of a KL penalty (``lora.lora_disabled``)."""
+        with contextlib.ExitStack() as stack:
+            for model in self.denoisers:
+                stack.enter_context(lora_lib.lora_disabled(model))
+            yield
+
     def encode(self, prompts: Sequence[str]) -> TextConditioning:
         """Negative prompts and prompts through the text encoder in one batched call."""
         guided = self.guidance_scale > 1.0
@@ -128,9 +138,10 @@ class DiffusersBackbone:
             raise ValueError(f"conditioning for {cond.batch_size} prompts, latents for {latents.shape[0]} videos")
         t = self.transition.timestep(step).to(latents.device)
         x = latents.to(self.dtype)
+        mask = {} if cond.mask is None else {"mask": cond.mask}  # for a denoiser that takes the token mask
         if not cond.guided:
-            return self._denoise_at(step, x, t, cond.embeds).to(latents.dtype)
-        uncond, text = self._denoise_at(step, torch.cat([x, x]), t, cond.embeds).float().chunk(2)
+            return self._denoise_at(step, x, t, cond.embeds, **mask).to(latents.dtype)
+        uncond, text = self._denoise_at(step, torch.cat([x, x]), t, cond.embeds, **mask).float().chunk(2)
         return (uncond + self.guidance_at(step) * (text - uncond)).to(latents.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -139,7 +150,8 @@ class DiffusersBackbone:
 
     # ------------------------------------------------------------------ family hooks
     def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
-        """One denoiser call on a batch (already doubled for CFG), in the latents' layout."""
+        """One denoiser call on a batch (already doubled for CFG), in the latents' layout (a family
+        whose encoder gives a token mask takes it as ``mask=``, rows as ``embeds``)."""
         raise NotImplementedError
 
     @property
@@ -153,9 +165,9 @@ class DiffusersBackbone:
         """The denoiser ``predict`` calls at chain step ``step``."""
         return self.denoiser
 
-    def _denoise_at(self, step: int, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
+    def _denoise_at(self, step: int, x: Tensor, t: Tensor, embeds: Tensor, **mask: Tensor) -> Tensor:
         """``_denoise`` at chain step ``step`` (a mixture of experts picks its expert by it)."""
-        return self._denoise(x, t, embeds)
+        return self._denoise(x, t, embeds, **mask)
 
     def guidance_at(self, step: int) -> float:
         """The classifier-free guidance scale at chain step ``step``."""

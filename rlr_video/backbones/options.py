@@ -72,6 +72,12 @@ class BackboneOptions:
             ``WanPipeline``'s ``guidance_scale_2``.
         lora_experts: Wan 2.2 A14B only: which experts a new LoRA goes on, ``high``
             (``transformer``) and / or ``low`` (``transformer_2``); default both.
+        frame_rate: LTX-Video only: the frame rate the rotary embedding is scaled for
+            (``LTXPipeline``'s ``frame_rate``, default 25).
+        decode_timestep, decode_noise_scale: LTX-Video only, timestep-conditioned VAEs (0.9.1
+            and later): the decoder's timestep and how much fixed noise is mixed into the latents
+            before decoding (``LTXPipeline``'s options; default 0, and the noise scale defaults
+            to the timestep).
     """
 
     dtype: torch.dtype | str = torch.float32
@@ -96,6 +102,9 @@ class BackboneOptions:
     motion_adapter: str | None = None
     guidance_scale_2: float | None = None
     lora_experts: tuple[str, ...] | None = None
+    frame_rate: float | None = None
+    decode_timestep: float | None = None
+    decode_noise_scale: float | None = None
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> BackboneOptions:

@@ -158,8 +158,8 @@ class WanA14BBackbone(WanBackbone):
     def guidance_at(self, step: int) -> float:
         return self.guidance_scale if self.high_noise(step) else self.guidance_scale_2
 
-    def _denoise_at(self, step: int, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
-        return self.call_transformer(self.denoiser_at(step), x, t, embeds)
+    def _denoise_at(self, step: int, x: Tensor, t: Tensor, embeds: Tensor, **mask: Tensor) -> Tensor:
+        return self.call_transformer(self.denoiser_at(step), x, t, embeds)  # UMT5's embeddings come without a mask
 
     def lora_denoisers(self) -> list[nn.Module]:
         return [self._expert(name) for name in self.lora_experts]
