@@ -36,6 +36,8 @@ TINY_VIDEO = {
     "modelscope_pixel_vae": {"height": 8, "width": 8, "num_frames": 4},
     "cogvideox": {"height": 32, "width": 32, "num_frames": 9},
     "wan": {"height": 32, "width": 32, "num_frames": 5},
+    "wan22-ti2v": {"height": 32, "width": 64, "num_frames": 5},  # multiples of 32 (16 per latent, 2x2 patches)
+    "wan22-a14b": {"height": 32, "width": 32, "num_frames": 5},
     "ltx": {"height": 32, "width": 64, "num_frames": 9},
     "ltx090": {"height": 32, "width": 64, "num_frames": 9},
 }
@@ -342,20 +344,18 @@ def build_tiny_cogvideox(directory: str | Path, seed: int = 0) -> Path:
     return _save(tiny_cogvideox_pipeline(seed), directory)
 
 
-def tiny_wan_pipeline(seed: int = 0, shift: float = 3.0):
-    """A ``WanPipeline`` (Wan 2.1 text-to-video) with ``FlowMatchEulerDiscreteScheduler``."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+def tiny_wan_transformer(channels: int = 16):
+    """A one-block ``WanTransformer3DModel``: Wan's patches (1, 2, 2), RMS q/k norm across heads
+    and cross-attention norm, 2 heads of 8 and a 32-wide text input (the published models: 12 to
+    40 heads of 128, 30 or 40 blocks, UMT5-XXL's 4096)."""
+    from diffusers import WanTransformer3DModel
 
-    _seeded(seed)
-    tokenizer = tiny_t5_tokenizer()
-    text_encoder = UMT5EncoderModel(_t5_config(UMT5Config, len(tokenizer), 32)).eval()
-    transformer = WanTransformer3DModel(
+    return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=8,
-        in_channels=16,
-        out_channels=16,
+        in_channels=channels,
+        out_channels=channels,
         text_dim=32,
         freq_dim=16,
         ffn_dim=32,
@@ -364,22 +364,150 @@ def tiny_wan_pipeline(seed: int = 0, shift: float = 3.0):
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
     )
+
+
+def _umt5():
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = tiny_t5_tokenizer()
+    return tokenizer, UMT5EncoderModel(_t5_config(UMT5Config, len(tokenizer), 32)).eval()
+
+
+def tiny_wan21_vae():
+    """The Wan 2.1 VAE (also Wan 2.2 A14B's), tiny: z_dim 16, 8 pixels and 4 frames per latent, the
+    class's published latent means and standard deviations (its defaults)."""
+    from diffusers import AutoencoderKLWan
+
     # base_dim 8, not less: the decoder halves its channels when it upsamples, and base_dim 3
     # left a one-channel RMS norm (x / |x|), whose gradient is zero in exact arithmetic and float32
     # noise of size eps / |x| otherwise: gradient comparisons measured that noise (1.5e-4 of the
     # gradient with oneDNN limited to AVX2, 1e-5 without; 4e-6 either way at base_dim 8).
-    vae = AutoencoderKLWan(
+    return AutoencoderKLWan(
         base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     ).eval()
+
+
+def tiny_wan_pipeline(seed: int = 0, shift: float = 3.0):
+    """A ``WanPipeline`` (Wan 2.1 text-to-video) with ``FlowMatchEulerDiscreteScheduler``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    _seeded(seed)
+    tokenizer, text_encoder = _umt5()
+    transformer = tiny_wan_transformer()
+    vae = tiny_wan21_vae()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
     return WanPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
 
 
+# The Wan 2.2 VAE's published latent statistics (48 channels): huggingface/diffusers
+# scripts/convert_wan_to_diffusers.py, vae22_diffusers_config.
+WAN22_LATENTS_MEAN = [
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
+    0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723,
+    -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+]  # fmt: skip
+WAN22_LATENTS_STD = [
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
+    0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
+    0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+]  # fmt: skip
+
+
+def tiny_wan22_vae():
+    """The Wan 2.2 VAE scaled down. Published (diffusers ``scripts/convert_wan_to_diffusers.py``,
+    ``vae22_diffusers_config``, for Wan-AI/Wan2.2-TI2V-5B): base_dim 160, decoder_base_dim 256,
+    z_dim 48, dim_mult [1, 2, 4, 4], 2 residual blocks, temporal downsampling
+    [False, True, True], ``is_residual`` (residual up/down blocks), in/out channels 12 with
+    ``patch_size`` 2 (2x2 pixels folded into channels), scale factors 4 (time) and 16 (space), the
+    48 latent means and stds above (its ``clip_output: false`` is no argument of diffusers 0.42's
+    class). Here: base_dim 4, decoder_base_dim 6, dim_mult [1, 1, 1, 1], 1 residual block; the
+    rest as published."""
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(
+        base_dim=4,
+        decoder_base_dim=6,
+        z_dim=48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_temporal=4,
+        scale_factor_spatial=16,
+        latents_mean=WAN22_LATENTS_MEAN,
+        latents_std=WAN22_LATENTS_STD,
+    ).eval()
+
+
+def tiny_wan22_ti2v_pipeline(seed: int = 0, shift: float = 5.0):
+    """A Wan 2.2 TI2V-5B-layout ``WanPipeline`` (``expand_timesteps=True``, the 2.2 VAE).
+
+    Published (diffusers ``scripts/convert_wan_to_diffusers.py``, ``Wan2.2-TI2V-5B``): transformer
+    24 heads of 128, 30 blocks, ffn 14336, in/out channels 48, patches (1, 2, 2), text_dim 4096,
+    freq_dim 256; ``UniPCMultistepScheduler`` with ``flow_shift`` 5.0 (here the flow-matching Euler
+    scheduler with that shift); ``WanPipeline(..., expand_timesteps=True)``, no ``transformer_2``.
+    Here: ``tiny_wan_transformer`` with 48 channels and ``tiny_wan22_vae``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    _seeded(seed)
+    tokenizer, text_encoder = _umt5()
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=tiny_wan22_vae(),
+        transformer=tiny_wan_transformer(48),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        expand_timesteps=True,
+    )
+
+
+def tiny_wan22_a14b_pipeline(seed: int = 0, shift: float = 12.0, boundary_ratio: float = 0.875):
+    """A Wan 2.2 A14B-layout ``WanPipeline``: two experts switched at ``boundary_ratio``.
+
+    Published (diffusers ``scripts/convert_wan_to_diffusers.py``, ``Wan2.2-T2V-A14B``): two
+    transformers of Wan 2.1 14B's shape (40 heads of 128, 40 blocks, ffn 13824, 16 channels,
+    text_dim 4096), ``transformer`` from the release's ``high_noise_model``, ``transformer_2``
+    from ``low_noise_model``; the Wan 2.1 VAE; ``UniPCMultistepScheduler`` with ``flow_shift`` 3.0;
+    ``boundary_ratio`` 0.875. Wan's own config (Wan-Video/Wan2.2 ``wan/configs/wan_t2v_A14B.py``)
+    samples with shift 12, boundary 0.875, guidance 4 (high noise) and 3 (low), 40 steps. Here:
+    two ``tiny_wan_transformer`` experts (different random weights), ``tiny_wan21_vae`` and Wan's
+    shift 12: with 4 steps the timesteps are 1000, 961, 861, 126, so the boundary 875 gives each
+    expert two steps (with shift 3 the high-noise expert would get one)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    _seeded(seed)
+    tokenizer, text_encoder = _umt5()
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=tiny_wan21_vae(),
+        transformer=tiny_wan_transformer(),
+        transformer_2=tiny_wan_transformer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        boundary_ratio=boundary_ratio,
+    )
+
+
 def build_tiny_wan(directory: str | Path, seed: int = 0, shift: float = 3.0) -> Path:
     """Save a tiny Wan 2.1 pipeline (WanPipeline layout)."""
     return _save(tiny_wan_pipeline(seed, shift), directory)
+
+
+def build_tiny_wan22_ti2v(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny Wan 2.2 TI2V-5B-layout pipeline."""
+    return _save(tiny_wan22_ti2v_pipeline(seed), directory)
+
+
+def build_tiny_wan22_a14b(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny Wan 2.2 A14B-layout pipeline (two experts)."""
+    return _save(tiny_wan22_a14b_pipeline(seed), directory)
 
 
 def _ltx_vae(decoder: str):
@@ -503,10 +631,14 @@ BUILDERS = {
     "modelscope_pixel_vae": lambda directory, seed=0: build_tiny_modelscope(directory, seed, pixel_space="vae"),
     "cogvideox": build_tiny_cogvideox,
     "wan": build_tiny_wan,
+    "wan22-ti2v": build_tiny_wan22_ti2v,
+    "wan22-a14b": build_tiny_wan22_a14b,
     "ltx": build_tiny_ltx,
     "ltx090": lambda directory, seed=0: build_tiny_ltx(directory, seed, decoder="0.9.0"),
 }
-FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan", "ltx")
+FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan", "wan22-ti2v", "wan22-a14b", "ltx")
+# The tiny models whose text encoder is T5 (their prompt length is the pipeline's max_sequence_length).
+T5_FAMILIES = ("cogvideox", "wan", "wan22-ti2v", "wan22-a14b", "ltx", "ltx090")
 _PIPELINES = {
     "animatediff": "AnimateDiffPipeline",
     "modelscope": "TextToVideoSDPipeline",
@@ -514,6 +646,8 @@ _PIPELINES = {
     "modelscope_pixel_vae": "TextToVideoSDPipeline",
     "cogvideox": "CogVideoXPipeline",
     "wan": "WanPipeline",
+    "wan22-ti2v": "WanPipeline",
+    "wan22-a14b": "WanPipeline",
     "ltx": "LTXPipeline",
     "ltx090": "LTXPipeline",
 }
@@ -547,7 +681,7 @@ def tiny_options(name: str, **overrides) -> dict:
     """``load_backbone`` options for the tiny model ``name``: its video size, its text
     length, 4 steps, float32 on the CPU; ``overrides`` win."""
     options = dict(TINY_VIDEO[name], num_steps=4, **LTX_OPTIONS.get(name, {}))
-    if name in ("cogvideox", "wan", "ltx", "ltx090"):
+    if name in T5_FAMILIES:
         options["max_sequence_length"] = T5_MAX_LENGTH
     options.update(overrides)
     return options
@@ -582,7 +716,7 @@ def tiny_pipeline(name: str):
 def pipeline_kwargs(name: str) -> dict:
     """Keyword arguments that make the family's pipeline generate what ``tiny_options`` asks."""
     kwargs = dict(TINY_VIDEO[name], **LTX_OPTIONS.get(name, {}))
-    if name in ("cogvideox", "wan", "ltx", "ltx090"):
+    if name in T5_FAMILIES:
         kwargs["max_sequence_length"] = T5_MAX_LENGTH
     if name in LTX_OPTIONS:  # the decode noise: LTXPipeline draws it from its generator
         from rlr_video.backbones.families.ltx import DECODE_NOISE_SEED

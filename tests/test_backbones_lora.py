@@ -45,9 +45,11 @@ def randomize_lora(backbone, seed: int = 0, scale: float = 0.3) -> None:
 
 @torch.no_grad()
 def probe(backbone) -> torch.Tensor:
-    """One guided prediction on fixed latents at the noisiest step."""
+    """Guided predictions on fixed latents at the noisiest and the last step (a mixture of
+    experts runs a different denoiser at each end)."""
     x = backbone.initial_latents(len(PROMPTS), torch.Generator().manual_seed(1))
-    return backbone.predict(x, backbone.num_steps, backbone.encode(PROMPTS))
+    cond = backbone.encode(PROMPTS)
+    return torch.cat([backbone.predict(x, step, cond) for step in (backbone.num_steps, 1)])
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -63,9 +65,13 @@ def test_save_fresh_load_identical_outputs(name, tmp_path):
     file = backbone.save_lora(tmp_path / "lora")
     assert file.name == "pytorch_lora_weights.safetensors"
     prefix = backbone.denoiser_component
-    with safe_open(str(file), framework="pt") as f:
-        keys = list(f.keys())  # noqa: SIM118
-        assert "lora_adapter_metadata" in f.metadata()
+    files = sorted((tmp_path / "lora").rglob("*.safetensors"))  # one per expert of a mixture of experts
+    assert file in files and len(files) == len(backbone.denoisers)
+    keys = []
+    for each in files:
+        with safe_open(str(each), framework="pt") as f:
+            keys += list(f.keys())  # noqa: SIM118
+            assert "lora_adapter_metadata" in f.metadata()
     assert keys and all(k.startswith(prefix + ".") for k in keys)
     assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys)
     assert len(keys) == len(backbone.trainable_parameters())
@@ -79,7 +85,7 @@ def test_save_fresh_load_identical_outputs(name, tmp_path):
     assert torch.equal(probe(other), tuned)
 
 
-@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan", "ltx"])
+@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan", "wan22-ti2v", "ltx"])
 def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     """A saved LoRA loads with the family pipeline's ``load_lora_weights`` as the same
     adapter (rank, alpha, targets): the pipeline then samples what our chain samples."""

@@ -16,11 +16,15 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 # 17 frames: 5 latent frames; Wan decodes them one per step, CogVideoX as groups of 3 and 2.
 FRAMES = 17
+# Wan 2.1's VAE, and Wan 2.2's (TI2V-5B: patch_size 2, is_residual, 48 latent channels).
+FAMILIES = ["wan", "wan22-ti2v", "cogvideox"]
+STEP_FRAMES = {"wan": [1] * 5, "wan22-ti2v": [1] * 5, "cogvideox": [3, 2]}
+LARGEST_STEP = {"wan": 4, "wan22-ti2v": 4, "cogvideox": 9}
 
 
 def _channels(backbone) -> int:
     cfg = backbone.vae.config
-    return cfg.z_dim if backbone.family == "wan" else cfg.latent_channels
+    return cfg.z_dim if "z_dim" in cfg else cfg.latent_channels
 
 
 def _decode_with_grad(backbone, latents, chunk):
@@ -40,7 +44,7 @@ def _decode_with_grad(backbone, latents, chunk):
     return frames.detach(), grad, sum(saved)
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
     backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
     latents = backbone.initial_latents(2, torch.Generator().manual_seed(0))
@@ -56,7 +60,7 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
     assert_rel_close(frames, batched, rtol, f"{family} frames decoded one video at a time")
     assert_rel_close(grad, batched_grad, rtol, f"{family} latent gradient decoded one video at a time")
     steps = backbone.decode_steps(backbone.vae, torch.zeros(1, _channels(backbone), 5, 2, 2)).pieces
-    assert [p.shape[2] for p in steps] == {"wan": [1] * 5, "cogvideox": [3, 2]}[family]
+    assert [p.shape[2] for p in steps] == STEP_FRAMES[family]
     for chunk in (1, 2):
         chunked, chunked_grad, chunked_saved = _decode_with_grad(backbone, latents, chunk)
         # the chunks run diffusers' own one-video-at-a-time steps, the same ops in the same order
@@ -68,14 +72,14 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
         assert torch.equal(backbone.decode(latents), frames)
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_decode_profile_on_the_meta_device(family):
     backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
     twin = meta_twin(backbone.vae)
     z = torch.zeros(3, _channels(backbone), 5, 4, 4, device="meta")
     profile = decode_profile(twin, z, backbone.decode_steps)
     # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames
-    assert (profile.frames, profile.largest_step) == (FRAMES, {"wan": 4, "cogvideox": 9}[family])
+    assert (profile.frames, profile.largest_step) == (FRAMES, LARGEST_STEP[family])
     # the cache: the last frames of every causal convolution's input, one video's
     with torch.no_grad():
         real = decode_profile(backbone.vae, torch.zeros(1, _channels(backbone), 5, 4, 4), backbone.decode_steps)

@@ -16,7 +16,7 @@ PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 def test_presets_exist():
     names = {p.stem for p in PRESETS}
     expected = {"tiny-shapes", "toy", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"}
-    expected |= {"wan14b-composite", "tiny-shapes-direction"}
+    expected |= {"wan14b-composite", "tiny-shapes-direction", "wan22-ti2v-5b-composite", "wan22-a14b-composite"}
     assert expected <= names
 
 

@@ -11,6 +11,7 @@ from test_backbones_training import _wake_temporal_convs
 from tolerances import assert_rel_close, layers, network_rtol
 
 from rlr_video.backbones import load_backbone
+from rlr_video.backbones.family import family_of
 from rlr_video.backbones.toy import ToyBackbone
 from rlr_video.chain import replay, rollout
 from rlr_video.estimators import RLR
@@ -81,7 +82,14 @@ SETTINGS = [
 def test_every_family_gets_the_plain_gradients(name):
     backbone = load_backbone(tiny_model_dir(name), **tiny_options(name, lora_rank=2, guidance_scale=3.0))
     randomize_lora(backbone)
-    plain = _grads(backbone, {})
+    if family_of(backbone).decoder == "causal":
+        # Checkpointed, a causal VAE decodes one video at a time, bitwise diffusers' slicing
+        # (tests/test_causal_vae.py); so does the plain run here, or the batched decode's other
+        # float sums (1e-7 on the frames) would show through the chain's backward pass.
+        backbone.vae.enable_slicing()
+    # a mixture of experts replays the whole chain, across the boundary: every expert's calls
+    start = 2 if len(backbone.denoisers) == 1 else backbone.num_steps
+    plain = _grads(backbone, {}, start=start)
     units = denoiser_units(backbone)
     assert units, "every diffusers family has checkpoint units"
     chunked = [m for _, m, kind in units if kind in ("frame", "token")]
@@ -93,7 +101,7 @@ def test_every_family_gets_the_plain_gradients(name):
         calls.clear()
         # measured <= 2.5e-6 of the gradient, bound 2e-4 to 1.4e-3; one of the 4 frames' terms
         # lost would move it by about a quarter
-        assert_rel_close(_grads(backbone, options), plain, _segment_rtol(backbone), f"{name} gradients, {options}")
+        assert_rel_close(_grads(backbone, options, start=start), plain, _segment_rtol(backbone), f"{name} gradients, {options}")
         if options.get("frame_chunk") == 1 and name in ("animatediff", "modelscope"):
             # the rollout's T calls, then 2 calls x (B*F = 2 prompts x 2 CFG x 4 frames = 16
             # one-row chunks) x (forward + call recompute + unit recompute)

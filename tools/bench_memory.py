@@ -21,10 +21,11 @@ and reported); on a GPU from a separate untracked run.
     python tools/bench_memory.py --gpu --out DIR  # SD-1.5-size AnimateDiff, bf16, 256^2, 16 frames
     python tools/bench_memory.py --families ltx   # only these families' configs, their rows merged
                                                   # into the existing --out (the others' are kept)
+    python tools/bench_memory.py --families wan22-ti2v wan22-a14b --no-rss   # Wan 2.2's rows
 
 The transformer families' configs (``FAMILY_CONFIGS``, e.g. LTX-Video) are real-class random-weight
 pipelines built by ``tests/backbone_fixtures.py`` and loaded with ``load_backbone``; their frame
-counts follow the family's rule (LTX-Video: 1 + 8k, so F in {9, 17, 33} stand for {8, 16, 32}).
+counts follow the family's rule (LTX-Video: 1 + 8k, Wan: 1 + 4k; F in {9, 17, 33} stand for {8, 16, 32}).
 
 Targets (reported, not enforced): median |prediction error| <= 15%; with per-call
 checkpointing the peak grows <= 10% from h = 1 to h = 4; the chunked backprop segment at
@@ -81,6 +82,28 @@ FAMILY_CONFIGS = {
         64,
         {"num_layers": 2, "num_attention_heads": 4, "attention_head_dim": 16, "cross_attention_dim": 64},
         {"decoder_block_out_channels": (32, 64, 128), "decoder_layers_per_block": (2, 2, 2, 2)},
+    ),
+    # Wan 2.2 TI2V-5B's layout (expanded timesteps, the 2.2 VAE) at 128x128: 4 blocks of 4 heads of
+    # 16; the VAE's decoder some times wider than its 12 output channels, as the published one's
+    # 256 (at the builder's 6 the decode is mostly output frames, whose copies at the end of a
+    # decode the cost model does not count: 15% low at 33 frames)
+    "wan22-ti2v-small": (
+        "wan22-ti2v",
+        (9, 17, 33),
+        128,
+        128,
+        {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 16, "ffn_dim": 128},
+        {"base_dim": 8, "decoder_base_dim": 16, "dim_mult": [1, 2, 2, 2]},
+    ),
+    # Wan 2.2 A14B's layout: two experts of 4 blocks of 4 heads of 16 (5 steps at shift 12: 3 for the
+    # high-noise expert, 2 for the low-noise one), the Wan 2.1 VAE of the builder
+    "wan22-a14b-small": (
+        "wan22-a14b",
+        (9, 17, 33),
+        64,
+        64,
+        {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 16, "ffn_dim": 128},
+        {},
     ),
 }
 ALL_CONFIGS = [*CONFIGS, *FAMILY_CONFIGS]
@@ -189,16 +212,27 @@ class FamilyModel:
     def __init__(self, name: str, directory: Path):
         sys.path.insert(0, str(ROOT / "tests"))  # the tiny real-class builders live with the tests
         import diffusers
-        from backbone_fixtures import T5_MAX_LENGTH, tiny_ltx_pipeline
+        from backbone_fixtures import (
+            T5_MAX_LENGTH,
+            tiny_ltx_pipeline,
+            tiny_wan22_a14b_pipeline,
+            tiny_wan22_ti2v_pipeline,
+        )
 
         self.name = name
         self.family, self.frames, self.height, self.width, transformer, vae = FAMILY_CONFIGS[name]
-        builders = {"ltx": tiny_ltx_pipeline}
+        builders = {
+            "ltx": tiny_ltx_pipeline,
+            "wan22-ti2v": tiny_wan22_ti2v_pipeline,
+            "wan22-a14b": tiny_wan22_a14b_pipeline,
+        }
         pipe = builders[self.family]()
-        for component, changes in (("transformer", transformer), ("vae", vae)):
-            if changes:
-                model = getattr(pipe, component)
-                torch.manual_seed(0)
+        # the transformer's changes go to every expert of a mixture of experts (each its own weights)
+        changed = [("transformer", transformer, 0), ("transformer_2", transformer, 1), ("vae", vae, 0)]
+        for component, changes, seed in changed:
+            model = getattr(pipe, component, None)
+            if changes and model is not None:
+                torch.manual_seed(seed)
                 setattr(pipe, component, getattr(diffusers, type(model).__name__).from_config(model.config | changes))
         self.path = directory / name
         pipe.save_pretrained(self.path)
@@ -221,9 +255,11 @@ class FamilyModel:
     def describe(self) -> dict:
         cfg = json.loads((self.path / "transformer" / "config.json").read_text())
         vae = json.loads((self.path / "vae" / "config.json").read_text())
+        widths = ("decoder_block_out_channels", "base_dim", "decoder_base_dim", "dim_mult")  # LTX's, Wan's
         return {
             "transformer": {k: cfg[k] for k in ("num_layers", "num_attention_heads", "attention_head_dim")},
-            "decoder_block_out_channels": vae["decoder_block_out_channels"],
+            "experts": 2 if (self.path / "transformer_2").is_dir() else 1,
+            "vae": {k: vae[k] for k in widths if vae.get(k) is not None},
             "video": [self.height, self.width],
         }
 

@@ -13,7 +13,7 @@ the likelihood ratios the estimators compute do not lose digits in half precisio
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -73,13 +73,19 @@ class DiffusersBackbone:
         self.num_frames, self.height, self.width = video_shape
         self.source = str(source) if source is not None else None
 
+        if len(self.denoisers) < 2 and (options.guidance_scale_2 is not None or options.lora_experts is not None):
+            raise ValueError(
+                "guidance_scale_2 and lora_experts apply to a mixture of experts (Wan 2.2 A14B); "
+                f"the model at {source} has one denoiser"
+            )
         for module in self._models():
             module.requires_grad_(False)
         if options.lora_path:  # the file's own rank, alpha and targets (lora_rank is for a new LoRA)
             self.load_lora(options.lora_path)
         elif options.lora_rank:
             config = lora_lib.lora_config(options.lora_rank, options.lora_alpha, options.lora_targets)
-            lora_lib.add_lora(self.denoiser, config)
+            for model in self.lora_denoisers():
+                lora_lib.add_lora(model, config)
         if options.gradient_checkpointing:
             self.enable_gradient_checkpointing()
         self._set_modes()
@@ -95,17 +101,22 @@ class DiffusersBackbone:
         """
         for module in self._models():
             module.eval()
-        self.denoiser.train(self.options.train_mode)
+        for model in self.denoisers:
+            model.train(self.options.train_mode)
 
     # ------------------------------------------------------------------ VideoBackbone
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The LoRA weights of the denoiser (empty without LoRA); nothing else trains."""
-        return lora_lib.lora_parameters(self.denoiser)
+        """The LoRA weights of the denoisers (empty without LoRA); nothing else trains."""
+        return [p for model in self.denoisers for p in lora_lib.lora_parameters(model)]
 
-    def base_model(self) -> contextlib.AbstractContextManager:
-        """Inside: ``predict`` runs the denoiser with its LoRA disabled (weights untouched), the
-        reference policy of a KL penalty (``lora.lora_disabled``)."""
-        return lora_lib.lora_disabled(self.denoiser)
+    @contextlib.contextmanager
+    def base_model(self) -> Iterator[None]:
+        """Inside: ``predict`` runs the denoisers (every expert) with their LoRA disabled (weights
+        untouched), the reference policy of a KL penalty (``lora.lora_disabled``)."""
+        with contextlib.ExitStack() as stack:
+            for model in self.denoisers:
+                stack.enter_context(lora_lib.lora_disabled(model))
+            yield
 
     def encode(self, prompts: Sequence[str]) -> TextConditioning:
         """Negative prompts and prompts through the text encoder in one batched call."""
@@ -119,16 +130,19 @@ class DiffusersBackbone:
         return draw_noise(like, generator)
 
     def predict(self, latents: Tensor, step: int, cond: TextConditioning) -> Tensor:
-        """The denoiser's output at chain step ``step``, classifier-free guidance applied."""
+        """The denoiser's output at chain step ``step``, classifier-free guidance applied.
+
+        Everything about a step (which denoiser, which guidance scale) follows from ``step``
+        alone, so a replay or a log-prob of a step computes the function its rollout sampled."""
         if cond.batch_size != latents.shape[0]:
             raise ValueError(f"conditioning for {cond.batch_size} prompts, latents for {latents.shape[0]} videos")
         t = self.transition.timestep(step).to(latents.device)
         x = latents.to(self.dtype)
         mask = {} if cond.mask is None else {"mask": cond.mask}  # for a denoiser that takes the token mask
         if not cond.guided:
-            return self._denoise(x, t, cond.embeds, **mask).to(latents.dtype)
-        uncond, text = self._denoise(torch.cat([x, x]), t, cond.embeds, **mask).float().chunk(2)
-        return (uncond + self.guidance_scale * (text - uncond)).to(latents.dtype)
+            return self._denoise_at(step, x, t, cond.embeds, **mask).to(latents.dtype)
+        uncond, text = self._denoise_at(step, torch.cat([x, x]), t, cond.embeds, **mask).float().chunk(2)
+        return (uncond + self.guidance_at(step) * (text - uncond)).to(latents.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
         """Frames (B, F, 3, H, W) in [0, 1]; differentiable."""
@@ -140,17 +154,43 @@ class DiffusersBackbone:
         whose encoder gives a token mask takes it as ``mask=``, rows as ``embeds``)."""
         raise NotImplementedError
 
+    @property
+    def denoisers(self) -> list[nn.Module]:
+        """Every denoiser the chain calls, ``denoiser`` first: one for most families; a mixture
+        of experts (Wan 2.2 A14B) lists each. LoRA, checkpointing, FSDP and the memory planner
+        act on all of them."""
+        return [self.denoiser]
+
+    def denoiser_at(self, step: int) -> nn.Module:
+        """The denoiser ``predict`` calls at chain step ``step``."""
+        return self.denoiser
+
+    def _denoise_at(self, step: int, x: Tensor, t: Tensor, embeds: Tensor, **mask: Tensor) -> Tensor:
+        """``_denoise`` at chain step ``step`` (a mixture of experts picks its expert by it)."""
+        return self._denoise(x, t, embeds, **mask)
+
+    def guidance_at(self, step: int) -> float:
+        """The classifier-free guidance scale at chain step ``step``."""
+        return self.guidance_scale
+
+    def lora_denoisers(self) -> list[nn.Module]:
+        """The denoisers a new LoRA goes on (``lora_rank``): all of them unless the family lets
+        the options choose."""
+        return self.denoisers
+
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute the denoiser's blocks in backward passes (diffusers' own switch)."""
-        self.denoiser.enable_gradient_checkpointing()
+        """Recompute the denoisers' blocks in backward passes (diffusers' own switch)."""
+        for model in self.denoisers:
+            model.enable_gradient_checkpointing()
 
     def disable_gradient_checkpointing(self) -> None:
-        self.denoiser.disable_gradient_checkpointing()
+        for model in self.denoisers:
+            model.disable_gradient_checkpointing()
 
     @property
     def gradient_checkpointing(self) -> bool:
-        """Whether the denoiser's own checkpointing (``enable_gradient_checkpointing``) is on."""
-        return bool(getattr(self.denoiser, "is_gradient_checkpointing", False))
+        """Whether the denoisers' own checkpointing (``enable_gradient_checkpointing``) is on."""
+        return all(getattr(model, "is_gradient_checkpointing", False) for model in self.denoisers)
 
     # ------------------------------------------------------------------ cost-model hooks
     def latent_shape_for(self, frames: int, height: int, width: int) -> tuple[int, ...]:
@@ -175,7 +215,7 @@ class DiffusersBackbone:
 
     # ------------------------------------------------------------------ housekeeping
     def _models(self) -> list[nn.Module]:
-        return [m for m in (self.denoiser, self.prompt_encoder.text_encoder, self.vae) if m is not None]
+        return [m for m in (*self.denoisers, self.prompt_encoder.text_encoder, self.vae) if m is not None]
 
     @property
     def device(self) -> torch.device:

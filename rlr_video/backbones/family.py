@@ -161,6 +161,19 @@ def unwrap(backbone):
     return backbone
 
 
+def denoisers_of(backbone) -> list:
+    """The denoiser modules of a backbone (through wrappers): its ``denoisers`` when it lists
+    them (a mixture of experts such as Wan 2.2 A14B has two), else ``[backbone.denoiser]``;
+    [] for a backbone without one. FSDP, activation checkpointing and the memory planner act
+    on each of them."""
+    backbone = unwrap(backbone)
+    listed = getattr(backbone, "denoisers", None)
+    if listed is not None:
+        return list(listed)
+    model = getattr(backbone, "denoiser", None)
+    return [model] if model is not None else []
+
+
 def family_of(backbone, needed_by: str = "the memory planner") -> Family:
     """The registered family of a backbone (through wrappers such as ``MultiScaleBackbone``)."""
     backbone = unwrap(backbone)

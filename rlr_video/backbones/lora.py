@@ -233,6 +233,11 @@ def _remove_lora(model: nn.Module, merge: bool) -> nn.Module:
     return model
 
 
+def unload_lora(model: nn.Module) -> nn.Module:
+    """Take the LoRA layers out of ``model`` unmerged: the model it was before ``add_lora``."""
+    return _remove_lora(model, merge=False)
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA layer into its base weight and put the base layer back in its place:
     ``model`` becomes a plain model again (saved with ``save_pretrained``, no adapter)."""

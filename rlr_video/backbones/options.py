@@ -67,6 +67,11 @@ class BackboneOptions:
         shift: override the flow-matching shift of the scheduler's config (flow families).
         motion_adapter: AnimateDiff only: a MotionAdapter directory or hub id to combine
             with an SD-1.5 base given as the main path.
+        guidance_scale_2: Wan 2.2 A14B only: the guidance of the low-noise expert
+            (``transformer_2``, below the boundary timestep); default ``guidance_scale``, as
+            ``WanPipeline``'s ``guidance_scale_2``.
+        lora_experts: Wan 2.2 A14B only: which experts a new LoRA goes on, ``high``
+            (``transformer``) and / or ``low`` (``transformer_2``); default both.
         frame_rate: LTX-Video only: the frame rate the rotary embedding is scaled for
             (``LTXPipeline``'s ``frame_rate``, default 25).
         decode_timestep, decode_noise_scale: LTX-Video only, timestep-conditioned VAEs (0.9.1
@@ -95,6 +100,8 @@ class BackboneOptions:
     decode_chunk_size: int = 16
     shift: float | None = None
     motion_adapter: str | None = None
+    guidance_scale_2: float | None = None
+    lora_experts: tuple[str, ...] | None = None
     frame_rate: float | None = None
     decode_timestep: float | None = None
     decode_noise_scale: float | None = None
@@ -108,6 +115,8 @@ class BackboneOptions:
         opts = cls(**options)
         opts.dtype = resolve_dtype(opts.dtype)
         opts.lora_targets = tuple(opts.lora_targets)
+        if opts.lora_experts is not None:
+            opts.lora_experts = (opts.lora_experts,) if isinstance(opts.lora_experts, str) else tuple(opts.lora_experts)
         check_device(opts.device)
         for name in ("num_steps", "num_frames", "height", "width"):  # None: the family's default
             value = getattr(opts, name)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rlr_video.backbones.family import family_of
+from rlr_video.backbones.family import denoisers_of, family_of
 from rlr_video.errors import ConfigError
 
 
@@ -119,30 +119,33 @@ def shard_settings(plugin, mixed_precision: str, note: Callable[[str], None] | N
 
 
 def shard_units(backbone, blocks: Sequence[str] | None = None) -> list[nn.Module]:
-    """The modules of ``backbone.denoiser`` that become FSDP units: those of the classes
-    ``blocks`` (accelerate's ``fsdp_transformer_layer_cls_to_wrap``; each must occur), by
-    default the family's ``shard_blocks`` (``register_family``), which share no parameters (the
-    planner counts each block's once)."""
-    denoiser = backbone.denoiser
+    """The modules of the backbone's denoisers (``backbone.denoiser``, or each expert of a
+    mixture of experts) that become FSDP units: those of the classes ``blocks`` (accelerate's
+    ``fsdp_transformer_layer_cls_to_wrap``; each must occur), by default the family's
+    ``shard_blocks`` (``register_family``), which share no parameters (the planner counts each
+    block's once)."""
+    denoisers = denoisers_of(backbone)
+    what = " and ".join(sorted({type(d).__name__ for d in denoisers}))
     if blocks is not None:
-        units = [m for m in denoiser.modules() if type(m).__name__ in blocks]
+        units = [m for d in denoisers for m in d.modules() if type(m).__name__ in blocks]
         missing = sorted(set(blocks) - {type(u).__name__ for u in units})
         if missing:
             raise ConfigError(
                 "fsdp_transformer_layer_cls_to_wrap",
                 ",".join(blocks),
-                f"module classes of {type(denoiser).__name__}; it has no {', '.join(missing)}",
+                f"module classes of {what}; it has no {', '.join(missing)}",
             )
         return units
     names = family_of(backbone, "train.sharding=fsdp").require("shard_blocks", "train.sharding=fsdp")
-    units = [m for m in denoiser.modules() if type(m).__name__ in names]
+    units = [m for d in denoisers for m in d.modules() if type(m).__name__ in names]
     if not units:
-        raise ValueError(f"train.sharding=fsdp: {type(denoiser).__name__} has none of the blocks {names}")
+        raise ValueError(f"train.sharding=fsdp: {what} has none of the blocks {names}")
     return units
 
 
 def shard_denoiser(backbone, settings: ShardSettings = ShardSettings()) -> nn.Module:
-    """Shard ``backbone.denoiser`` in place over the default process group; returns it.
+    """Shard ``backbone.denoiser`` (and every other expert of a mixture of experts, each its own
+    root unit) in place over the default process group; returns ``backbone.denoiser``.
 
     Call it after the trainable weights are final on every process (LoRA injected, weights
     broadcast) and before anything reads the frozen weights outside a forward call."""
@@ -152,9 +155,9 @@ def shard_denoiser(backbone, settings: ShardSettings = ShardSettings()) -> nn.Mo
     # op on that view. The diffusers blocks return views that nothing modifies in place:
     # tests/test_train_fsdp.py checks the gradients equal the unsharded model's.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(\w+\) returned a view tensor")
-    denoiser = backbone.denoiser
+    denoisers = denoisers_of(backbone)
     ignored = set(backbone.trainable_parameters())
-    on_cpu = next(denoiser.parameters()).device.type == "cpu"
+    on_cpu = next(denoisers[0].parameters()).device.type == "cpu"
     options = {
         "reshard_after_forward": settings.reshard_after_forward,
         # pinned host memory needs a GPU; CPU processes offload to unpinned memory (a no-op)
@@ -167,9 +170,10 @@ def shard_denoiser(backbone, settings: ShardSettings = ShardSettings()) -> nn.Mo
     for unit in reversed(units):  # innermost first: a plugin's class list may nest units
         fully_shard(unit, **options)
     in_units = {id(p) for u in units for p in u.parameters()}
-    # The root unit takes the frozen weights outside the blocks. Without any (the toy) it is
-    # left out: FSDP wants a root's forward to run first, and the toy's encode calls its text
-    # unit outside the denoiser's forward.
-    if any(id(p) not in in_units and p not in ignored for p in denoiser.parameters()):
-        fully_shard(denoiser, **options)
-    return denoiser
+    # Each denoiser's root unit takes its frozen weights outside the blocks. Without any (the toy)
+    # it is left out: FSDP wants a root's forward to run first, and the toy's encode calls its
+    # text unit outside the denoiser's forward.
+    for denoiser in denoisers:
+        if any(id(p) not in in_units and p not in ignored for p in denoiser.parameters()):
+            fully_shard(denoiser, **options)
+    return denoisers[0]

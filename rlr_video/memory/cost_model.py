@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from rlr_video.backbones.causal_vae import decode_profile
-from rlr_video.backbones.family import MissingFamilyHook, family_of, unwrap
+from rlr_video.backbones.family import MissingFamilyHook, denoisers_of, family_of, unwrap
 from rlr_video.memory.attention import (
     AttentionBackend,
     attention_saved_bytes,
@@ -183,12 +183,30 @@ class CostModel:
         return hook(lat[-2], lat[-1])
 
     def _trace_call(self, shape: VideoShape, input_grad: bool) -> Trace:
+        """One call traced at a middle step; with several denoisers (a mixture of experts) one
+        call of each, at the step nearest the middle that runs it, and the costlier kept."""
+        calls = [self._trace_step(shape, input_grad, step) for step in self._call_steps()]
+        return max(calls, key=lambda call: (call.saved, call.forward_peak))
+
+    def _call_steps(self) -> list[int]:
+        """A step per denoiser the chain calls, each the nearest to the middle of the chain."""
+        steps = self.backbone.num_steps
+        middle = max(1, min(steps, steps // 2))
+        at = getattr(self.shell, "denoiser_at", None)
+        if at is None:
+            return [middle]
+        chosen: dict[int, int] = {}
+        for step in sorted(range(1, steps + 1), key=lambda s: (abs(s - middle), s)):
+            chosen.setdefault(id(at(step)), step)
+        return sorted(chosen.values())
+
+    def _trace_step(self, shape: VideoShape, input_grad: bool, step: int) -> Trace:
         shell = self.shell
         latents = torch.zeros((shape.batch, *self.latent_shape(shape)), device=self.trace_device)
         latents.requires_grad_(input_grad)
         cond = meta_conditioning(self.backbone, shape.batch, self.text_length, self.trace_device)
-        step = max(1, min(self.backbone.num_steps, self.backbone.num_steps // 2))
-        model = getattr(shell, "denoiser", None)
+        at = getattr(shell, "denoiser_at", None)
+        model = at(step) if at is not None else getattr(shell, "denoiser", None)
         units = classify_units(model, self.family.denoiser_kind) if model is not None else []
         predict = lambda: shell.predict(latents, step, cond)  # noqa: E731
         call = trace(predict, model, self.attention, self.transformer, None, True, units)
@@ -283,13 +301,13 @@ class CostModel:
         process. The trainable parameters and their state are whole on every process, with or
         without sharding (see ``rlr_video.backbones.sharding``)."""
         b = self.backbone
-        models = [m for m in (getattr(b, "denoiser", None), getattr(b, "vae", None)) if isinstance(m, nn.Module)]
         text = getattr(getattr(b, "prompt_encoder", None), "text_encoder", None)
-        if isinstance(text, nn.Module):
-            models.append(text)
+        parts = {"denoiser": denoisers_of(b), "vae": [getattr(b, "vae", None)], "text_encoder": [text]}
         details = {}
-        for name, m in zip(("denoiser", "vae", "text_encoder"), models):
-            details[name] = sum(p.numel() * p.element_size() for p in m.parameters())
+        for name, models in parts.items():  # "denoiser": every expert of a mixture of experts
+            models = [m for m in models if isinstance(m, nn.Module)]
+            if models:
+                details[name] = sum(p.numel() * p.element_size() for m in models for p in m.parameters())
         for r in leaf_rewards(self.reward):
             params = {id(p): p for m in reward_modules(r) for p in m.parameters()}.values()
             name = f"reward:{getattr(r, 'name', type(r).__name__)}"
@@ -321,7 +339,7 @@ class CostModel:
             return sum(p.numel() * p.element_size() for p in module.parameters() if id(p) not in trainable)
 
         blocks = [frozen(u) for u in shard_units(self.backbone)]
-        root = frozen(self.backbone.denoiser) - sum(blocks)
+        root = sum(frozen(m) for m in denoisers_of(self.backbone)) - sum(blocks)  # each denoiser's root unit
         return {
             "denoiser": root + math.ceil(sum(blocks) / self.processes),
             "denoiser_gathered": min(2, len(blocks)) * max(blocks),
@@ -342,8 +360,11 @@ def _trainable_numel(backbone) -> int:
     if not rank or not isinstance(getattr(backbone, "denoiser", None), nn.Module):
         return 0
     targets = tuple(options.lora_targets)
+    lora_models = getattr(backbone, "lora_denoisers", None)  # a mixture of experts may adapt one
+    models = lora_models() if lora_models is not None else denoisers_of(backbone)
     return sum(
         rank * (m.in_features + m.out_features)
-        for n, m in backbone.denoiser.named_modules()
+        for model in models
+        for n, m in model.named_modules()
         if isinstance(m, nn.Linear) and any(n == t or n.endswith("." + t) for t in targets)
     )

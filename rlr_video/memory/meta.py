@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlr_video.backbones.family import denoisers_of
+
 META = torch.device("meta")
 # A denoiser twin this large or larger is rebuilt from its config, never deep-copied.
 _COPY_LIMIT = 50_000_000
@@ -127,12 +129,20 @@ def meta_shell(backbone):
     already on the meta device). Tracing the shell runs the backbone's own ``predict`` and
     ``decode`` code."""
     shell = copy.copy(backbone)
-    model = getattr(backbone, "denoiser", None)
-    if isinstance(model, nn.Module):
-        shell.denoiser = model if is_meta(backbone) else meta_twin(model)
-        shell.denoiser.requires_grad_(False)
-        targets = getattr(getattr(backbone, "options", None), "lora_targets", None)
-        _mark_trainable(shell.denoiser, targets, backbone)
+    targets = getattr(getattr(backbone, "options", None), "lora_targets", None)
+    models = denoisers_of(backbone)
+    # the denoisers that train (a mixture of experts may give only one a LoRA)
+    adapted = {id(m) for m in (backbone.lora_denoisers() if hasattr(backbone, "lora_denoisers") else models)}
+    for model in models:  # each expert of a mixture of experts
+        if not isinstance(model, nn.Module):
+            continue
+        twin = model if is_meta(backbone) else meta_twin(model)
+        twin.requires_grad_(False)
+        if id(model) in adapted:
+            _mark_trainable(twin, targets, backbone)
+        for name, value in vars(backbone).items():  # the attribute(s) holding it
+            if value is model:
+                setattr(shell, name, twin)
     vae = getattr(backbone, "vae", None)
     if isinstance(vae, nn.Module):
         shell.vae = vae if next(vae.parameters()).device.type == "meta" else meta_twin(vae)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlr_video.backbones.family import family_of
+from rlr_video.backbones.family import denoisers_of, family_of
 
 # Module classes by what they do to the frame axis (diffusers' building blocks, matched by class
 # name so that nothing here imports diffusers); which rules apply is the family's
@@ -129,8 +129,10 @@ def classify_units(model: nn.Module, kind: str | None) -> list[tuple[str, nn.Mod
 
 
 def denoiser_units(backbone) -> list[tuple[str, nn.Module, str]]:
-    """``classify_units`` of a backbone's denoiser by its family's ``denoiser_kind``."""
-    return classify_units(backbone.denoiser, family_of(backbone, "activation checkpointing").denoiser_kind)
+    """``classify_units`` of a backbone's denoisers (each expert of a mixture of experts) by its
+    family's ``denoiser_kind``."""
+    kind = family_of(backbone, "activation checkpointing").denoiser_kind
+    return [unit for model in denoisers_of(backbone) for unit in classify_units(model, kind)]
 
 
 def builtin_checkpoint_units(backbone, twin: nn.Module | None = None) -> list[tuple[str, nn.Module, str]]:
@@ -169,12 +171,14 @@ def _unit_forward(module: nn.Module, forward: Callable, kind: str, state: UnitSt
 
 
 def install_units(backbone) -> UnitState:
-    """Wrap the denoiser's units once (idempotent); returns the switches (off by default)."""
-    model = backbone.denoiser
-    state = getattr(model, _STATE, None)
+    """Wrap the denoisers' units once (idempotent); returns the switches (off by default), one
+    set for every denoiser of the backbone."""
+    models = denoisers_of(backbone)
+    state = getattr(models[0], _STATE, None)
     if state is None:
         state = UnitState()
         for _, module, kind in denoiser_units(backbone):
             module.forward = _unit_forward(module, module.forward, kind, state)
-        object.__setattr__(model, _STATE, state)  # not a submodule or buffer
+        for model in models:
+            object.__setattr__(model, _STATE, state)  # not a submodule or buffer
     return state

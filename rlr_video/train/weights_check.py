@@ -17,7 +17,7 @@ from typing import Any
 from rewards import MissingWeightsError
 
 # Component folders a diffusers backbone loads weights for (the tokenizer and scheduler have none).
-_MODEL_FOLDERS = ("unet", "transformer", "vae", "text_encoder")
+_MODEL_FOLDERS = ("unet", "transformer", "transformer_2", "vae", "text_encoder")  # transformer_2: a second expert
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 

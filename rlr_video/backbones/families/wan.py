@@ -4,7 +4,8 @@ A rectified-flow model (velocity prediction): the chain is the flow-matching SDE
 ``FlowMatchEulerDiscreteScheduler``'s shifted sigmas (``FlowSDETransition``); at noise level 0
 it is ``WanPipeline`` with that scheduler. Hub repositories ship ``UniPCMultistepScheduler``
 with ``flow_shift``; its shift is carried over (``schedulers.flow_transition``). Wan 2.2's
-two-expert layout (``transformer_2``) and its timestep expansion are not supported.
+layouts (TI2V-5B's expanded timesteps, A14B's two experts) share ``WanPipeline`` and
+``WanTransformer3DModel``; ``wan_variant`` tells them apart and ``wan22.py`` loads them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,52 @@ from rlr_video.backbones.layout import BackboneLoadError, Layout
 from rlr_video.backbones.options import BackboneOptions
 from rlr_video.backbones.text import T5PromptEncoder
 
+# What each Wan family loads, by ``wan_variant``.
+WAN_FAMILIES = {"2.1": "wan", "2.2-ti2v": "wan22-ti2v", "2.2-a14b": "wan22-a14b"}
+
+
+def wan_variant(layout: Layout) -> str:
+    """Which Wan model a ``WanPipeline`` folder holds, from its ``model_index.json`` as
+    ``WanPipeline`` reads it: ``"2.2-a14b"`` with a second expert (``transformer_2``, switched at
+    ``boundary_ratio``), ``"2.2-ti2v"`` with ``expand_timesteps`` (TI2V-5B), else ``"2.1"``."""
+    experts, expand = layout.entry("transformer_2") is not None, bool(layout.index.get("expand_timesteps"))
+    if experts and expand:
+        raise BackboneLoadError(
+            f"{layout.root}/model_index.json has both a second expert (transformer_2) and expand_timesteps: "
+            "no published Wan model has both; supported are Wan 2.1, Wan 2.2 TI2V-5B (expand_timesteps) and "
+            "Wan 2.2 A14B (transformer_2)"
+        )
+    return "2.2-a14b" if experts else "2.2-ti2v" if expand else "2.1"
+
+
+def accepts(variant: str):
+    """A family's ``accepts`` rule: the layouts of one ``wan_variant`` (a layout no Wan family
+    supports is left to the family's ``from_layout``, whose error says why)."""
+
+    def rule(layout: Layout) -> bool:
+        try:
+            return wan_variant(layout) == variant
+        except BackboneLoadError:
+            return False
+
+    return rule
+
+
+def check_variant(layout: Layout, variant: str) -> None:
+    """Raise ``BackboneLoadError`` unless ``layout`` holds the Wan model of ``variant``."""
+    found = wan_variant(layout)
+    if found != variant:
+        raise BackboneLoadError(
+            f"{layout.root} is a Wan {found} layout, loaded by the family {WAN_FAMILIES[found]!r}; "
+            f"the family {WAN_FAMILIES[variant]!r} loads Wan {variant}"
+        )
+
 
 def wan_decode_steps(vae, z: Tensor) -> CausalSteps:
     """``AutoencoderKLWan._decode``'s loop (diffusers 0.42): one latent frame per decoder call,
-    the causal convolutions' last frames carried in a list ``feat_cache``."""
+    the causal convolutions' last frames carried in a list ``feat_cache``, the first call with
+    ``first_chunk``; then the 2.2 VAE's ``unpatchify`` (``patch_size``) and the clamp. The 2.2
+    VAE's residual up-blocks (``is_residual``) sit inside ``vae.decoder``: the same loop."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
     def step(piece: Tensor, cache: list, first: bool) -> tuple[Tensor, list]:
@@ -44,6 +87,7 @@ def wan_decode_steps(vae, z: Tensor) -> CausalSteps:
     aliases=("wan2.1", "wan21"),
     pipelines=("WanPipeline",),
     denoisers=(("transformer", "WanTransformer3DModel"),),
+    accepts=accepts("2.1"),
     layout=LatentLayout(frame_axis=2, temporal_compression=4, frame_step=4),
     decoder="causal",
     denoiser_kind="transformer",
@@ -61,13 +105,18 @@ class WanBackbone(CausalDecoding, DiffusersBackbone):
 
     @classmethod
     def from_layout(cls, layout: Layout, options: BackboneOptions) -> WanBackbone:
-        if layout.entry("transformer_2") or layout.index.get("expand_timesteps"):
-            raise BackboneLoadError(
-                f"{layout.root} is a Wan 2.2 layout (two experts or expanded timesteps); expected "
-                "Wan 2.1 (one transformer), e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-            )
+        check_variant(layout, "2.1")
+        return cls.build(layout, options, cls.load_transformer(layout, "transformer", options))
+
+    @staticmethod
+    def load_transformer(layout: Layout, component: str, options: BackboneOptions):
+        return layout.load(component, "diffusers", "WanTransformer3DModel", torch_dtype=options.dtype)
+
+    @classmethod
+    def build(cls, layout: Layout, options: BackboneOptions, transformer, **extra) -> WanBackbone:
+        """The backbone around ``transformer``: the VAE, UMT5, the chain and the video size
+        (``extra``: the subclass's own constructor arguments)."""
         dtype = options.dtype
-        transformer = layout.load("transformer", "diffusers", "WanTransformer3DModel", torch_dtype=dtype)
         vae = layout.load("vae", "diffusers", "AutoencoderKLWan", torch_dtype=dtype)
         encoder = T5PromptEncoder(
             layout.load("tokenizer", "transformers", "AutoTokenizer"),
@@ -87,9 +136,12 @@ class WanBackbone(CausalDecoding, DiffusersBackbone):
         default_h, default_w, default_f = cls.default_size
         patch = transformer.config.patch_size
         height, width = options.height or default_h, options.width or default_w
+        # WanPipeline rounds other sizes down (with a logged warning); refused here, so the video
+        # trained on is the size the config says.
         if height % (scale * patch[1]) or width % (scale * patch[2]):
             raise ValueError(
-                f"height={height}, width={width} must be multiples of {scale * patch[1]} for the model at {layout.root}"
+                f"height={height}, width={width} must be multiples of {scale * patch[1]} for the model at "
+                f"{layout.root} (its VAE's spatial factor {scale} x the transformer's patch {patch[1]})"
             )
         frames = options.num_frames or default_f
         latent_frames = check_frames(frames, temporal, layout.root)
@@ -103,14 +155,22 @@ class WanBackbone(CausalDecoding, DiffusersBackbone):
             guidance_scale=or_default(options.guidance_scale, cls.default_guidance_scale),
             video_shape=(frames, height, width),
             source=layout.root,
+            **extra,
         )
 
     def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
+        return self.call_transformer(self.denoiser, x, t, embeds)
+
+    def call_transformer(self, model, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
         # WanPipeline runs the conditional and unconditional branches as two calls; one
         # batched call computes the same per-sample function.
-        return self.denoiser(
-            hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=embeds, return_dict=False
+        return model(
+            hidden_states=x, timestep=self.model_timestep(x, t), encoder_hidden_states=embeds, return_dict=False
         )[0]
+
+    def model_timestep(self, x: Tensor, t: Tensor) -> Tensor:
+        """The transformer's ``timestep`` input for the latents ``x``: one per video."""
+        return t.expand(x.shape[0])
 
     def vae_input(self, latents: Tensor) -> Tensor:
         """Un-normalised with the VAE's per-channel mean/std, as WanPipeline does."""
