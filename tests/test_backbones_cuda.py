@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from backbone_fixtures import FAMILIES, pipeline_kwargs, tiny_model_dir, tiny_options, tiny_pipeline
+from backbone_fixtures import FAMILIES, pipeline_guidance, pipeline_kwargs, tiny_model_dir, tiny_options, tiny_pipeline
 from test_backbones_training import Brightness
 
 from rlr_video.backbones import load_backbone
@@ -42,8 +42,8 @@ def test_cuda_parity_and_device_independent_seeds(name, no_tf32):
     reference = pipe(
         PROMPTS,
         num_inference_steps=gpu.num_steps,
-        guidance_scale=4.0,
         latents=on_gpu.latents[-1].clone(),
+        **pipeline_guidance(name, pipe, 4.0),
         output_type="pt",
         **pipeline_kwargs(name),
     ).frames

@@ -9,7 +9,15 @@ import stat
 
 import pytest
 import torch
-from backbone_fixtures import FAMILIES, pipeline_kwargs, single_thread, tiny_model_dir, tiny_options, tiny_pipeline
+from backbone_fixtures import (
+    FAMILIES,
+    pipeline_guidance,
+    pipeline_kwargs,
+    single_thread,
+    tiny_model_dir,
+    tiny_options,
+    tiny_pipeline,
+)
 from safetensors import safe_open
 
 from rlr_video.backbones import load_backbone
@@ -68,10 +76,12 @@ def test_save_fresh_load_identical_outputs(name, tmp_path):
     assert torch.equal(probe(other), tuned)
 
 
-@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan"])
+@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan", "hunyuanvideo", "hunyuanvideo15"])
 def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     """A saved LoRA loads with the family pipeline's ``load_lora_weights`` as the same
-    adapter (rank, alpha, targets): the pipeline then samples what our chain samples."""
+    adapter (rank, alpha, targets): the pipeline then samples what our chain samples.
+    HunyuanVideo15Pipeline has no LoRA mixin in diffusers 0.42: the file loads into its
+    transformer with ``load_lora_adapter`` (diffusers' PeftAdapterMixin)."""
     backbone = load_backbone(
         tiny_model_dir(name), **tiny_options(name, lora_rank=2, lora_alpha=4, eta=0.0, guidance_scale=3.0)
     )
@@ -84,11 +94,16 @@ def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
 
     def sample():
         latents = traj.latents[-1].clone()
-        kwargs = dict(guidance_scale=3.0, latents=latents, output_type="pt", **pipeline_kwargs(name))
+        kwargs = dict(latents=latents, output_type="pt", **pipeline_guidance(name, pipe, 3.0), **pipeline_kwargs(name))
         return pipe(PROMPTS, num_inference_steps=backbone.num_steps, **kwargs).frames
 
     plain = sample()
-    pipe.load_lora_weights(tmp_path / "lora")
+    if hasattr(pipe, "load_lora_weights"):
+        pipe.load_lora_weights(tmp_path / "lora")
+    else:
+        pipe.transformer.load_lora_adapter(
+            tmp_path / "lora", prefix="transformer", weight_name="pytorch_lora_weights.safetensors"
+        )
     tuned = sample()
     assert float((plain - ours).abs().max()) > 1e-3, "the LoRA must matter for this test to mean anything"
     assert float((tuned - ours).abs().max()) <= 1e-4

@@ -13,8 +13,11 @@ from rlr_video.memory.meta import meta_twin
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
-# 17 frames: 5 latent frames; Wan decodes them one per step, CogVideoX as groups of 3 and 2.
+# 17 frames: 5 latent frames; Wan decodes them one per step, CogVideoX as groups of 3 and 2,
+# HunyuanVideo as temporal tiles of latent frames 0-4 and 3-4 (its VAE's tiles of 16 frames every 12).
 FRAMES = 17
+FAMILIES = ["wan", "cogvideox", "hunyuanvideo"]
+PIECES = {"wan": [1] * 5, "cogvideox": [3, 2], "hunyuanvideo": [5, 2]}
 
 
 def _channels(backbone) -> int:
@@ -39,7 +42,7 @@ def _decode_with_grad(backbone, latents, chunk):
     return frames.detach(), grad, sum(saved)
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
     backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
     latents = backbone.initial_latents(2, torch.Generator().manual_seed(0))
@@ -50,7 +53,7 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
     torch.testing.assert_close(frames, batched)
     torch.testing.assert_close(grad, batched_grad, rtol=1e-4, atol=1e-4)  # float sums, another order
     steps = backbone.decode_steps(backbone.vae, torch.zeros(1, _channels(backbone), 5, 2, 2)).pieces
-    assert [p.shape[2] for p in steps] == {"wan": [1] * 5, "cogvideox": [3, 2]}[family]
+    assert [p.shape[2] for p in steps] == PIECES[family]
     for chunk in (1, 2):
         chunked, chunked_grad, chunked_saved = _decode_with_grad(backbone, latents, chunk)
         assert torch.equal(chunked, frames)
@@ -61,14 +64,16 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
         assert torch.equal(backbone.decode(latents), frames)
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_decode_profile_on_the_meta_device(family):
     backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
     twin = meta_twin(backbone.vae)
     z = torch.zeros(3, _channels(backbone), 5, 4, 4, device="meta")
     profile = decode_profile(twin, z, backbone.decode_steps)
-    # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames
-    assert (profile.frames, profile.largest_step) == (FRAMES, {"wan": 4, "cogvideox": 9}[family])
+    # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames;
+    # HunyuanVideo: its first tile's 12 + 1 frames, then the second's 4 (its 8 less the first)
+    largest = {"wan": 4, "cogvideox": 9, "hunyuanvideo": 13}[family]
+    assert (profile.frames, profile.largest_step) == (FRAMES, largest)
     # the cache: the last frames of every causal convolution's input, one video's
     with torch.no_grad():
         real = decode_profile(backbone.vae, torch.zeros(1, _channels(backbone), 5, 4, 4), backbone.decode_steps)

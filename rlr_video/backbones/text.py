@@ -2,14 +2,15 @@
 
 ``TextConditioning`` is what the diffusers backbones' ``encode`` returns: the negative
 prompts' embeddings stacked before the prompts' (the order of the pipelines' CFG batch).
-Two encoders cover the four families: CLIP (AnimateDiff, ModelScope/Zeroscope) and T5
-(CogVideoX: no attention mask; Wan: UMT5 with a mask, trailing tokens zeroed).
+Two encoders here cover four families: CLIP (AnimateDiff, ModelScope/Zeroscope) and T5
+(CogVideoX: no attention mask; Wan: UMT5 with a mask, trailing tokens zeroed); a family with
+encoders of its own (HunyuanVideo) defines them in its file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -20,12 +21,15 @@ class TextConditioning:
     """Text embeddings for one batch of prompts.
 
     ``embeds`` is (2B, seq, dim) with the negative prompts' rows first when ``guided``
-    (classifier-free guidance on), else (B, seq, dim).
+    (classifier-free guidance on), else (B, seq, dim). ``extras`` holds what else a family's
+    denoiser takes per prompt (attention masks, a second encoder's embeddings, pooled
+    embeddings), each with the rows of ``embeds``.
     """
 
     embeds: Tensor
     guided: bool
     prompts: list[str]
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -37,10 +41,12 @@ class TextConditioning:
         rows = torch.tensor(idx, device=self.embeds.device)
         if self.guided:
             rows = torch.cat([rows, rows + self.batch_size])
-        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx])
+        extras = {k: v[rows.to(v.device)] for k, v in self.extras.items()}
+        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx], extras)
 
     def to(self, device: torch.device | str) -> TextConditioning:
-        return TextConditioning(self.embeds.to(device), self.guided, self.prompts)
+        extras = {k: v.to(device) for k, v in self.extras.items()}
+        return TextConditioning(self.embeds.to(device), self.guided, self.prompts, extras)
 
 
 class PromptEncoder:
