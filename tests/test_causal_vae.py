@@ -71,10 +71,13 @@ def test_decode_profile_on_the_meta_device(family):
     z = torch.zeros(3, _channels(backbone), 5, 4, 4, device="meta")
     profile = decode_profile(twin, z, backbone.decode_steps)
     # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames;
-    # HunyuanVideo: its first tile's 12 + 1 frames, then the second's 4 (its 8 less the first)
-    largest = {"wan": 4, "cogvideox": 9, "hunyuanvideo": 13}[family]
-    assert (profile.frames, profile.largest_step) == (FRAMES, largest)
-    # the cache: the last frames of every causal convolution's input, one video's
+    # HunyuanVideo: overlapping tiles of 5 and 2 latent frames, 17 + 5 frames, blended at the end
+    frames, largest = {"wan": (FRAMES, 4), "cogvideox": (FRAMES, 9), "hunyuanvideo": (22, 17)}[family]
+    assert (profile.frames, profile.largest_step) == (frames, largest)
+    assert profile.share == pytest.approx(largest / frames)
+    # the cache: the last frames of every causal convolution's input, one video's (HunyuanVideo's
+    # tiles carry nothing: each is decoded on its own)
     with torch.no_grad():
         real = decode_profile(backbone.vae, torch.zeros(1, _channels(backbone), 5, 4, 4), backbone.decode_steps)
-    assert profile.carried == real.carried > 0
+    assert profile.carried == real.carried
+    assert (real.carried > 0) == (family != "hunyuanvideo")

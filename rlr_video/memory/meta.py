@@ -50,6 +50,9 @@ def meta_twin(model: nn.Module | None) -> nn.Module | None:
     modes = {name: m.training for name, m in model.named_modules()}
     for name, m in twin.named_modules():  # dropout on or off as in the real model
         m.training = modes.get(name, model.training)
+    for name, value in vars(model).items():  # diffusers VAEs' decoding switches (enable_tiling ...)
+        if name.startswith(("use_", "tile_")) and isinstance(value, bool | int | float):
+            setattr(twin, name, value)
     return twin
 
 

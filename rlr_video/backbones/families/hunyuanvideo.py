@@ -12,8 +12,9 @@ Llama text encoder and CLIP's pooled embedding (diffusers 0.42 ``HunyuanVideoPip
   sigmas the pipeline passes; at noise level 0 it is the pipeline's Euler sampler.
 - Decoding: the VAE decodes clips of more than ``tile_sample_min_num_frames`` frames as
   overlapping temporal tiles, each blended into the previous one
-  (``AutoencoderKLHunyuanVideo._temporal_tiled_decode``); ``hunyuanvideo_decode_steps`` is that
-  loop, one tile per step, so a decode with gradients is checkpointed one tile at a time.
+  (``AutoencoderKLHunyuanVideo._temporal_tiled_decode``), and with ``vae_tiling`` each tile as
+  overlapping spatial tiles (``tiled_decode``); ``hunyuanvideo_decode_steps`` is that loop, one
+  tile per step, so a decode with gradients is checkpointed one tile at a time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from rlr_video.backbones.base import DiffusersBackbone, check_frames, or_default, spatial_size
 from rlr_video.backbones.causal_vae import CausalDecoding, CausalSteps
-from rlr_video.backbones.family import LatentLayout, register_family
+from rlr_video.backbones.family import LatentLayout, family_of, register_family
 from rlr_video.backbones.layout import BackboneLoadError, Layout
 from rlr_video.backbones.options import BackboneOptions
 from rlr_video.backbones.text import PromptEncoder, TextConditioning
@@ -40,33 +41,80 @@ DEFAULT_GUIDANCE = 6.0  # HunyuanVideoPipeline.__call__ guidance_scale (embedded
 
 
 def hunyuanvideo_decode_steps(vae, z: Tensor) -> CausalSteps:
-    """``AutoencoderKLHunyuanVideo._decode``'s loop (diffusers 0.42): above
-    ``tile_sample_min_num_frames`` frames, ``_temporal_tiled_decode``'s tiles of
-    ``tile_sample_min_num_frames / 4 + 1`` latent frames every ``tile_sample_stride_num_frames / 4``;
-    each decoded tile (less its first frame after the first tile) is blended into the last
-    ``tile_sample_min_num_frames - tile_sample_stride_num_frames`` frames of the tile before it
-    (``blend_t``) and cut to the stride. The cache carried from step to step is those last frames
-    of the blended tile, which is what the diffusers loop reads of it. Below the tile size, one
-    step decodes the whole clip."""
-    ratio = vae.temporal_compression_ratio
-    tile = vae.tile_sample_min_num_frames // ratio
-    stride = vae.tile_sample_stride_num_frames // ratio
-    stride_frames = vae.tile_sample_stride_num_frames
-    blend = vae.tile_sample_min_num_frames - stride_frames
-    frames = z.shape[2]
-    if not (vae.use_framewise_decoding and frames > tile):
-        return CausalSteps([z], lambda piece, cache, first: (vae.decoder(vae.post_quant_conv(piece)), cache), _same)
+    """``AutoencoderKLHunyuanVideo._decode``'s work (diffusers 0.42) as steps, one decoder call each.
 
-    def step(piece: Tensor, previous: Tensor | None, first: bool) -> tuple[Tensor, Tensor]:
-        decoded = vae.decoder(vae.post_quant_conv(piece))
-        if not first:
-            decoded = vae.blend_t(previous, decoded[:, :, 1:].clone(), blend)  # blend_t writes into its second tensor
-        keep = stride_frames + 1 if first else stride_frames
-        return decoded[:, :, :keep], decoded[:, :, -blend:]
+    Above ``tile_sample_min_num_frames`` frames the clip is cut into ``_temporal_tiled_decode``'s
+    temporal tiles (``tile_sample_min_num_frames / 4 + 1`` latent frames every
+    ``tile_sample_stride_num_frames / 4``); with ``vae.use_tiling`` each of those (or the whole
+    clip) larger than a spatial tile is cut into ``tiled_decode``'s spatial tiles. A step decodes
+    one tile (``post_quant_conv``, ``decoder``), zero-padded to the largest tile's size so that
+    the steps' outputs line up along the frame axis. ``finish`` blends them as diffusers does:
+    each temporal tile's spatial tiles (``blend_v``, ``blend_h``, in order, cut to the stride),
+    then the temporal tiles (less their first frame after the first, ``blend_t`` into the blended
+    tile before, cut to the stride), cut to the clip's frames. Each step's share of the work is
+    its tile's size."""
+    _, _, frames, height, width = z.shape
+    ratio_t, ratio_s = vae.temporal_compression_ratio, vae.spatial_compression_ratio
+    tile_t = vae.tile_sample_min_num_frames // ratio_t
+    stride_t = vae.tile_sample_stride_num_frames // ratio_t
+    temporal = vae.use_framewise_decoding and frames > tile_t
+    t_pieces = [z[:, :, s : s + tile_t + 1] for s in range(0, frames, stride_t)] if temporal else [z]
+    lat_h, lat_w = vae.tile_sample_min_height // ratio_s, vae.tile_sample_min_width // ratio_s
+    stride_h, stride_w = vae.tile_sample_stride_height // ratio_s, vae.tile_sample_stride_width // ratio_s
+    spatial = vae.use_tiling and (width > lat_w or height > lat_h)
+    if spatial:
+        grid = [[(i, j) for j in range(0, width, stride_w)] for i in range(0, height, stride_h)]
+        pad_h, pad_w = vae.tile_sample_min_height, vae.tile_sample_min_width
+    else:
+        grid, pad_h, pad_w = [[(0, 0)]], height * ratio_s, width * ratio_s
+    pieces, sizes, shapes = [], [], []
+    for piece in t_pieces:
+        for row in grid:
+            for i, j in row:
+                tile = piece[:, :, :, i : i + lat_h, j : j + lat_w] if spatial else piece
+                pieces.append(tile)
+                sizes.append((tile.shape[2] - 1) * ratio_t + 1)  # the causal decoder's frames
+                shapes.append((tile.shape[-2] * ratio_s, tile.shape[-1] * ratio_s))
 
-    sample_frames = (frames - 1) * ratio + 1
-    pieces = [z[:, :, i : i + tile + 1] for i in range(0, frames, stride)]
-    return CausalSteps(pieces, step, lambda video: video[:, :, :sample_frames])
+    def step(tile: Tensor, cache, first: bool) -> tuple[Tensor, None]:
+        decoded = vae.decoder(vae.post_quant_conv(tile))
+        return torch.nn.functional.pad(decoded, (0, pad_w - decoded.shape[-1], 0, pad_h - decoded.shape[-2])), cache
+
+    def blend_space(tiles: list[Tensor]) -> Tensor:  # AutoencoderKLHunyuanVideo.tiled_decode's blending
+        rows = [tiles[k * len(grid[0]) : (k + 1) * len(grid[0])] for k in range(len(grid))]
+        blend_h = vae.tile_sample_min_height - vae.tile_sample_stride_height
+        blend_w = vae.tile_sample_min_width - vae.tile_sample_stride_width
+        out_rows = []
+        for i, row in enumerate(rows):
+            out_row = []
+            for j, tile in enumerate(row):
+                if i > 0:
+                    tile = vae.blend_v(rows[i - 1][j], tile, blend_h)
+                if j > 0:
+                    tile = vae.blend_h(row[j - 1], tile, blend_w)
+                out_row.append(tile[:, :, :, : vae.tile_sample_stride_height, : vae.tile_sample_stride_width])
+            out_rows.append(torch.cat(out_row, dim=-1))
+        return torch.cat(out_rows, dim=-2)[:, :, :, : height * ratio_s, : width * ratio_s]
+
+    def finish(video: Tensor) -> Tensor:
+        # the tiles without their padding, copied: the blend_* functions write in place
+        tiles = [t[..., :h, :w].clone() for t, (h, w) in zip(video.split(sizes, dim=2), shapes)]
+        per_clip = len(grid) * len(grid[0])
+        clips = [tiles[k : k + per_clip] for k in range(0, len(tiles), per_clip)]
+        clips = [blend_space(c) if spatial else c[0] for c in clips]
+        if not temporal:
+            return clips[0]
+        blend = vae.tile_sample_min_num_frames - vae.tile_sample_stride_num_frames
+        stride = vae.tile_sample_stride_num_frames
+        row = [clip if k == 0 else clip[:, :, 1:] for k, clip in enumerate(clips)]
+        out = []
+        for k in range(len(row)):
+            if k > 0:
+                row[k] = vae.blend_t(row[k - 1], row[k], blend)
+            out.append(row[k][:, :, : stride + 1 if k == 0 else stride])
+        return torch.cat(out, dim=2)[:, :, : (frames - 1) * ratio_t + 1]
+
+    return CausalSteps(pieces, step, finish, shares=[float(f * h * w) for f, (h, w) in zip(sizes, shapes)])
 
 
 def _same(video: Tensor) -> Tensor:
@@ -214,6 +262,11 @@ class HunyuanVideoBackbone(CausalDecoding, DiffusersBackbone):
             guidance=guidance,
             return_dict=False,
         )[0].to(latents.dtype)
+
+    @property
+    def decode_steps(self):
+        """The VAE's tile loop (``hunyuanvideo_decode_steps``), spatial tiles included."""
+        return family_of(self).decode_steps
 
     def vae_input(self, latents: Tensor) -> Tensor:
         return latents.to(self.vae.dtype) / self.vae.config.scaling_factor

@@ -17,9 +17,12 @@ Qwen2.5-VL and byT5 text encoders (diffusers 0.42 ``HunyuanVideo15Pipeline``).
 - Denoiser input (text-to-video): the latents, zero condition latents and a zero mask channel
   concatenated, and zero image embeddings (``vision_num_semantic_tokens`` = 729), which the
   transformer masks out.
-- Decoding: the VAE decodes a clip in one call (its mid block attends over all frames), so the
-  decoder is checkpointed whole, and one video at a time: in diffusers 0.42.1 its attention
-  mask breaks on a batch of two.
+- Decoding: the VAE decodes a clip in one call (its mid block attends over all frames), one
+  video at a time: in diffusers 0.42.1 its attention mask breaks on a batch of two. With
+  ``vae_tiling`` (``vae.enable_tiling()``, as the pipeline's example runs it) it decodes
+  overlapping spatial tiles and blends them (``tiled_decode``); ``hunyuanvideo15_decode_steps``
+  is that loop, so a decode with gradients is checkpointed one tile at a time (untiled: one
+  step, the whole clip).
 
 On the meta device (``rlr-video plan``) the transformer's forward cannot run as written: it
 reorders the text tokens by their masks with boolean indexing and branches on the image
@@ -37,7 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from rlr_video.backbones.base import DiffusersBackbone, check_frames, or_default, spatial_size
-from rlr_video.backbones.family import LatentLayout, register_family
+from rlr_video.backbones.causal_vae import CausalSteps, decode_causal
+from rlr_video.backbones.family import LatentLayout, family_of, register_family
 from rlr_video.backbones.layout import Layout
 from rlr_video.backbones.options import BackboneOptions
 from rlr_video.backbones.text import PromptEncoder, TextConditioning
@@ -50,6 +54,57 @@ BYT5_MAX_LENGTH = 256  # HunyuanVideo15Pipeline.tokenizer_2_max_length
 VISION_TOKENS = 729  # HunyuanVideo15Pipeline.vision_num_semantic_tokens (zeros for text-to-video)
 DEFAULT_FRAMES = 121  # HunyuanVideo15Pipeline.__call__
 DEFAULT_ASPECT = (9, 16)  # (height, width): HunyuanVideo15Pipeline.default_aspect_ratio, (16, 9) as w:h
+
+
+def hunyuanvideo15_decode_steps(vae, z: Tensor) -> CausalSteps:
+    """``AutoencoderKLHunyuanVideo15._decode``'s work (diffusers 0.42) as steps: untiled, one step
+    (the decoder on the whole clip); tiled (``vae.use_tiling`` and a frame larger than a tile),
+    ``tiled_decode``'s tiles of ``tile_latent_min_*`` latents every ``1 - tile_overlap_factor``
+    of a tile, one per step. A step's tile is zero-padded to the full tile size so that the steps'
+    outputs line up along the frame axis; ``finish`` takes the padding off and blends the tiles
+    (``blend_v``, ``blend_h``, in ``tiled_decode``'s order: each tile with its upper and left
+    neighbours as already blended) and cuts them to the tile stride. Each step's share of the
+    work is its tile's area."""
+    _, _, frames, height, width = z.shape
+    tile_h, tile_w = vae.tile_latent_min_height, vae.tile_latent_min_width
+    if not (vae.use_tiling and (width > tile_w or height > tile_h)):
+        return CausalSteps([z], lambda piece, cache, first: (vae.decoder(piece), cache), _same)
+    stride_h = int(tile_h * (1 - vae.tile_overlap_factor))
+    stride_w = int(tile_w * (1 - vae.tile_overlap_factor))
+    sample_h, sample_w = vae.tile_sample_min_height, vae.tile_sample_min_width
+    blend_h, blend_w = int(sample_h * vae.tile_overlap_factor), int(sample_w * vae.tile_overlap_factor)
+    rows = [[(i, j) for j in range(0, width, stride_w)] for i in range(0, height, stride_h)]
+    pieces = [z[:, :, :, i : i + tile_h, j : j + tile_w] for row in rows for i, j in row]
+    scale = vae.spatial_compression_ratio
+    shapes = [(p.shape[-2] * scale, p.shape[-1] * scale) for p in pieces]
+
+    def step(piece: Tensor, cache, first: bool) -> tuple[Tensor, None]:
+        tile = vae.decoder(piece)
+        return torch.nn.functional.pad(tile, (0, sample_w - tile.shape[-1], 0, sample_h - tile.shape[-2])), cache
+
+    def finish(video: Tensor) -> Tensor:
+        per_tile = video.shape[2] // len(pieces)
+        tiles = [
+            t[..., :h, :w].clone() for t, (h, w) in zip(video.split(per_tile, dim=2), shapes)
+        ]  # blend_* write in place
+        grid = [tiles[k * len(rows[0]) : (k + 1) * len(rows[0])] for k in range(len(rows))]
+        out_rows = []
+        for i, row in enumerate(grid):
+            out_row = []
+            for j, tile in enumerate(row):
+                if i > 0:
+                    tile = vae.blend_v(grid[i - 1][j], tile, blend_h)
+                if j > 0:
+                    tile = vae.blend_h(row[j - 1], tile, blend_w)
+                out_row.append(tile[:, :, :, : sample_h - blend_h, : sample_w - blend_w])
+            out_rows.append(torch.cat(out_row, dim=-1))
+        return torch.cat(out_rows, dim=-2)
+
+    return CausalSteps(pieces, step, finish, shares=[float(h * w) for h, w in shapes])
+
+
+def _same(video: Tensor) -> Tensor:
+    return video
 
 
 def _accepts(layout: Layout) -> bool:
@@ -110,10 +165,11 @@ class HunyuanVideo15PromptEncoder(PromptEncoder):
     denoisers=(("transformer", "HunyuanVideo15Transformer3DModel"),),
     accepts=_accepts,
     layout=LatentLayout(frame_axis=2, temporal_compression=4, frame_step=4),
-    decoder="whole",
+    decoder="whole",  # the whole clip in one decoder call (or spatial tiles, see decode_steps)
     denoiser_kind="transformer",
     shard_blocks=("HunyuanVideo15TransformerBlock",),
     checkpoint_blocks=("HunyuanVideo15TransformerBlock",),
+    decode_steps=hunyuanvideo15_decode_steps,
 )
 class HunyuanVideo15Backbone(DiffusersBackbone):
     denoiser_component = "transformer"
@@ -204,11 +260,27 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         text = self._denoise(x, t, cond.embeds[rows], {k: v[rows] for k, v in cond.extras.items()}).float()
         return self.guider.forward(pred_cond=text).pred.to(latents.dtype)
 
+    # Decoder steps (tiles) per checkpoint while gradients are recorded; None: one plain decode
+    # per video. The memory options set it (``rlr_video.memory.recompute``).
+    decode_checkpoint_chunk: int | None = None
+
+    @property
+    def decode_steps(self):
+        """The VAE's decoding loop (``hunyuanvideo15_decode_steps``: one step, or spatial tiles)."""
+        return family_of(self).decode_steps
+
     def decode(self, latents: Tensor) -> Tensor:
         """Frames (B, F, 3, H, W) in [0, 1], one video per VAE call; differentiable."""
-        z = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-        video = torch.cat([self.vae.decode(v, return_dict=False)[0] for v in z.split(1)])
+        z = self.vae_input(latents)
+        if self.decode_checkpoint_chunk is not None and torch.is_grad_enabled():
+            video = decode_causal(self.vae, z, self.decode_checkpoint_chunk, self.decode_steps)  # per video
+        else:
+            video = torch.cat([self.vae.decode(v, return_dict=False)[0] for v in z.split(1)])
         return to_unit_range(video.permute(0, 2, 1, 3, 4))
+
+    def vae_input(self, latents: Tensor) -> Tensor:
+        """The latents as the VAE takes them (unscaled, as the pipeline does)."""
+        return latents.to(self.vae.dtype) / self.vae.config.scaling_factor
 
     # ------------------------------------------------------------------ family hooks
     def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor, extras: dict[str, Tensor]) -> Tensor:
