@@ -13,6 +13,7 @@ from backbone_fixtures import (
     FAMILIES,
     pipeline_guidance,
     pipeline_kwargs,
+    pipeline_latents,
     single_thread,
     tiny_model_dir,
     tiny_options,
@@ -76,7 +77,7 @@ def test_save_fresh_load_identical_outputs(name, tmp_path):
     assert torch.equal(probe(other), tuned)
 
 
-@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan", "hunyuanvideo", "hunyuanvideo15"])
+@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan", "ltx", "hunyuanvideo", "hunyuanvideo15"])
 def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     """A saved LoRA loads with the family pipeline's ``load_lora_weights`` as the same
     adapter (rank, alpha, targets): the pipeline then samples what our chain samples.
@@ -93,7 +94,7 @@ def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     pipe = tiny_pipeline(name)
 
     def sample():
-        latents = traj.latents[-1].clone()
+        latents = pipeline_latents(name, traj.latents[-1].clone())
         kwargs = dict(latents=latents, output_type="pt", **pipeline_guidance(name, pipe, 3.0), **pipeline_kwargs(name))
         return pipe(PROMPTS, num_inference_steps=backbone.num_steps, **kwargs).frames
 

@@ -4,8 +4,8 @@ Tiny random-weight models of every family, built from the real classes and saved
 ``save_pretrained``, are loaded through ``load_backbone(local_dir)``. At eta = 0 (flow noise
 level 0) and the same initial latents, ``rollout`` + ``decode`` must equal the pipeline's
 output (AnimateDiffPipeline, TextToVideoSDPipeline, CogVideoXPipeline with
-CogVideoXDDIMScheduler, WanPipeline with FlowMatchEulerDiscreteScheduler, HunyuanVideo15Pipeline
-with its guider, HunyuanVideoPipeline with its embedded guidance).
+CogVideoXDDIMScheduler, WanPipeline with FlowMatchEulerDiscreteScheduler, LTXPipeline,
+HunyuanVideo15Pipeline with its guider, HunyuanVideoPipeline with its embedded guidance).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from backbone_fixtures import (
     FAMILIES,
     pipeline_guidance,
     pipeline_kwargs,
+    pipeline_latents,
     single_thread,
     takes_negative_prompt,
     tiny_model_dir,
@@ -54,7 +55,7 @@ def test_rollout_and_decode_equal_the_diffusers_pipeline(name):
     reference = pipe(
         PROMPTS,
         num_inference_steps=backbone.num_steps,
-        latents=traj.latents[-1].clone(),
+        latents=pipeline_latents(name, traj.latents[-1].clone()),
         **pipeline_guidance(name, pipe, 4.0, ["blurry"] * len(PROMPTS)),
         output_type="pt",
         **pipeline_kwargs(name),

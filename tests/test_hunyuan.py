@@ -62,7 +62,7 @@ def test_quoted_text_goes_through_the_glyph_encoder_as_in_the_pipeline():
     rows = slice(2, None)  # the prompts' rows, after the negative prompts'
     torch.testing.assert_close(cond.embeds[rows], embeds, rtol=0, atol=0)
     for ours, theirs in (
-        (cond.extras["mask"], mask),
+        (cond.mask, mask),
         (cond.extras["embeds_2"], embeds_2),
         (cond.extras["mask_2"], mask_2),
     ):
@@ -241,6 +241,7 @@ def test_meta_forward_is_the_transformers_forward_with_full_masks():
     randomize_lora(backbone)
     cond = backbone.encode(GLYPH_PROMPTS)
     extras = {k: torch.ones_like(v) if k.startswith("mask") else v for k, v in cond.extras.items()}
+    extras["mask"] = torch.ones_like(cond.mask)
     x = backbone.initial_latents(2, torch.Generator().manual_seed(0))
     t = backbone.transition.timestep(2)
     b, c, f, h, w = x.shape

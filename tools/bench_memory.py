@@ -19,14 +19,13 @@ and reported); on a GPU from a separate untracked run.
                                                   # sd15_animatediff_predicted key)
     python tools/bench_memory.py --quick          # the tiny configs only
     python tools/bench_memory.py --gpu --out DIR  # SD-1.5-size AnimateDiff, bf16, 256^2, 16 frames
-    python tools/bench_memory.py --families hunyuanvideo15 hunyuanvideo  # only these families'
-                                                  # configs, their rows merged
+    python tools/bench_memory.py --families ltx   # only these families' configs, their rows merged
                                                   # into the existing --out (the others' are kept)
 
-The transformer families' configs (``FAMILY_CONFIGS``, e.g. HunyuanVideo) are real-class
-random-weight pipelines built by ``tests/backbone_fixtures.py`` and loaded with ``load_backbone``;
-their frame counts follow the family's rule (HunyuanVideo: 1 + 4k, F in {9, 17, 33} stand for
-{8, 16, 32}).
+The transformer families' configs (``FAMILY_CONFIGS``: LTX-Video, HunyuanVideo 1.5 and 1.0) are
+real-class random-weight pipelines built by ``tests/backbone_fixtures.py`` and loaded with
+``load_backbone``; their frame counts follow the family's rule (LTX-Video: 1 + 8k, HunyuanVideo:
+1 + 4k, so F in {9, 17, 33} stand for {8, 16, 32}).
 
 Targets (reported, not enforced): median |prediction error| <= 15%; with per-call
 checkpointing the peak grows <= 10% from h = 1 to h = 4; the chunked backprop segment at
@@ -71,6 +70,19 @@ CONFIGS = {
 # Transformer families, loaded through load_backbone from a tiny pipeline of the real classes:
 # name: (family, frame counts, height, width, changes to the test builder's transformer and VAE).
 FAMILY_CONFIGS = {
+    # tests/backbone_fixtures.py's tiny LTX-Video (0.9.5 layout) as it is
+    "ltx-tiny": ("ltx", (9, 17, 33), 64, 64, {}, {}),
+    # wider and deeper; the decoder's last stage has 16 float32 channels at half resolution per
+    # pixel, as LTX-Video 0.9.5's has 128 bf16 channels at a quarter: its activations outweigh
+    # the frames as they do at full size
+    "ltx-medium": (
+        "ltx",
+        (9, 17, 33),
+        64,
+        64,
+        {"num_layers": 2, "num_attention_heads": 4, "attention_head_dim": 16, "cross_attention_dim": 64},
+        {"decoder_block_out_channels": (32, 64, 128), "decoder_layers_per_block": (2, 2, 2, 2)},
+    ),
     # tests/backbone_fixtures.py's tiny HunyuanVideo 1.5 and 1.0 as they are
     "hunyuanvideo15-tiny": ("hunyuanvideo15", (9, 17, 33), 32, 32, {}, {}),
     "hunyuanvideo-tiny": ("hunyuanvideo", (9, 17, 33), 32, 32, {}, {}),
@@ -100,6 +112,7 @@ FAMILY_CONFIGS = {
 }
 # Each family's test builder (tests/backbone_fixtures.py) and its text length.
 FAMILY_BUILDERS = {
+    "ltx": ("tiny_ltx_pipeline", "T5_MAX_LENGTH"),
     "hunyuanvideo15": ("tiny_hunyuanvideo15_pipeline", "HUNYUAN_TEXT_LENGTH"),
     "hunyuanvideo": ("tiny_hunyuanvideo_pipeline", "HUNYUAN_TEXT_LENGTH"),
 }

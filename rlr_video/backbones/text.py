@@ -2,9 +2,11 @@
 
 ``TextConditioning`` is what the diffusers backbones' ``encode`` returns: the negative
 prompts' embeddings stacked before the prompts' (the order of the pipelines' CFG batch).
-Two encoders here cover four families: CLIP (AnimateDiff, ModelScope/Zeroscope) and T5
-(CogVideoX: no attention mask; Wan: UMT5 with a mask, trailing tokens zeroed); a family with
-encoders of its own (HunyuanVideo) defines them in its file.
+Two encoders cover the four families: CLIP (AnimateDiff, ModelScope/Zeroscope) and T5
+(CogVideoX: no attention mask; Wan: UMT5 with a mask, trailing tokens zeroed). A denoiser that
+takes the prompts' token mask itself (LTX-Video, HunyuanVideo) gets it in
+``TextConditioning.mask``; a family with encoders of its own (HunyuanVideo's two) defines them in
+its file and passes what else its denoiser takes in ``TextConditioning.extras``.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ class TextConditioning:
     """Text embeddings for one batch of prompts.
 
     ``embeds`` is (2B, seq, dim) with the negative prompts' rows first when ``guided``
-    (classifier-free guidance on), else (B, seq, dim). ``extras`` holds what else a family's
-    denoiser takes per prompt (attention masks, a second encoder's embeddings, pooled
+    (classifier-free guidance on), else (B, seq, dim). ``mask`` is the token mask (rows as
+    ``embeds``, (rows, seq)) for a denoiser that takes one, else None. ``extras`` holds what
+    else a family's denoiser takes per prompt (a second encoder's embeddings and mask, pooled
     embeddings), each with the rows of ``embeds``.
     """
 
     embeds: Tensor
     guided: bool
     prompts: list[str]
+    mask: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
@@ -41,16 +45,19 @@ class TextConditioning:
         rows = torch.tensor(idx, device=self.embeds.device)
         if self.guided:
             rows = torch.cat([rows, rows + self.batch_size])
+        mask = None if self.mask is None else self.mask[rows.to(self.mask.device)]
         extras = {k: v[rows.to(v.device)] for k, v in self.extras.items()}
-        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx], extras)
+        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx], mask, extras)
 
     def to(self, device: torch.device | str) -> TextConditioning:
+        mask = None if self.mask is None else self.mask.to(device)
         extras = {k: v.to(device) for k, v in self.extras.items()}
-        return TextConditioning(self.embeds.to(device), self.guided, self.prompts, extras)
+        return TextConditioning(self.embeds.to(device), self.guided, self.prompts, mask, extras)
 
 
 class PromptEncoder:
-    """Tokenizer + frozen text encoder; ``__call__(texts) -> (N, seq, dim)`` without grad."""
+    """Tokenizer + frozen text encoder; ``__call__(texts) -> (N, seq, dim)`` without grad, or
+    ``(embeds, mask)`` for a denoiser that takes the token mask."""
 
     def __init__(self, tokenizer, text_encoder: nn.Module, max_length: int):
         self.tokenizer = tokenizer
@@ -125,4 +132,6 @@ def encode_with_guidance(
     if not prompts:
         raise ValueError("encode() needs at least one prompt")
     texts = [negative_prompt] * len(prompts) + prompts if guided else prompts
-    return TextConditioning(encoder(texts).to(dtype), guided, prompts)
+    encoded = encoder(texts)
+    embeds, mask = encoded if isinstance(encoded, tuple) else (encoded, None)
+    return TextConditioning(embeds.to(dtype), guided, prompts, mask)

@@ -181,6 +181,7 @@ class HunyuanVideoPromptEncoder(PromptEncoder):
 )
 class HunyuanVideoBackbone(CausalDecoding, DiffusersBackbone):
     denoiser_component = "transformer"
+    takes_text_mask = True
     pipeline_class_name = PIPELINE  # HunyuanVideoLoraLoaderMixin writes and loads its LoRA files
 
     @classmethod
@@ -244,7 +245,8 @@ class HunyuanVideoBackbone(CausalDecoding, DiffusersBackbone):
             raise ValueError("encode() needs at least one prompt")
         embeds, extras = self.prompt_encoder.encode(prompts)
         extras = {k: v.to(self.dtype) for k, v in extras.items()}  # as the pipeline casts them, the mask too
-        return TextConditioning(embeds.to(self.dtype), False, prompts, extras).to(self.device)
+        mask = extras.pop("mask")
+        return TextConditioning(embeds.to(self.dtype), False, prompts, mask, extras).to(self.device)
 
     def predict(self, latents: Tensor, step: int, cond: TextConditioning) -> Tensor:
         """The velocity at chain step ``step``: one call, the guidance scale as a model input."""
@@ -257,7 +259,7 @@ class HunyuanVideoBackbone(CausalDecoding, DiffusersBackbone):
             hidden_states=latents.to(self.dtype),
             timestep=t.expand(b).to(latents.dtype),  # the pipeline's timestep has the latents' float32
             encoder_hidden_states=cond.embeds,
-            encoder_attention_mask=cond.extras["mask"],
+            encoder_attention_mask=cond.mask,
             pooled_projections=cond.extras["pooled"],
             guidance=guidance,
             return_dict=False,
@@ -276,13 +278,10 @@ class HunyuanVideoBackbone(CausalDecoding, DiffusersBackbone):
         """``encode``'s conditioning for ``batch`` prompts on the meta device."""
         cfg = self.denoiser.config
         meta = dict(device="meta", dtype=self.dtype)
-        extras = {
-            "mask": torch.empty(batch, text_length, **meta),
-            "pooled": torch.empty(batch, cfg.pooled_projection_dim, **meta),
-        }
-        return TextConditioning(
-            torch.empty(batch, text_length, cfg.text_embed_dim, **meta), False, [""] * batch, extras
-        )
+        embeds = torch.empty(batch, text_length, cfg.text_embed_dim, **meta)
+        mask = torch.empty(batch, text_length, **meta)
+        extras = {"pooled": torch.empty(batch, cfg.pooled_projection_dim, **meta)}
+        return TextConditioning(embeds, False, [""] * batch, mask, extras)
 
     def __repr__(self) -> str:
         return super().__repr__().replace("guidance=1.0", f"embedded_guidance={self.embedded_guidance}")

@@ -115,7 +115,7 @@ def _accepts(layout: Layout) -> bool:
 class HunyuanVideo15PromptEncoder(PromptEncoder):
     """Qwen2.5-VL (template, two layers below the top, crop) and byT5 (quoted text) as
     ``HunyuanVideo15Pipeline.encode_prompt`` runs them; ``__call__`` returns the Qwen embeddings
-    and fills ``last_extras`` with the masks and the byT5 embeddings of the same rows.
+    and ``encode`` also the masks and the byT5 embeddings of the same rows.
 
     ``text_encoder`` is a ``ModuleDict`` of both encoders, so the backbone moves, freezes and
     costs them together."""
@@ -173,6 +173,7 @@ class HunyuanVideo15PromptEncoder(PromptEncoder):
 )
 class HunyuanVideo15Backbone(DiffusersBackbone):
     denoiser_component = "transformer"
+    takes_text_mask = True
     # HunyuanVideo15Pipeline has no LoRA mixin in diffusers 0.42: the file is written in the
     # diffusers layout by hand and loads with ``pipe.transformer.load_lora_adapter(path)``.
     pipeline_class_name = ""
@@ -244,7 +245,8 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         texts = [self.negative_prompt] * len(prompts) + prompts if guided else prompts
         embeds, extras = self.prompt_encoder.encode(texts)
         extras = {k: v.to(self.dtype) for k, v in extras.items()}  # as encode_prompt casts them, masks too
-        return TextConditioning(embeds.to(self.dtype), guided, prompts, extras).to(self.device)
+        mask = extras.pop("mask")
+        return TextConditioning(embeds.to(self.dtype), guided, prompts, mask, extras).to(self.device)
 
     def predict(self, latents: Tensor, step: int, cond: TextConditioning) -> Tensor:
         """The velocity at chain step ``step``, combined by the guider as the pipeline's loop does."""
@@ -254,10 +256,13 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         x = latents.to(self.dtype)
         self.guider.set_state(step=self.num_steps - step, num_inference_steps=self.num_steps, timestep=t)
         if cond.guided and self.guider.num_conditions > 1:
-            uncond, text = self._denoise(torch.cat([x, x]), t, cond.embeds, cond.extras).float().chunk(2)
+            uncond, text = self._denoise(torch.cat([x, x]), t, cond).float().chunk(2)
             return self.guider.forward(pred_cond=text, pred_uncond=uncond).pred.to(latents.dtype)
-        rows = slice(cond.batch_size, None) if cond.guided else slice(None)  # the prompts' rows
-        text = self._denoise(x, t, cond.embeds[rows], {k: v[rows] for k, v in cond.extras.items()}).float()
+        if cond.guided:  # the prompts' rows only
+            rows = slice(cond.batch_size, None)
+            extras = {k: v[rows] for k, v in cond.extras.items()}
+            cond = TextConditioning(cond.embeds[rows], False, cond.prompts, cond.mask[rows], extras)
+        text = self._denoise(x, t, cond).float()
         return self.guider.forward(pred_cond=text).pred.to(latents.dtype)
 
     # Decoder steps (tiles) per checkpoint while gradients are recorded; None: one plain decode
@@ -283,7 +288,7 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         return latents.to(self.vae.dtype) / self.vae.config.scaling_factor
 
     # ------------------------------------------------------------------ family hooks
-    def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor, extras: dict[str, Tensor]) -> Tensor:
+    def _denoise(self, x: Tensor, t: Tensor, cond: TextConditioning) -> Tensor:
         b, c, f, h, w = x.shape
         # text-to-video: zero condition latents and mask channel, zero image embeddings
         hidden = torch.cat([x, x.new_zeros(b, c, f, h, w), x.new_zeros(b, 1, f, h, w)], dim=1)
@@ -291,10 +296,10 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         kwargs = dict(
             hidden_states=hidden,
             timestep=t.expand(b).to(x.dtype),
-            encoder_hidden_states=embeds,
-            encoder_attention_mask=extras["mask"],
-            encoder_hidden_states_2=extras["embeds_2"],
-            encoder_attention_mask_2=extras["mask_2"],
+            encoder_hidden_states=cond.embeds,
+            encoder_attention_mask=cond.mask,
+            encoder_hidden_states_2=cond.extras["embeds_2"],
+            encoder_attention_mask_2=cond.extras["mask_2"],
             image_embeds=image,
         )
         if x.device.type == "meta":
@@ -309,12 +314,12 @@ class HunyuanVideo15Backbone(DiffusersBackbone):
         rows = 2 * batch if self.guided else batch
         meta = dict(device="meta", dtype=self.dtype)
         extras = {
-            "mask": torch.empty(rows, text_length, **meta),
             "embeds_2": torch.empty(rows, self.prompt_encoder.max_length_2, cfg.text_embed_2_dim, **meta),
             "mask_2": torch.empty(rows, self.prompt_encoder.max_length_2, **meta),
         }
         embeds = torch.empty(rows, text_length, cfg.text_embed_dim, **meta)
-        return TextConditioning(embeds, self.guided, [""] * batch, extras)
+        mask = torch.empty(rows, text_length, **meta)
+        return TextConditioning(embeds, self.guided, [""] * batch, mask, extras)
 
 
 def _default_size(transformer, scale: int) -> tuple[int, int]:
