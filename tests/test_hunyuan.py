@@ -291,3 +291,88 @@ def test_image_to_video_layouts_are_refused_listing_every_supported_pipeline(nam
     assert pipeline in message
     for supported in ("WanPipeline", "CogVideoXPipeline", "HunyuanVideo15Pipeline", "HunyuanVideoPipeline"):
         assert supported in message
+
+
+# ---------------------------------------------------------------------------- planner and presets
+
+
+@pytest.mark.parametrize("name", ["hunyuanvideo15", "hunyuanvideo"])
+def test_update_peaks_are_predicted(name):
+    """One RLR update (plain, and with each replayed call recomputed) and one GRPO update: the
+    tracker's measured peak within 15% of the uncalibrated prediction (every row of the memory
+    benchmark is in benchmarks/memory.json). With guidance, so 1.5's joint attention mask, which
+    a fused attention kernel keeps for its backward pass, is (4, 1, N, N)."""
+    from rlr_video.config import load_config, run_context
+    from rlr_video.estimators import RLR
+    from rlr_video.memory.planner import Planner
+    from rlr_video.memory.probe import measure_peak
+    from rlr_video.memory.recompute import MemoryOptions, apply_memory_options
+
+    backbone = _load(name, lora_rank=2, guidance_scale=3.0, num_frames=9, num_steps=4)
+    randomize_lora(backbone)
+    reward = Brightness()
+    planner = Planner(CostModel(backbone, reward), batch=2, zo="latent_lr", zo_samples=1)
+    for memory, h in [(MemoryOptions(), 2), (MemoryOptions("call"), 2)]:
+        estimator = RLR(h=h, zo="latent_lr", zo_samples=1)
+        handle = apply_memory_options(backbone, memory, reward=reward, estimator=estimator)
+        try:
+            measured = measure_peak(
+                lambda e=estimator: e.estimate(backbone, reward, GLYPH_PROMPTS, torch.Generator().manual_seed(0))
+            ).peak
+        finally:
+            handle.restore()
+        predicted = planner.estimate(h, memory).update
+        assert abs(predicted / measured - 1) <= 0.15, (memory, h, predicted, measured)
+    steps = [f"model.num_steps={backbone.num_steps}", "train.batch_size=2"]
+    section = load_config("toy", ["estimator.name=grpo", *steps]).estimator
+    run = run_context(load_config("toy", steps))
+    grpo = section.build(run)
+    measured = measure_peak(lambda: grpo.estimate(backbone, reward, GLYPH_PROMPTS, torch.Generator().manual_seed(0)))
+    predicted = planner.estimate_workload(section.workload(run), MemoryOptions())
+    assert abs(predicted.update / measured.peak - 1) <= 0.15, (predicted.update, measured.peak)
+
+
+@pytest.mark.parametrize("estimator", ["rlr", "grpo"])
+@pytest.mark.parametrize(
+    ("name", "preset"), [("hunyuanvideo15", "hunyuanvideo15-composite"), ("hunyuanvideo", "hunyuanvideo-composite")]
+)
+def test_the_preset_trains_a_tiny_model_on_the_cpu(tmp_path, name, preset, estimator):
+    """The preset with the tiny model, a pixel reward and two CPU steps: RLR (and GRPO, groups of
+    two videos per prompt) updates the LoRA, and the saved LoRA loads in a fresh backbone."""
+    from safetensors.torch import load_file
+
+    from rlr_video import cli
+
+    path = tiny_model_dir(name)
+    out = tmp_path / "run"
+    chosen = ["estimator.zo_samples=1"] if estimator == "rlr" else ["estimator.name=grpo", "train.group_size=2"]
+    overrides = [
+        *chosen,
+        f"model.path={path}",
+        "model.height=32",
+        "model.width=32",
+        "model.frames=5",
+        "model.num_steps=4",
+        "model.dtype=float32",
+        "model.lora_rank=2",
+        f"model.options={{max_sequence_length: {HUNYUAN_TEXT_LENGTH}, vae_tiling: true, gradient_checkpointing: true}}",
+        "reward=brightness",
+        'prompts.items=[a red circle moving left, a sign that says "hello"]',
+        "prompts.path=null",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.grad_accum=1",
+        "train.mixed_precision=no",
+        "train.prompt_baseline=false",
+        "train.checkpoint_every=2",
+        "train.progress=false",
+        "optim.lr=1e-2",
+        f"train.output_dir={out}",
+    ]
+    assert cli.main(["train", preset, *overrides]) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and all(m["skipped"] == 0.0 and m["grad_norm"] > 0 for m in metrics), metrics
+    lora = sorted(out.glob("checkpoints/step-*/lora/pytorch_lora_weights.safetensors"))[-1]
+    assert any(float(t.abs().max()) > 0 for k, t in load_file(lora).items() if ".lora_B." in k)
+    tuned = load_backbone(path, **tiny_options(name, lora_path=str(lora.parent)))
+    assert len(tuned.trainable_parameters()) == len(load_file(lora))
