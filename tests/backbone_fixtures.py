@@ -40,6 +40,8 @@ TINY_VIDEO = {
     "wan22-a14b": {"height": 32, "width": 32, "num_frames": 5},
     "ltx": {"height": 32, "width": 64, "num_frames": 9},
     "ltx090": {"height": 32, "width": 64, "num_frames": 9},
+    "hunyuanvideo15": {"height": 32, "width": 32, "num_frames": 5},
+    "hunyuanvideo": {"height": 32, "width": 32, "num_frames": 5},
 }
 # LTX-Video options that differ from LTXPipeline's defaults, so the tests see them matter: a
 # timestep-conditioned decoder's timestep and noise (LTX's recommended 0.05 / 0.025), a frame rate
@@ -624,6 +626,286 @@ def build_tiny_ltx(directory: str | Path, seed: int = 0, decoder: str = "0.9.5")
     return _save(tiny_ltx_pipeline(seed, decoder), directory)
 
 
+# The published text templates (diffusers 0.42): HunyuanVideo 1.5 crops its Qwen2.5-VL chat
+# template's first 108 tokens, HunyuanVideo 1.0 its Llama template's first 95. The tiny tokenizers
+# below hold a whole-word vocabulary of those templates, built so that the template takes exactly
+# as many tokens as the real tokenizers give it: the crop then starts at the prompt, as it does
+# for the real models (``tests/test_hunyuan.py`` checks it).
+QWEN_CHAT_TEMPLATE = (  # the text-only branch of Qwen2-VL / Qwen2.5-VL's chat template
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Llama 3's pre-tokenizer split (its tokenizer.json): words with their leading space, digits in
+# threes, punctuation runs, newlines.
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+"
+)
+HUNYUAN_TEXT_LENGTH = 16  # prompt tokens after the template crop (the pipelines' 1000 and 256, scaled down)
+
+
+def _whole_word_merges(pieces: list[str], vocab: dict[str, int], merges: list[tuple[str, str]]) -> None:
+    """Merges that make each pre-tokenized piece one token (left to right), added to ``vocab``."""
+    for piece in pieces:
+        parts = list(piece)
+        while len(parts) > 1:
+            pair = (parts[0], parts[1])
+            if pair not in merges:
+                merges.append(pair)
+            vocab.setdefault(pair[0] + pair[1], len(vocab))
+            parts = [pair[0] + pair[1], *parts[2:]]
+
+
+def tiny_qwen_tokenizer():
+    """A byte-level BPE ``Qwen2Tokenizer`` with whole-word merges for HunyuanVideo 1.5's system
+    message and ``WORDS``, and Qwen's chat template. Runs of eight spaces (the system message has
+    five, from its source's line continuations) are one token as in Qwen's vocabulary, so the
+    template takes the 108 tokens the pipeline crops."""
+    import inspect
+
+    from diffusers import HunyuanVideo15Pipeline
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    system = inspect.signature(HunyuanVideo15Pipeline._get_mllm_prompt_embeds).parameters["system_message"].default
+    split = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    vocab = {"<|endoftext|>": 0}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab.setdefault(ch, len(vocab))
+    space = "\u0120"  # the byte-level space
+    merges = [(space, space), (space * 2, space * 2), (space * 4, space * 4)]
+    for pair in merges:
+        vocab.setdefault("".join(pair), len(vocab))
+    texts = [system, "system", "user", "assistant", " ".join(WORDS)]
+    _whole_word_merges([p for t in texts for p, _ in split.pre_tokenize_str(t) if space * 2 not in p], vocab, merges)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, padding_side="right", model_max_length=32768)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_llama_tokenizer():
+    """A ``LlamaTokenizerFast`` (transformers 5: ``LlamaTokenizer``) with whole-word merges for
+    HunyuanVideo 1.0's prompt template and ``WORDS`` and Llama 3's header tokens; the template
+    takes the 95 tokens the pipeline crops (with the begin-of-text token)."""
+    import re
+
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import LlamaTokenizerFast
+
+    specials = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    vocab = {"<unk>": 0, "<|begin_of_text|>": 1, "<|end_of_text|>": 2}
+    for i in range(256):  # byte fallback
+        vocab[f"<0x{i:02X}>"] = len(vocab)
+    text = DEFAULT_PROMPT_TEMPLATE["template"].replace("{}", " ".join(WORDS))
+    split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False)
+    pieces = []
+    for segment in re.split("|".join(re.escape(t) for t in specials), text):
+        pieces += [p.replace(" ", "\u2581") for p, _ in split.pre_tokenize_str(segment)]
+    for piece in pieces:
+        for ch in piece:
+            vocab.setdefault(ch, len(vocab))
+    merges: list[tuple[str, str]] = []
+    _whole_word_merges(pieces, vocab, merges)
+    tokenizer = LlamaTokenizerFast(
+        vocab=vocab,
+        merges=merges,
+        unk_token="<unk>",
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
+        pad_token="<|end_of_text|>",
+        padding_side="right",
+        add_bos_token=True,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+def tiny_hunyuanvideo15_pipeline(seed: int = 0, guidance_scale: float = 6.0, shift: float = 5.0):
+    """A ``HunyuanVideo15Pipeline`` (text-to-video) of the published layout, scaled down.
+
+    The published ``hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v`` (values from
+    ``huggingface/diffusers`` ``scripts/convert_hunyuan_video1_5_to_diffusers.py``, ``480p_t2v``):
+    ``HunyuanVideo15Transformer3DModel`` with 16 heads of 128, 54 double-stream blocks, 2 refiner
+    blocks, patch 1, ``in_channels`` 65 (latents, the zero image latents and the mask), text widths
+    3584 (Qwen2.5-VL-7B) and 1472 (byT5-small), image width 1152, RoPE axes (16, 56, 56); the
+    ``AutoencoderKLHunyuanVideo15`` defaults (32 latent channels, blocks (128, 256, 512, 1024,
+    1024), spatial factor 16, temporal 4); ``FlowMatchEulerDiscreteScheduler(shift=5.0)``;
+    ``ClassifierFreeGuidance(guidance_scale=6.0)``; Qwen2.5-VL-7B-Instruct's language model
+    (``Qwen2_5_VLTextModel``) and byT5-small's encoder with the Glyph tokens. Here: 2 heads of 8,
+    2 blocks, 1 refiner block, 4 latent channels, VAE blocks of 8 channels (the same 5 levels:
+    spatial factor 16, temporal 4), a 3-layer Qwen2.5-VL text model 16 wide, a 1-layer byT5
+    encoder 16 wide, image width 8.
+    """
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        ClassifierFreeGuidance,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Pipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+    _seeded(seed)
+    tokenizer = tiny_qwen_tokenizer()
+    text_encoder = Qwen2_5_VLTextModel(
+        Qwen2_5_VLTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=3,  # the pipeline reads hidden_states[-3]: two layers below the top
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            rope_scaling={"rope_type": "default", "mrope_section": [1, 1, 2]},  # sums to head_dim / 2
+            bos_token_id=None,
+            eos_token_id=0,
+            pad_token_id=0,
+        )
+    ).eval()
+    tokenizer_2 = ByT5Tokenizer()
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2),
+            d_model=16,
+            d_kv=8,
+            d_ff=32,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ).eval()
+    latent = 4
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=2 * latent + 1,
+        out_channels=latent,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        text_embed_dim=16,
+        text_embed_2_dim=16,
+        image_embed_dim=8,
+        rope_axes_dim=(2, 2, 4),
+        target_size=32,
+        task_type="t2v",
+    )
+    vae = AutoencoderKLHunyuanVideo15(latent_channels=latent, block_out_channels=(8,) * 5, layers_per_block=1).eval()
+    return HunyuanVideo15Pipeline(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        guider=ClassifierFreeGuidance(guidance_scale=guidance_scale),
+    )
+
+
+def build_tiny_hunyuanvideo15(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny HunyuanVideo 1.5 pipeline (HunyuanVideo15Pipeline layout)."""
+    return _save(tiny_hunyuanvideo15_pipeline(seed), directory)
+
+
+def tiny_hunyuanvideo_pipeline(seed: int = 0, shift: float = 7.0):
+    """A ``HunyuanVideoPipeline`` (HunyuanVideo 1.0, text-to-video) of the published layout, scaled down.
+
+    The published ``hunyuanvideo-community/HunyuanVideo`` (``huggingface/diffusers``
+    ``scripts/convert_hunyuan_video_to_diffusers.py``): the ``HunyuanVideoTransformer3DModel``
+    defaults (24 heads of 128, 20 double- and 40 single-stream blocks, 2 refiner blocks, patch 2,
+    guidance embedding, text width 4096, pooled width 768, RoPE axes (16, 56, 56)), the
+    ``AutoencoderKLHunyuanVideo`` defaults (16 latent channels, blocks (128, 256, 512, 512),
+    spatial factor 8, temporal 4), ``FlowMatchEulerDiscreteScheduler(shift=7.0)``, the language
+    model of llava-llama-3-8b (``LlamaModel``: 32 layers 4096 wide) and CLIP ViT-L/14's text
+    model (12 layers 768 wide, 77 tokens). Here: 2 heads of 8, 1 double- and 1 single-stream
+    block, 1 refiner block, 4 latent channels, VAE blocks of 8 channels (the same 4 levels:
+    spatial factor 8, temporal 4), a 3-layer Llama 16 wide and a 1-layer CLIP text model 16 wide.
+    """
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+    _seeded(seed)
+    tokenizer = tiny_llama_tokenizer()
+    text_encoder = LlamaModel(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=3,  # the pipeline reads hidden_states[-3]: two layers below the top
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+        )
+    ).eval()
+    tokenizer_2 = tiny_clip_tokenizer()
+    tokenizer_2.model_max_length = 77  # the pipeline's CLIP length
+    text_encoder_2 = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer_2),
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            max_position_embeddings=77,
+            projection_dim=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    ).eval()
+    latent = 4
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=latent,
+        out_channels=latent,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        text_embed_dim=16,
+        pooled_projection_dim=16,
+        rope_axes_dim=(2, 2, 4),
+    )
+    vae = AutoencoderKLHunyuanVideo(
+        latent_channels=latent, block_out_channels=(8,) * 4, layers_per_block=1, norm_num_groups=2
+    ).eval()
+    return HunyuanVideoPipeline(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+    )
+
+
+def build_tiny_hunyuanvideo(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny HunyuanVideo 1.0 pipeline (HunyuanVideoPipeline layout)."""
+    return _save(tiny_hunyuanvideo_pipeline(seed), directory)
+
+
 BUILDERS = {
     "animatediff": build_tiny_animatediff,
     "modelscope": build_tiny_modelscope,
@@ -635,8 +917,20 @@ BUILDERS = {
     "wan22-a14b": build_tiny_wan22_a14b,
     "ltx": build_tiny_ltx,
     "ltx090": lambda directory, seed=0: build_tiny_ltx(directory, seed, decoder="0.9.0"),
+    "hunyuanvideo15": build_tiny_hunyuanvideo15,
+    "hunyuanvideo": build_tiny_hunyuanvideo,
 }
-FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan", "wan22-ti2v", "wan22-a14b", "ltx")
+FAMILIES = (
+    "animatediff",
+    "modelscope",
+    "cogvideox",
+    "wan",
+    "wan22-ti2v",
+    "wan22-a14b",
+    "ltx",
+    "hunyuanvideo15",
+    "hunyuanvideo",
+)
 # The tiny models whose text encoder is T5 (their prompt length is the pipeline's max_sequence_length).
 T5_FAMILIES = ("cogvideox", "wan", "wan22-ti2v", "wan22-a14b", "ltx", "ltx090")
 _PIPELINES = {
@@ -650,6 +944,8 @@ _PIPELINES = {
     "wan22-a14b": "WanPipeline",
     "ltx": "LTXPipeline",
     "ltx090": "LTXPipeline",
+    "hunyuanvideo15": "HunyuanVideo15Pipeline",
+    "hunyuanvideo": "HunyuanVideoPipeline",
 }
 _BUILT: dict[str, Path] = {}
 
@@ -683,6 +979,8 @@ def tiny_options(name: str, **overrides) -> dict:
     options = dict(TINY_VIDEO[name], num_steps=4, **LTX_OPTIONS.get(name, {}))
     if name in T5_FAMILIES:
         options["max_sequence_length"] = T5_MAX_LENGTH
+    if name in ("hunyuanvideo15", "hunyuanvideo"):
+        options["max_sequence_length"] = HUNYUAN_TEXT_LENGTH
     options.update(overrides)
     return options
 
@@ -703,13 +1001,18 @@ def chain_rtol(backbone) -> float:
 
 
 def tiny_pipeline(name: str):
-    """The family's own diffusers pipeline loaded from ``tiny_model_dir(name)``."""
+    """The family's own diffusers pipeline loaded from ``tiny_model_dir(name)``, set to the
+    text length ``tiny_options`` asks for where that is no call argument."""
     import diffusers
 
     # A component saved as None (the pixel-space model's VAE) must be passed as None again.
     extra = {"vae": None} if name == "modelscope_pixel" else {}
     pipe = getattr(diffusers, _PIPELINES[name]).from_pretrained(tiny_model_dir(name), **extra)
     pipe.set_progress_bar_config(disable=True)
+    if name == "hunyuanvideo15":
+        # attributes of the pipeline, 1000 and 256 as published; the backbone's max_sequence_length bounds both
+        pipe.tokenizer_max_length = pipe.tokenizer_2_max_length = HUNYUAN_TEXT_LENGTH
+        pipe.vae.enable_slicing()  # diffusers 0.42.1's VAE cannot decode a batch of two videos
     return pipe
 
 
@@ -722,6 +1025,27 @@ def pipeline_kwargs(name: str) -> dict:
         from rlr_video.backbones.families.ltx import DECODE_NOISE_SEED
 
         kwargs["generator"] = torch.Generator().manual_seed(DECODE_NOISE_SEED)
+    if name == "hunyuanvideo":
+        kwargs["max_sequence_length"] = HUNYUAN_TEXT_LENGTH
+    return kwargs
+
+
+def takes_negative_prompt(name: str) -> bool:
+    """HunyuanVideo 1.0's guidance is a model input: no negative prompt."""
+    return name != "hunyuanvideo"
+
+
+def pipeline_guidance(name: str, pipe, guidance: float, negative_prompt: list[str] | None = None) -> dict:
+    """Keyword arguments that make the family's pipeline guide as ``guidance_scale=guidance``
+    (and ``negative_prompt``) does for the backbone: a call argument, the guider's scale
+    (HunyuanVideo 1.5, set on ``pipe``) or the embedded guidance (HunyuanVideo 1.0)."""
+    if name == "hunyuanvideo15":
+        pipe.guider = pipe.guider.new(guidance_scale=guidance)
+        kwargs = {}
+    else:
+        kwargs = {"guidance_scale": guidance}
+    if negative_prompt is not None and takes_negative_prompt(name):
+        kwargs["negative_prompt"] = negative_prompt
     return kwargs
 
 

@@ -14,6 +14,7 @@ import torch
 from backbone_fixtures import (
     FAMILIES,
     chain_rtol,
+    pipeline_guidance,
     pipeline_kwargs,
     pipeline_latents,
     tiny_model_dir,
@@ -52,8 +53,8 @@ def test_cuda_parity_and_device_independent_seeds(name, no_tf32):
     reference = pipe(
         PROMPTS,
         num_inference_steps=gpu.num_steps,
-        guidance_scale=4.0,
         latents=pipeline_latents(name, on_gpu.latents[-1].clone()),
+        **pipeline_guidance(name, pipe, 4.0),
         output_type="pt",
         **pipeline_kwargs(name),
     ).frames

@@ -12,6 +12,7 @@ import torch
 from backbone_fixtures import (
     FAMILIES,
     chain_rtol,
+    pipeline_guidance,
     pipeline_kwargs,
     pipeline_latents,
     single_thread,
@@ -85,10 +86,14 @@ def test_save_fresh_load_identical_outputs(name, tmp_path):
     assert torch.equal(probe(other), tuned)
 
 
-@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan", "wan22-ti2v", "ltx"])
+@pytest.mark.parametrize(
+    "name", ["animatediff", "cogvideox", "wan", "wan22-ti2v", "ltx", "hunyuanvideo", "hunyuanvideo15"]
+)
 def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     """A saved LoRA loads with the family pipeline's ``load_lora_weights`` as the same
-    adapter (rank, alpha, targets): the pipeline then samples what our chain samples."""
+    adapter (rank, alpha, targets): the pipeline then samples what our chain samples.
+    HunyuanVideo15Pipeline has no LoRA mixin in diffusers 0.42: the file loads into its
+    transformer with ``load_lora_adapter`` (diffusers' PeftAdapterMixin)."""
     backbone = load_backbone(
         tiny_model_dir(name), **tiny_options(name, lora_rank=2, lora_alpha=4, eta=0.0, guidance_scale=3.0)
     )
@@ -101,11 +106,16 @@ def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
 
     def sample():
         latents = pipeline_latents(name, traj.latents[-1].clone())
-        kwargs = dict(guidance_scale=3.0, latents=latents, output_type="pt", **pipeline_kwargs(name))
+        kwargs = dict(latents=latents, output_type="pt", **pipeline_guidance(name, pipe, 3.0), **pipeline_kwargs(name))
         return pipe(PROMPTS, num_inference_steps=backbone.num_steps, **kwargs).frames
 
     plain = sample()
-    pipe.load_lora_weights(tmp_path / "lora")
+    if hasattr(pipe, "load_lora_weights"):
+        pipe.load_lora_weights(tmp_path / "lora")
+    else:
+        pipe.transformer.load_lora_adapter(
+            tmp_path / "lora", prefix="transformer", weight_name="pytorch_lora_weights.safetensors"
+        )
     tuned = sample()
     rtol = chain_rtol(backbone)  # the pipeline's sums in another order; see chain_rtol
     lora_effect = float((plain - ours).norm() / ours.norm())

@@ -4,7 +4,8 @@ Tiny random-weight models of every family, built from the real classes and saved
 ``save_pretrained``, are loaded through ``load_backbone(local_dir)``. At eta = 0 (flow noise
 level 0) and the same initial latents, ``rollout`` + ``decode`` must equal the pipeline's
 output (AnimateDiffPipeline, TextToVideoSDPipeline, CogVideoXPipeline with
-CogVideoXDDIMScheduler, WanPipeline with FlowMatchEulerDiscreteScheduler, LTXPipeline).
+CogVideoXDDIMScheduler, WanPipeline with FlowMatchEulerDiscreteScheduler, LTXPipeline,
+HunyuanVideo15Pipeline with its guider, HunyuanVideoPipeline with its embedded guidance).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import torch
 from backbone_fixtures import (
     FAMILIES,
     chain_rtol,
+    pipeline_guidance,
     pipeline_kwargs,
     pipeline_latents,
     single_thread,
+    takes_negative_prompt,
     tiny_model_dir,
     tiny_options,
     tiny_pipeline,
@@ -45,15 +48,14 @@ def _ours(name: str, guidance: float, **options):
 
 @pytest.mark.parametrize("name", [*FAMILIES, "modelscope_pixel_vae"])
 def test_rollout_and_decode_equal_the_diffusers_pipeline(name):
-    backbone, traj = _ours(name, guidance=4.0, negative_prompt="blurry")
+    backbone, traj = _ours(name, guidance=4.0, negative_prompt="blurry" if takes_negative_prompt(name) else "")
     ours = backbone.decode(traj.sample)
     pipe = tiny_pipeline(name)
     reference = pipe(
         PROMPTS,
-        negative_prompt=["blurry"] * len(PROMPTS),
         num_inference_steps=backbone.num_steps,
-        guidance_scale=4.0,
         latents=pipeline_latents(name, traj.latents[-1].clone()),
+        **pipeline_guidance(name, pipe, 4.0, ["blurry"] * len(PROMPTS)),
         output_type="pt",
         **pipeline_kwargs(name),
     ).frames

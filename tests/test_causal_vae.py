@@ -14,12 +14,12 @@ from rlr_video.memory.meta import meta_twin
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
-# 17 frames: 5 latent frames; Wan decodes them one per step, CogVideoX as groups of 3 and 2.
+# 17 frames: 5 latent frames; Wan decodes them one per step, CogVideoX as groups of 3 and 2,
+# HunyuanVideo as temporal tiles of latent frames 0-4 and 3-4 (its VAE's tiles of 16 frames every 12).
 FRAMES = 17
 # Wan 2.1's VAE, and Wan 2.2's (TI2V-5B: patch_size 2, is_residual, 48 latent channels).
-FAMILIES = ["wan", "wan22-ti2v", "cogvideox"]
-STEP_FRAMES = {"wan": [1] * 5, "wan22-ti2v": [1] * 5, "cogvideox": [3, 2]}
-LARGEST_STEP = {"wan": 4, "wan22-ti2v": 4, "cogvideox": 9}
+FAMILIES = ["wan", "wan22-ti2v", "cogvideox", "hunyuanvideo"]
+STEP_FRAMES = {"wan": [1] * 5, "wan22-ti2v": [1] * 5, "cogvideox": [3, 2], "hunyuanvideo": [5, 2]}
 
 
 def _channels(backbone) -> int:
@@ -78,9 +78,19 @@ def test_decode_profile_on_the_meta_device(family):
     twin = meta_twin(backbone.vae)
     z = torch.zeros(3, _channels(backbone), 5, 4, 4, device="meta")
     profile = decode_profile(twin, z, backbone.decode_steps)
-    # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames
-    assert (profile.frames, profile.largest_step) == (FRAMES, LARGEST_STEP[family])
-    # the cache: the last frames of every causal convolution's input, one video's
+    # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames;
+    # HunyuanVideo: overlapping tiles of 5 and 2 latent frames, 17 + 5 frames, blended at the end
+    frames, largest = {
+        "wan": (FRAMES, 4),
+        "wan22-ti2v": (FRAMES, 4),
+        "cogvideox": (FRAMES, 9),
+        "hunyuanvideo": (22, 17),
+    }[family]
+    assert (profile.frames, profile.largest_step) == (frames, largest)
+    assert profile.share == pytest.approx(largest / frames)
+    # the cache: the last frames of every causal convolution's input, one video's (HunyuanVideo's
+    # tiles carry nothing: each is decoded on its own)
     with torch.no_grad():
         real = decode_profile(backbone.vae, torch.zeros(1, _channels(backbone), 5, 4, 4), backbone.decode_steps)
-    assert profile.carried == real.carried > 0
+    assert profile.carried == real.carried
+    assert (real.carried > 0) == (family != "hunyuanvideo")

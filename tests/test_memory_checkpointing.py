@@ -101,7 +101,9 @@ def test_every_family_gets_the_plain_gradients(name):
         calls.clear()
         # measured <= 2.5e-6 of the gradient, bound 2e-4 to 1.4e-3; one of the 4 frames' terms
         # lost would move it by about a quarter
-        assert_rel_close(_grads(backbone, options, start=start), plain, _segment_rtol(backbone), f"{name} gradients, {options}")
+        assert_rel_close(
+            _grads(backbone, options, start=start), plain, _segment_rtol(backbone), f"{name} gradients, {options}"
+        )
         if options.get("frame_chunk") == 1 and name in ("animatediff", "modelscope"):
             # the rollout's T calls, then 2 calls x (B*F = 2 prompts x 2 CFG x 4 frames = 16
             # one-row chunks) x (forward + call recompute + unit recompute)

@@ -23,9 +23,10 @@ and reported); on a GPU from a separate untracked run.
                                                   # into the existing --out (the others' are kept)
     python tools/bench_memory.py --families wan22-ti2v wan22-a14b --no-rss   # Wan 2.2's rows
 
-The transformer families' configs (``FAMILY_CONFIGS``, e.g. LTX-Video) are real-class random-weight
-pipelines built by ``tests/backbone_fixtures.py`` and loaded with ``load_backbone``; their frame
-counts follow the family's rule (LTX-Video: 1 + 8k, Wan: 1 + 4k; F in {9, 17, 33} stand for {8, 16, 32}).
+The transformer families' configs (``FAMILY_CONFIGS``: LTX-Video, Wan 2.2, HunyuanVideo 1.5 and
+1.0) are real-class random-weight pipelines built by ``tests/backbone_fixtures.py`` and loaded with
+``load_backbone``; their frame counts follow the family's rule (LTX-Video: 1 + 8k, Wan and
+HunyuanVideo: 1 + 4k, so F in {9, 17, 33} stand for {8, 16, 32}).
 
 Targets (reported, not enforced): median |prediction error| <= 15%; with per-call
 checkpointing the peak grows <= 10% from h = 1 to h = 4; the chunked backprop segment at
@@ -105,6 +106,40 @@ FAMILY_CONFIGS = {
         {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 16, "ffn_dim": 128},
         {},
     ),
+    # tests/backbone_fixtures.py's tiny HunyuanVideo 1.5 and 1.0 as they are
+    "hunyuanvideo15-tiny": ("hunyuanvideo15", (9, 17, 33), 32, 32, {}, {}),
+    "hunyuanvideo-tiny": ("hunyuanvideo", (9, 17, 33), 32, 32, {}, {}),
+    # wider and deeper transformers, wider VAEs, a larger video
+    "hunyuanvideo15-medium": (
+        "hunyuanvideo15",
+        (9, 17, 33),
+        64,
+        64,
+        {"num_layers": 3, "num_attention_heads": 4, "attention_head_dim": 16, "rope_axes_dim": (4, 6, 6)},
+        {"block_out_channels": (16, 16, 32, 32, 32)},
+    ),
+    "hunyuanvideo-medium": (
+        "hunyuanvideo",
+        (9, 17, 33),
+        64,
+        64,
+        {
+            "num_layers": 2,
+            "num_single_layers": 2,
+            "num_attention_heads": 4,
+            "attention_head_dim": 16,
+            "rope_axes_dim": (4, 6, 6),
+        },
+        {"block_out_channels": (16, 16, 32, 32)},
+    ),
+}
+# Each family's test builder (tests/backbone_fixtures.py) and its text length.
+FAMILY_BUILDERS = {
+    "ltx": ("tiny_ltx_pipeline", "T5_MAX_LENGTH"),
+    "wan22-ti2v": ("tiny_wan22_ti2v_pipeline", "T5_MAX_LENGTH"),
+    "wan22-a14b": ("tiny_wan22_a14b_pipeline", "T5_MAX_LENGTH"),
+    "hunyuanvideo15": ("tiny_hunyuanvideo15_pipeline", "HUNYUAN_TEXT_LENGTH"),
+    "hunyuanvideo": ("tiny_hunyuanvideo_pipeline", "HUNYUAN_TEXT_LENGTH"),
 }
 ALL_CONFIGS = [*CONFIGS, *FAMILY_CONFIGS]
 
@@ -211,22 +246,13 @@ class FamilyModel:
 
     def __init__(self, name: str, directory: Path):
         sys.path.insert(0, str(ROOT / "tests"))  # the tiny real-class builders live with the tests
+        import backbone_fixtures
         import diffusers
-        from backbone_fixtures import (
-            T5_MAX_LENGTH,
-            tiny_ltx_pipeline,
-            tiny_wan22_a14b_pipeline,
-            tiny_wan22_ti2v_pipeline,
-        )
 
         self.name = name
         self.family, self.frames, self.height, self.width, transformer, vae = FAMILY_CONFIGS[name]
-        builders = {
-            "ltx": tiny_ltx_pipeline,
-            "wan22-ti2v": tiny_wan22_ti2v_pipeline,
-            "wan22-a14b": tiny_wan22_a14b_pipeline,
-        }
-        pipe = builders[self.family]()
+        builder, text_length = FAMILY_BUILDERS[self.family]
+        pipe = getattr(backbone_fixtures, builder)()
         # the transformer's changes go to every expert of a mixture of experts (each its own weights)
         changed = [("transformer", transformer, 0), ("transformer_2", transformer, 1), ("vae", vae, 0)]
         for component, changes, seed in changed:
@@ -236,7 +262,7 @@ class FamilyModel:
                 setattr(pipe, component, getattr(diffusers, type(model).__name__).from_config(model.config | changes))
         self.path = directory / name
         pipe.save_pretrained(self.path)
-        self.text_length = T5_MAX_LENGTH
+        self.text_length = getattr(backbone_fixtures, text_length)
 
     def backbone(self, frames: int):
         from rlr_video.backbones import load_backbone
@@ -255,9 +281,10 @@ class FamilyModel:
     def describe(self) -> dict:
         cfg = json.loads((self.path / "transformer" / "config.json").read_text())
         vae = json.loads((self.path / "vae" / "config.json").read_text())
-        widths = ("decoder_block_out_channels", "base_dim", "decoder_base_dim", "dim_mult")  # LTX's, Wan's
+        keys = ("num_layers", "num_single_layers", "num_attention_heads", "attention_head_dim")
+        widths = ("decoder_block_out_channels", "block_out_channels", "base_dim", "decoder_base_dim", "dim_mult")
         return {
-            "transformer": {k: cfg[k] for k in ("num_layers", "num_attention_heads", "attention_head_dim")},
+            "transformer": {k: cfg[k] for k in keys if k in cfg},
             "experts": 2 if (self.path / "transformer_2").is_dir() else 1,
             "vae": {k: vae[k] for k in widths if vae.get(k) is not None},
             "video": [self.height, self.width],

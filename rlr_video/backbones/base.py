@@ -80,6 +80,8 @@ class DiffusersBackbone:
             )
         for module in self._models():
             module.requires_grad_(False)
+        if options.vae_tiling and vae is not None:
+            vae.enable_tiling()
         if options.lora_path:  # the file's own rank, alpha and targets (lora_rank is for a new LoRA)
             self.load_lora(options.lora_path)
         elif options.lora_rank:

@@ -14,7 +14,11 @@ The frames equal
 ``vae.decode``'s one video at a time (diffusers' slicing) bitwise, the same modules on the
 same slices in the same order, and so do the gradients (``tests/test_causal_vae.py``). The
 families' loops mirror diffusers 0.42's ``AutoencoderKLWan._decode`` and
-``AutoencoderKLCogVideoX._decode``; tiled decoding is left to diffusers.
+``AutoencoderKLCogVideoX._decode``, HunyuanVideo's temporal tiles
+(``AutoencoderKLHunyuanVideo._temporal_tiled_decode``: the cache is the previous tile's blended
+end) and HunyuanVideo 1.5's spatial tiles (``AutoencoderKLHunyuanVideo15.tiled_decode``: one
+tile per step, blended when all are decoded); the other families' spatially tiled decoding is
+left to diffusers.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ class CausalSteps:
     step: Callable[[Tensor, Any, bool], tuple[Tensor, Any]]
     finish: Callable[[Tensor], Tensor]
     cache: Any = None
+    # Each step's share of the decoder's work where it is not its share of the output frames
+    # (a loop over spatial tiles: each step outputs one tile's frames, of any size); None:
+    # in proportion to the frames each step outputs.
+    shares: list[float] | None = None
 
 
 StepsFn = Callable[[nn.Module, Tensor], CausalSteps]  # a family's decoding loop: (vae, z) -> CausalSteps
@@ -105,8 +113,9 @@ class DecodeProfile:
 
     carried: int  # bytes of the largest cache one step hands to the next
     largest_step: int  # the most frames one step outputs
-    frames: int  # frames of the decoded clip
+    frames: int  # frames the steps output, all together
     steps: int  # decoder steps (checkpoints) per video
+    share: float = 1.0  # the largest step's share of one video's decoder work
 
 
 def decode_profile(vae: nn.Module, z: Tensor, steps_fn: StepsFn) -> DecodeProfile:
@@ -121,4 +130,5 @@ def decode_profile(vae: nn.Module, z: Tensor, steps_fn: StepsFn) -> DecodeProfil
             cached = [t for t in tree_leaves(cache) if isinstance(t, Tensor)]
             carried = max(carried, sum(t.numel() * t.element_size() for t in cached))
             largest, frames = max(largest, out.shape[2]), frames + out.shape[2]
-    return DecodeProfile(carried, largest, frames, len(steps.pieces))
+    share = max(steps.shares) / sum(steps.shares) if steps.shares else largest / max(frames, 1)
+    return DecodeProfile(carried, largest, frames, len(steps.pieces), share)

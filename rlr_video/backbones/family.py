@@ -18,8 +18,9 @@ with ``--import``) whose adapter class is decorated with ``register_family``::
 
 Loading reads the pipeline and denoiser classes to detect a layout's family; the memory planner,
 the checkpointing of activations and FSDP sharding read the rest through ``family_of(backbone)``
-and the adapter's cost-model hooks (``latent_shape_for``, ``tokens_per_latent_frame``): none of
-them names a family. A family that leaves out something one of them needs is an error naming
+and the adapter's cost-model hooks (``latent_shape_for``, ``tokens_per_latent_frame``, and
+``meta_conditioning`` for a denoiser that takes more than one text embedding): none of them
+names a family. A family that leaves out something one of them needs is an error naming
 what is missing (``MissingFamilyHook``), never a silent guess.
 """
 

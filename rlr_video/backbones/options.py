@@ -65,6 +65,10 @@ class BackboneOptions:
             its temporal convolutions that would otherwise make replays differ.
         decode_chunk_size: frames per VAE call for per-frame (2D) VAEs.
         shift: override the flow-matching shift of the scheduler's config (flow families).
+        vae_tiling: decode in overlapping spatial tiles (diffusers' ``vae.enable_tiling()``), which
+            changes the frames a little (the tiles are blended) and, for a family that decodes
+            tile by tile (HunyuanVideo 1.5), bounds the decoder's memory with gradients by one
+            tile's; None: off, as in the pipelines.
         motion_adapter: AnimateDiff only: a MotionAdapter directory or hub id to combine
             with an SD-1.5 base given as the main path.
         guidance_scale_2: Wan 2.2 A14B only: the guidance of the low-noise expert
@@ -99,6 +103,7 @@ class BackboneOptions:
     train_mode: bool = False
     decode_chunk_size: int = 16
     shift: float | None = None
+    vae_tiling: bool | None = None
     motion_adapter: str | None = None
     guidance_scale_2: float | None = None
     lora_experts: tuple[str, ...] | None = None

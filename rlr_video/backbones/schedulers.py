@@ -9,6 +9,8 @@ same noise schedule, sampled with the sampler RLR can differentiate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from diffusers import CogVideoXDDIMScheduler, DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 from rlr_video.chain import DDIMTransition, FlowSDETransition
@@ -35,12 +37,16 @@ def cogvideox_transition(scheduler, num_steps: int, eta: float) -> DDIMTransitio
     return DDIMTransition.from_scheduler(scheduler, num_steps, eta=eta, clips=False)  # its step never clips
 
 
-def flow_transition(scheduler, num_steps: int, noise_level: float, shift: float | None = None) -> FlowSDETransition:
+def flow_transition(
+    scheduler, num_steps: int, noise_level: float, shift: float | None = None, sigmas: Sequence[float] | None = None
+) -> FlowSDETransition:
     """The flow-matching SDE over ``FlowMatchEulerDiscreteScheduler``'s sigmas.
 
     A flow-matching config of another sampler (Wan's hub repos ship ``UniPCMultistepScheduler``
     with ``use_flow_sigmas`` and ``flow_shift``) becomes an Euler scheduler with that shift;
-    ``shift`` overrides the configured one.
+    ``shift`` overrides the configured one. ``sigmas``: the unshifted noise levels a pipeline
+    passes to ``set_timesteps(sigmas=...)`` instead of the scheduler's own spacing (HunyuanVideo's
+    ``linspace(1, 0, T + 1)[:-1]``); the shift applies to them as it does there.
     """
     cfg = dict(scheduler.config)
     if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
@@ -57,6 +63,10 @@ def flow_transition(scheduler, num_steps: int, noise_level: float, shift: float 
         raise ValueError("resolution-dependent (dynamic) shifting is not supported: pass shift= instead")
     cfg["shift"] = configured_shift if shift is None else float(shift)
     euler = FlowMatchEulerDiscreteScheduler.from_config(cfg)
+    if sigmas is not None:
+        if len(sigmas) != num_steps:
+            raise ValueError(f"{len(sigmas)} sigmas for {num_steps} steps")
+        return FlowSDETransition.from_scheduler(euler, num_steps, noise_level=noise_level, sigmas=list(sigmas))
     return FlowSDETransition.from_scheduler(euler, num_steps, noise_level=noise_level)
 
 

@@ -4,13 +4,15 @@
 prompts' embeddings stacked before the prompts' (the order of the pipelines' CFG batch).
 Two encoders cover the four families: CLIP (AnimateDiff, ModelScope/Zeroscope) and T5
 (CogVideoX: no attention mask; Wan: UMT5 with a mask, trailing tokens zeroed). A denoiser that
-takes the prompts' token mask itself (LTX-Video) gets it in ``TextConditioning.mask``.
+takes the prompts' token mask itself (LTX-Video, HunyuanVideo) gets it in
+``TextConditioning.mask``; a family with encoders of its own (HunyuanVideo's two) defines them in
+its file and passes what else its denoiser takes in ``TextConditioning.extras``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -22,13 +24,16 @@ class TextConditioning:
 
     ``embeds`` is (2B, seq, dim) with the negative prompts' rows first when ``guided``
     (classifier-free guidance on), else (B, seq, dim). ``mask`` is the token mask (rows as
-    ``embeds``, (rows, seq)) for a denoiser that takes one, else None.
+    ``embeds``, (rows, seq)) for a denoiser that takes one, else None. ``extras`` holds what
+    else a family's denoiser takes per prompt (a second encoder's embeddings and mask, pooled
+    embeddings), each with the rows of ``embeds``.
     """
 
     embeds: Tensor
     guided: bool
     prompts: list[str]
     mask: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -41,11 +46,13 @@ class TextConditioning:
         if self.guided:
             rows = torch.cat([rows, rows + self.batch_size])
         mask = None if self.mask is None else self.mask[rows.to(self.mask.device)]
-        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx], mask)
+        extras = {k: v[rows.to(v.device)] for k, v in self.extras.items()}
+        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx], mask, extras)
 
     def to(self, device: torch.device | str) -> TextConditioning:
         mask = None if self.mask is None else self.mask.to(device)
-        return TextConditioning(self.embeds.to(device), self.guided, self.prompts, mask)
+        extras = {k: v.to(device) for k, v in self.extras.items()}
+        return TextConditioning(self.embeds.to(device), self.guided, self.prompts, mask, extras)
 
 
 class PromptEncoder:

@@ -240,7 +240,7 @@ class CostModel:
         if decoder_steps_checkpointed(self.shell):
             profile = decode_profile(self.shell.vae, self.shell.vae_input(latents.detach()), self.shell.decode_steps)
             cost.carried = shape.batch * (profile.steps - 1) * profile.carried
-            cost.step_share = profile.largest_step / (shape.batch * profile.frames)
+            cost.step_share = profile.share / shape.batch
         return cost
 
     def decode_forward(self, shape: VideoShape) -> int:

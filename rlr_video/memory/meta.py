@@ -52,6 +52,9 @@ def meta_twin(model: nn.Module | None) -> nn.Module | None:
     modes = {name: m.training for name, m in model.named_modules()}
     for name, m in twin.named_modules():  # dropout on or off as in the real model
         m.training = modes.get(name, model.training)
+    for name, value in vars(model).items():  # diffusers VAEs' decoding switches (enable_tiling ...)
+        if name.startswith(("use_", "tile_")) and isinstance(value, bool | int | float):
+            setattr(twin, name, value)
     return twin
 
 
@@ -162,13 +165,17 @@ def _mark_trainable(model: nn.Module, targets: Sequence[str] | None, backbone) -
 
 
 def meta_conditioning(backbone, batch: int, text_length: int, device: torch.device = META):
-    """Conditioning of ``batch`` prompts as ``encode`` would give: on the meta device, built from
-    the denoiser's text width; on a real device (a model traced for real), ``encode`` itself."""
+    """Conditioning of ``batch`` prompts as ``encode`` would give: on the meta device, the
+    backbone's ``meta_conditioning(batch, text_length)`` where it has one, else built from the
+    denoiser's text width; on a real device (a model traced for real), ``encode`` itself."""
     from rlr_video.backbones.text import TextConditioning
 
     if device.type != "meta":
         with torch.no_grad():
             return backbone.encode([""] * batch)
+    own = getattr(backbone, "meta_conditioning", None)
+    if callable(own):  # a family whose denoiser takes more than one text embedding (its cost-model hook)
+        return own(batch, text_length)
     model = backbone.denoiser
     cfg = model.config
     # the text encoder's width: caption_channels where the text enters through a caption

@@ -115,6 +115,7 @@ class _Tracer:
         self.unit_rows: dict[str, tuple[str, int]] = {}
         self.unit_io: dict[str, int] = {}
         self.comp: list[str] = [label or "other"]
+        self.largest_mask = 0  # the largest attention mask a fused kernel keeps (see ``attention``)
         self.seq = 0
         self.first_seen: dict[int, int] = {}
         self.unit_entry: dict[str, int] = {}
@@ -178,7 +179,9 @@ class _Tracer:
             self._see(key)
         return t
 
-    def attention(self, q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> None:
+    def attention(
+        self, q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, attn_mask: Tensor | None = None
+    ) -> None:
         if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
             return
         batch = math.prod(q.shape[:-3]) if q.dim() > 3 else 1
@@ -190,6 +193,21 @@ class _Tracer:
         scores = attention_scores_bytes(batch, heads, q_len, kv_len, item) if materialized else 0
         if dropout_p > 0:
             nbytes += attention_scores_bytes(batch, heads, q_len, kv_len, 1)
+        if attn_mask is not None and not materialized:
+            # A fused kernel keeps the mask for its backward pass, a boolean one converted to the
+            # queries' dtype first (torch's SDPA does): as large as the mask as given, e.g.
+            # HunyuanVideo 1.5's (B, 1, N, N) joint mask. A float bias, often shared by every
+            # block, counts once per storage. The math kernel keeps the masked scores instead
+            # (counted above).
+            if attn_mask.dtype == torch.bool:
+                # Counted as saved, but it is no activation with a gradient: it adds no gradient
+                # buffers to a recomputed unit, only (``largest_any``) the transient masks a call
+                # recomputed whole builds again next to its saved activations.
+                mask = attn_mask.numel() * item
+                nbytes += mask
+                self.largest_mask = max(self.largest_mask, mask)
+            else:
+                self.pack(attn_mask)
         self.virtual.append((nbytes, self.unit[-1], self.comp[-1], scores))
 
     def close(self) -> None:
@@ -227,6 +245,7 @@ class _Tracer:
                 acc = internal.setdefault(unit, [0, 0, 0])
                 acc[0] += nbytes
                 acc[2] = max(acc[2], scores)
+        tr.largest_any = max(tr.largest_any, self.largest_mask)
         tr.kept_units += sum(kept.values())
         tr.largest = max(kept.values(), default=0)
         order = sorted(kept, key=lambda k: self.first_seen.get(k, 0))
@@ -263,7 +282,7 @@ def _patched_sdpa(tracer: _Tracer) -> Iterator[None]:
     original = F.scaled_dot_product_attention
 
     def stub(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        tracer.attention(query, key, value, dropout_p)
+        tracer.attention(query, key, value, dropout_p, attn_mask)
         return _AttentionStub.apply(query, key, value)
 
     F.scaled_dot_product_attention = stub
@@ -300,7 +319,7 @@ def trace(
         score_peak = [0]
         no_grad = _Tracer(None, backend, transformer, label)
 
-        def attention(q, k, v, dropout_p=0.0):
+        def attention(q, k, v, dropout_p=0.0, attn_mask=None):
             if backend.materializes(q.shape[-1], q.dtype):
                 batch = math.prod(q.shape[:-3]) if q.dim() > 3 else 1
                 item = q.element_size()
