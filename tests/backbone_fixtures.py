@@ -12,7 +12,8 @@ Used by the backbone tests and reusable by anyone who needs a tiny real-class mo
     backbone = load_backbone(path, num_steps=4, height=16, width=16, num_frames=4)
 
 The sizes chosen here (``TINY_VIDEO``) fit every family's constraints (AnimateDiff needs
-height % 8 == 0, CogVideoX and Wan need 4k + 1 frames); pass them to ``load_backbone``.
+height % 8 == 0, CogVideoX and Wan need 4k + 1 frames, LTX-Video 8k + 1 and LTXPipeline
+multiples of 32); pass them to ``load_backbone``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ TINY_VIDEO = {
     "modelscope_pixel_vae": {"height": 8, "width": 8, "num_frames": 4},
     "cogvideox": {"height": 32, "width": 32, "num_frames": 9},
     "wan": {"height": 32, "width": 32, "num_frames": 5},
+    "ltx": {"height": 32, "width": 64, "num_frames": 9},
+    "ltx090": {"height": 32, "width": 64, "num_frames": 9},
+}
+# LTX-Video options that differ from LTXPipeline's defaults, so the tests see them matter: a
+# timestep-conditioned decoder's timestep and noise (LTX's recommended 0.05 / 0.025), a frame rate
+# other than 25 (it scales the rotary embedding).
+LTX_OPTIONS = {
+    "ltx": {"frame_rate": 24, "decode_timestep": 0.05, "decode_noise_scale": 0.025},
+    "ltx090": {"frame_rate": 24},
 }
 
 # Whole-word tokens of the tiny tokenizers; any other text falls back to letters.
@@ -367,6 +377,120 @@ def build_tiny_wan(directory: str | Path, seed: int = 0, shift: float = 3.0) -> 
     return _save(tiny_wan_pipeline(seed, shift), directory)
 
 
+def _ltx_vae(decoder: str):
+    """A tiny ``AutoencoderKLLTXVideo``: spatial factor 16 (patch 2 x three 2x stages; the published
+    VAEs have patch 4, factor 32) and temporal factor 8 (as published), 8 latent channels.
+
+    ``decoder="0.9.0"``: the 0.9.0 layout (``LTXVideoDownBlock3D`` x 4, spatio-temporal scaling
+    (T, T, T, F) in encoder and decoder, no timestep conditioning). ``"0.9.5"``: the 0.9.5 layout
+    (``LTXVideo095DownBlock3D`` with downsample types spatial, temporal, spatiotemporal x 2;
+    a three-stage decoder with residual upsamplers of factor 2, timestep-conditioned, no
+    injected noise; explicit compression ratios). The published values this scales down are
+    ``huggingface/diffusers`` ``scripts/convert_ltx_to_diffusers.py`` ``get_vae_config``: 0.9.0
+    block_out_channels (128, 256, 512, 512), layers_per_block (4, 3, 3, 3, 4) in both halves;
+    0.9.5 block_out_channels (128, 256, 512, 1024, 2048), layers_per_block (4, 6, 6, 2, 2),
+    decoder_block_out_channels (256, 512, 1024), decoder_layers_per_block (5, 5, 5, 5),
+    spatial_compression_ratio 32, temporal_compression_ratio 8; both latent_channels 128,
+    patch_size 4, encoder_causal true, decoder_causal false, scaling_factor 1.0.
+    """
+    from diffusers import AutoencoderKLLTXVideo
+
+    if decoder == "0.9.0":
+        vae = AutoencoderKLLTXVideo(
+            latent_channels=8,
+            block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1, 1),
+            spatio_temporal_scaling=(True, True, True, False),
+            decoder_spatio_temporal_scaling=(True, True, True, False),
+            decoder_inject_noise=(False,) * 5,
+            upsample_residual=(False,) * 4,
+            upsample_factor=(1,) * 4,
+            timestep_conditioning=False,
+            patch_size=2,
+            encoder_causal=True,
+            decoder_causal=False,
+        )
+    else:
+        vae = AutoencoderKLLTXVideo(
+            latent_channels=8,
+            block_out_channels=(8, 8, 8, 8, 8),
+            down_block_types=("LTXVideo095DownBlock3D",) * 4,
+            downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+            decoder_block_out_channels=(8, 16, 32),
+            layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1),
+            spatio_temporal_scaling=(True, True, True, True),
+            decoder_spatio_temporal_scaling=(True, True, True),
+            decoder_inject_noise=(False,) * 4,
+            upsample_residual=(True, True, True),
+            upsample_factor=(2, 2, 2),
+            timestep_conditioning=True,
+            patch_size=2,
+            encoder_causal=True,
+            decoder_causal=False,
+            spatial_compression_ratio=16,
+            temporal_compression_ratio=8,
+        )
+    # Random latent statistics: the buffers the pipeline un-normalises with are stored weights.
+    vae.latents_mean.copy_(torch.randn(8) * 0.5)
+    vae.latents_std.copy_(torch.rand(8) + 0.5)
+    return vae.eval()
+
+
+def tiny_ltx_pipeline(seed: int = 0, decoder: str = "0.9.5"):
+    """An ``LTXPipeline`` with tiny random weights of the real classes.
+
+    Scaled down from the published LTX-Video 0.9.x (2B) configs (read in ``huggingface/diffusers``
+    ``scripts/convert_ltx_to_diffusers.py``, the hub could not be reached): the transformer's
+    ``get_transformer_config`` (in/out channels 128, patch 1 x 1, 32 heads of 64, cross-attention
+    2048, 28 layers, caption_channels 4096 = T5-XXL's width) becomes 8 channels, 2 heads of 8,
+    one layer, a 32-wide T5; the VAE as ``_ltx_vae(decoder)`` says; the scheduler as the script
+    saves it: for 0.9.0 ``FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True,
+    base_shift=0.95, max_shift=2.05, base_image_seq_len=1024, max_image_seq_len=4096,
+    shift_terminal=0.1)``, for 0.9.5 ``FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False)``.
+    The tokenizer's model_max_length of 128 (``TOKENIZER_MAX_LENGTH``) is ``T5_MAX_LENGTH`` here.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    _seeded(seed)
+    tokenizer = tiny_t5_tokenizer()
+    text_encoder = T5EncoderModel(_t5_config(T5Config, len(tokenizer), 32)).eval()
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,  # the transformer's width (heads x head size), as 2048 = 32 x 64
+        num_layers=1,
+        caption_channels=32,
+    )
+    vae = _ltx_vae(decoder)
+    if decoder == "0.9.0":
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            use_dynamic_shifting=True,
+            base_shift=0.95,
+            max_shift=2.05,
+            base_image_seq_len=1024,
+            max_image_seq_len=4096,
+            shift_terminal=0.1,
+        )
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False)
+    return LTXPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+
+
+def build_tiny_ltx(directory: str | Path, seed: int = 0, decoder: str = "0.9.5") -> Path:
+    """Save a tiny LTX-Video pipeline (LTXPipeline layout); ``decoder`` "0.9.5" or "0.9.0"."""
+    return _save(tiny_ltx_pipeline(seed, decoder), directory)
+
+
 BUILDERS = {
     "animatediff": build_tiny_animatediff,
     "modelscope": build_tiny_modelscope,
@@ -374,8 +498,10 @@ BUILDERS = {
     "modelscope_pixel_vae": lambda directory, seed=0: build_tiny_modelscope(directory, seed, pixel_space="vae"),
     "cogvideox": build_tiny_cogvideox,
     "wan": build_tiny_wan,
+    "ltx": build_tiny_ltx,
+    "ltx090": lambda directory, seed=0: build_tiny_ltx(directory, seed, decoder="0.9.0"),
 }
-FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan")
+FAMILIES = ("animatediff", "modelscope", "cogvideox", "wan", "ltx")
 _PIPELINES = {
     "animatediff": "AnimateDiffPipeline",
     "modelscope": "TextToVideoSDPipeline",
@@ -383,6 +509,8 @@ _PIPELINES = {
     "modelscope_pixel_vae": "TextToVideoSDPipeline",
     "cogvideox": "CogVideoXPipeline",
     "wan": "WanPipeline",
+    "ltx": "LTXPipeline",
+    "ltx090": "LTXPipeline",
 }
 _BUILT: dict[str, Path] = {}
 
@@ -413,8 +541,8 @@ def tiny_model_dir(name: str) -> Path:
 def tiny_options(name: str, **overrides) -> dict:
     """``load_backbone`` options for the tiny model ``name``: its video size, its text
     length, 4 steps, float32 on the CPU; ``overrides`` win."""
-    options = dict(TINY_VIDEO[name], num_steps=4)
-    if name in ("cogvideox", "wan"):
+    options = dict(TINY_VIDEO[name], num_steps=4, **LTX_OPTIONS.get(name, {}))
+    if name in ("cogvideox", "wan", "ltx", "ltx090"):
         options["max_sequence_length"] = T5_MAX_LENGTH
     options.update(overrides)
     return options
@@ -433,7 +561,19 @@ def tiny_pipeline(name: str):
 
 def pipeline_kwargs(name: str) -> dict:
     """Keyword arguments that make the family's pipeline generate what ``tiny_options`` asks."""
-    kwargs = dict(TINY_VIDEO[name])
-    if name in ("cogvideox", "wan"):
+    kwargs = dict(TINY_VIDEO[name], **LTX_OPTIONS.get(name, {}))
+    if name in ("cogvideox", "wan", "ltx", "ltx090"):
         kwargs["max_sequence_length"] = T5_MAX_LENGTH
+    if name in LTX_OPTIONS:  # the decode noise: LTXPipeline draws it from its generator
+        from rlr_video.backbones.families.ltx import DECODE_NOISE_SEED
+
+        kwargs["generator"] = torch.Generator().manual_seed(DECODE_NOISE_SEED)
     return kwargs
+
+
+def pipeline_latents(name: str, latents: torch.Tensor) -> torch.Tensor:
+    """Our initial latents as the family's pipeline takes them: LTXPipeline packed tokens
+    (B, F*h*w, C) (its ``_pack_latents`` at patch size 1), the others as they are."""
+    if name in LTX_OPTIONS:
+        return latents.flatten(2).transpose(1, 2).contiguous()
+    return latents

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from backbone_fixtures import FAMILIES, pipeline_kwargs, tiny_model_dir, tiny_options, tiny_pipeline
+from backbone_fixtures import FAMILIES, pipeline_kwargs, pipeline_latents, tiny_model_dir, tiny_options, tiny_pipeline
 from test_backbones_training import Brightness
 
 from rlr_video.backbones import load_backbone
@@ -43,7 +43,7 @@ def test_cuda_parity_and_device_independent_seeds(name, no_tf32):
         PROMPTS,
         num_inference_steps=gpu.num_steps,
         guidance_scale=4.0,
-        latents=on_gpu.latents[-1].clone(),
+        latents=pipeline_latents(name, on_gpu.latents[-1].clone()),
         output_type="pt",
         **pipeline_kwargs(name),
     ).frames

@@ -9,7 +9,15 @@ import stat
 
 import pytest
 import torch
-from backbone_fixtures import FAMILIES, pipeline_kwargs, single_thread, tiny_model_dir, tiny_options, tiny_pipeline
+from backbone_fixtures import (
+    FAMILIES,
+    pipeline_kwargs,
+    pipeline_latents,
+    single_thread,
+    tiny_model_dir,
+    tiny_options,
+    tiny_pipeline,
+)
 from safetensors import safe_open
 
 from rlr_video.backbones import load_backbone
@@ -68,7 +76,7 @@ def test_save_fresh_load_identical_outputs(name, tmp_path):
     assert torch.equal(probe(other), tuned)
 
 
-@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan"])
+@pytest.mark.parametrize("name", ["animatediff", "cogvideox", "wan", "ltx"])
 def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     """A saved LoRA loads with the family pipeline's ``load_lora_weights`` as the same
     adapter (rank, alpha, targets): the pipeline then samples what our chain samples."""
@@ -83,7 +91,7 @@ def test_pipeline_load_lora_weights_reproduces_our_samples(name, tmp_path):
     pipe = tiny_pipeline(name)
 
     def sample():
-        latents = traj.latents[-1].clone()
+        latents = pipeline_latents(name, traj.latents[-1].clone())
         kwargs = dict(guidance_scale=3.0, latents=latents, output_type="pt", **pipeline_kwargs(name))
         return pipe(PROMPTS, num_inference_steps=backbone.num_steps, **kwargs).frames
 

@@ -4,7 +4,7 @@ Tiny random-weight models of every family, built from the real classes and saved
 ``save_pretrained``, are loaded through ``load_backbone(local_dir)``. At eta = 0 (flow noise
 level 0) and the same initial latents, ``rollout`` + ``decode`` must equal the pipeline's
 output (AnimateDiffPipeline, TextToVideoSDPipeline, CogVideoXPipeline with
-CogVideoXDDIMScheduler, WanPipeline with FlowMatchEulerDiscreteScheduler).
+CogVideoXDDIMScheduler, WanPipeline with FlowMatchEulerDiscreteScheduler, LTXPipeline).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from backbone_fixtures import (
     FAMILIES,
     pipeline_kwargs,
+    pipeline_latents,
     single_thread,
     tiny_model_dir,
     tiny_options,
@@ -53,7 +54,7 @@ def test_rollout_and_decode_equal_the_diffusers_pipeline(name):
         negative_prompt=["blurry"] * len(PROMPTS),
         num_inference_steps=backbone.num_steps,
         guidance_scale=4.0,
-        latents=traj.latents[-1].clone(),
+        latents=pipeline_latents(name, traj.latents[-1].clone()),
         output_type="pt",
         **pipeline_kwargs(name),
     ).frames

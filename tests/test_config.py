@@ -51,7 +51,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize(
     ("override", "key", "allowed"),
     [
-        ("estimator.name=rrl", "estimator.name", "full_bp, lr, rlr, truncated_bp"),
+        ("estimator.name=rrl", "estimator.name", "full_bp, grpo, lr, nft, rlr, truncated_bp"),
         ("estimator.h=-1", "estimator.h", ">= 0"),  # 0: RLR without HO, the paper's ablation
         ("estimator.h=12", "estimator.h", "0 ... 9"),
         ("estimator.fo_steps=9", "estimator.h", "0 ... 1"),

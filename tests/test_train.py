@@ -315,8 +315,10 @@ def test_bf16_mixed_precision_runs(tmp_path):
         ["estimator.name=lr"],
         ["estimator.zo=param_es"],
         ["estimator.zo=none", "train.grad_accum=2", "optim.max_grad_norm=null"],
+        ["estimator.name=grpo", "train.group_size=2", "estimator.sde_window_size=2"],
+        ["estimator.name=nft", "train.group_size=2", "train.grad_accum=2"],
     ],
-    ids=["full_bp", "truncated_bp", "lr", "rlr-param_es", "rlr-no_zo-accum"],
+    ids=["full_bp", "truncated_bp", "lr", "rlr-param_es", "rlr-no_zo-accum", "grpo-window", "nft-accum"],
 )
 def test_every_estimator_trains(tmp_path, overrides):
     records = Trainer(tiny(tmp_path / "run", "train.steps=2", *overrides)).train()
@@ -343,8 +345,12 @@ def test_group_sampling_draws_each_prompt_group_size_times(tmp_path):
     [
         ["estimator.name=lr", "estimator.ppo_clip=0.2", "estimator.inner_epochs=2"],  # a batch kept for reuse
         ["estimator.baseline=running", "estimator.j=grad_norm"],  # running statistics
+        # a batch kept for 3 inner epochs: step 1 resumes with two reuses left, its old log-probs
+        # and its random subset of steps
+        ["estimator.name=grpo", "estimator.inner_epochs=3", "estimator.timestep_order=random", "train.group_size=2"],
+        ["estimator.name=nft", "train.group_size=2"],  # the EMA old policy and its call count
     ],
-    ids=["lr-ppo", "rlr-running-grad_norm"],
+    ids=["lr-ppo", "rlr-running-grad_norm", "grpo-inner-epochs", "nft-ema"],
 )
 def test_resume_restores_estimator_state(tmp_path, overrides):
     out = tmp_path / "run"

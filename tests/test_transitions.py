@@ -11,6 +11,7 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
 )
 
+from rlr_video.backbones.schedulers import cogvideox_transition
 from rlr_video.chain import DDIMTransition, DDPMTransition, FlowSDETransition, gaussian_log_prob
 
 SHAPE = (2, 4, 3, 8, 8)  # (B, C, F, H, W)
@@ -34,7 +35,10 @@ def _inputs(seed=0):
     ids=["sd-eps", "zero-snr-v", "clipped", "cogvideox"],
 )
 def test_ddim_matches_diffusers_step(scheduler, eta):
-    transition = DDIMTransition.from_scheduler(scheduler, 10, eta=eta)
+    if isinstance(scheduler, CogVideoXDDIMScheduler):  # the CogVideoX family's chain (its step never clips)
+        transition = cogvideox_transition(scheduler, 10, eta)
+    else:
+        transition = DDIMTransition.from_scheduler(scheduler, 10, eta=eta)
     model_output, latents, noise = _inputs()
     for step in range(10, 0, -1):
         t = transition.timestep(step)
@@ -172,3 +176,31 @@ def test_lr_term_scale_is_the_closed_form_and_flags_the_step_onto_t_1():
     assert scales[step - 1] > 5 * sorted(scales)[12]  # far above the median step
     with pytest.raises(ValueError, match="step 2 is deterministic"):
         lr_term_scale(DDIMTransition.from_scheduler(sd, 25, eta=0.0), 2)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_forward_process_and_deterministic_twins_match_diffusers(shift):
+    """``add_noise`` is the schedulers' forward process (DDIM's ``add_noise``, the flow scheduler's
+    ``scale_noise``) at each step's timestep; ``deterministic()`` is the same chain at eta 0 / noise
+    level 0 (DDIM's eta-0 step, the Euler step); x0 unclipped with ``clip=False``."""
+    x0, noise, output = _inputs(3)
+    ddim_scheduler = DDIMScheduler(prediction_type="v_prediction", clip_sample=True, clip_sample_range=0.5)
+    ddim = DDIMTransition.from_scheduler(ddim_scheduler, 6, eta=1.0)
+    flow_scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    flow = FlowSDETransition.from_scheduler(flow_scheduler, 6, noise_level=0.7)
+    quiet_ddim, quiet_flow = ddim.deterministic(), flow.deterministic()
+    assert quiet_ddim.eta == 0.0 and quiet_flow.noise_level == 0.0
+    for step in range(6, 0, -1):
+        t = ddim.timestep(step)
+        assert torch.allclose(ddim.add_noise(x0, noise, step), ddim_scheduler.add_noise(x0, noise, t[None]), atol=1e-6)
+        ft = flow.timestep(step)
+        expected = flow_scheduler.scale_noise(x0, ft[None], noise)
+        assert torch.allclose(flow.add_noise(x0, noise, step), expected, atol=1e-6)
+        ours, _ = quiet_ddim.mean_std(output, step, x0)
+        theirs = ddim_scheduler.step(output, t, x0, eta=0.0).prev_sample
+        assert (ours - theirs).abs().max() <= 1e-5
+        mean, std = quiet_flow.mean_std(output, step, x0)
+        assert float(std) == 0.0
+        assert (mean - flow_scheduler.step(output, ft, x0).prev_sample).abs().max() <= 1e-5
+    unclipped = ddim.predict_x0(output * 4, 3, x0, clip=False)
+    assert unclipped.abs().max() > 0.5 and ddim.predict_x0(output * 4, 3, x0).abs().max() <= 0.5

@@ -12,6 +12,7 @@ the likelihood ratios the estimators compute do not lose digits in half precisio
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -101,6 +102,11 @@ class DiffusersBackbone:
         """The LoRA weights of the denoiser (empty without LoRA); nothing else trains."""
         return lora_lib.lora_parameters(self.denoiser)
 
+    def base_model(self) -> contextlib.AbstractContextManager:
+        """Inside: ``predict`` runs the denoiser with its LoRA disabled (weights untouched), the
+        reference policy of a KL penalty (``lora.lora_disabled``)."""
+        return lora_lib.lora_disabled(self.denoiser)
+
     def encode(self, prompts: Sequence[str]) -> TextConditioning:
         """Negative prompts and prompts through the text encoder in one batched call."""
         guided = self.guidance_scale > 1.0
@@ -118,9 +124,10 @@ class DiffusersBackbone:
             raise ValueError(f"conditioning for {cond.batch_size} prompts, latents for {latents.shape[0]} videos")
         t = self.transition.timestep(step).to(latents.device)
         x = latents.to(self.dtype)
+        mask = {} if cond.mask is None else {"mask": cond.mask}  # for a denoiser that takes the token mask
         if not cond.guided:
-            return self._denoise(x, t, cond.embeds).to(latents.dtype)
-        uncond, text = self._denoise(torch.cat([x, x]), t, cond.embeds).float().chunk(2)
+            return self._denoise(x, t, cond.embeds, **mask).to(latents.dtype)
+        uncond, text = self._denoise(torch.cat([x, x]), t, cond.embeds, **mask).float().chunk(2)
         return (uncond + self.guidance_scale * (text - uncond)).to(latents.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -129,7 +136,8 @@ class DiffusersBackbone:
 
     # ------------------------------------------------------------------ family hooks
     def _denoise(self, x: Tensor, t: Tensor, embeds: Tensor) -> Tensor:
-        """One denoiser call on a batch (already doubled for CFG), in the latents' layout."""
+        """One denoiser call on a batch (already doubled for CFG), in the latents' layout (a family
+        whose encoder gives a token mask takes it as ``mask=``, rows as ``embeds``)."""
         raise NotImplementedError
 
     def enable_gradient_checkpointing(self) -> None:

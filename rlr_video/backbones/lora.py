@@ -10,8 +10,9 @@ peft mixin in diffusers (peft's ``inject_adapter_in_model`` + ``set_peft_model_s
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from diffusers.loaders import PeftAdapterMixin
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 from torch import nn
 
@@ -69,6 +71,26 @@ def add_lora(model: nn.Module, config: LoraConfig) -> list[nn.Parameter]:
         p.data = p.data.float()
         p.requires_grad_(True)
     return params
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """Inside: ``model`` computes without its LoRA (peft's ``enable_adapters(False)`` on every
+    tuner layer, as ``PeftModel.disable_adapter`` does), its weights untouched. Each layer's
+    previous state and each LoRA weight's ``requires_grad`` are restored on exit (peft's switch
+    also toggles ``requires_grad``)."""
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    flags = [(p, p.requires_grad) for p in lora_parameters(model)]
+    disabled = [m.disable_adapters for m in layers]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m, off in zip(layers, disabled):
+            m.enable_adapters(not off)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _matches(name: str, targets) -> bool:

@@ -67,6 +67,12 @@ class BackboneOptions:
         shift: override the flow-matching shift of the scheduler's config (flow families).
         motion_adapter: AnimateDiff only: a MotionAdapter directory or hub id to combine
             with an SD-1.5 base given as the main path.
+        frame_rate: LTX-Video only: the frame rate the rotary embedding is scaled for
+            (``LTXPipeline``'s ``frame_rate``, default 25).
+        decode_timestep, decode_noise_scale: LTX-Video only, timestep-conditioned VAEs (0.9.1
+            and later): the decoder's timestep and how much fixed noise is mixed into the latents
+            before decoding (``LTXPipeline``'s options; default 0, and the noise scale defaults
+            to the timestep).
     """
 
     dtype: torch.dtype | str = torch.float32
@@ -89,6 +95,9 @@ class BackboneOptions:
     decode_chunk_size: int = 16
     shift: float | None = None
     motion_adapter: str | None = None
+    frame_rate: float | None = None
+    decode_timestep: float | None = None
+    decode_noise_scale: float | None = None
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> BackboneOptions:

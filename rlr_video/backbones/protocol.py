@@ -33,3 +33,7 @@ class VideoBackbone(Protocol):
     def predict(self, latents: Tensor, step: int, cond: Conditioning) -> Tensor: ...
 
     def decode(self, latents: Tensor) -> Tensor: ...
+
+    # Optional: ``base_model()``, a context manager inside which ``predict`` computes the model
+    # without its fine-tuned weights (the LoRA disabled, the weights untouched): the reference
+    # policy of a KL penalty (the estimators with a KL term to the base model).

@@ -58,3 +58,37 @@ def flow_transition(scheduler, num_steps: int, noise_level: float, shift: float 
     cfg["shift"] = configured_shift if shift is None else float(shift)
     euler = FlowMatchEulerDiscreteScheduler.from_config(cfg)
     return FlowSDETransition.from_scheduler(euler, num_steps, noise_level=noise_level)
+
+
+def length_shifted_flow_transition(
+    scheduler, num_steps: int, noise_level: float, sequence_length: int, shift: float | None = None
+) -> FlowSDETransition:
+    """The flow-matching SDE over the sigmas ``LTXPipeline`` (diffusers 0.42) samples with.
+
+    The pipeline passes ``sigmas = linspace(1, 1 / N, N)`` and ``mu = calculate_shift(L, ...)``
+    to ``FlowMatchEulerDiscreteScheduler.set_timesteps``, L the latent sequence length
+    (latent frames x height x width) and the line through ``(base_image_seq_len, base_shift)``
+    and ``(max_image_seq_len, max_shift)`` of the scheduler's config. With
+    ``use_dynamic_shifting`` (LTX-Video 0.9.0 / 0.9.1) the scheduler shifts the sigmas by
+    ``exp(mu)``, then stretches them to end at ``shift_terminal``; without it (0.9.5) mu is
+    unused and its static ``shift`` applies. ``shift`` here replaces the length-dependent shift
+    by that fixed one (``shift_terminal`` still applies).
+    """
+    import numpy as np
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+    if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        raise ValueError(f"{type(scheduler).__name__}: expected FlowMatchEulerDiscreteScheduler (as LTXPipeline)")
+    cfg = dict(scheduler.config)
+    if shift is not None:
+        cfg.update(use_dynamic_shifting=False, shift=float(shift))
+    euler = FlowMatchEulerDiscreteScheduler.from_config(cfg)
+    mu = calculate_shift(
+        sequence_length,
+        cfg.get("base_image_seq_len", 256),
+        cfg.get("max_image_seq_len", 4096),
+        cfg.get("base_shift", 0.5),
+        cfg.get("max_shift", 1.15),
+    )
+    sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
+    return FlowSDETransition.from_scheduler(euler, num_steps, noise_level=noise_level, sigmas=sigmas, mu=mu)

@@ -3,7 +3,8 @@
 ``TextConditioning`` is what the diffusers backbones' ``encode`` returns: the negative
 prompts' embeddings stacked before the prompts' (the order of the pipelines' CFG batch).
 Two encoders cover the four families: CLIP (AnimateDiff, ModelScope/Zeroscope) and T5
-(CogVideoX: no attention mask; Wan: UMT5 with a mask, trailing tokens zeroed).
+(CogVideoX: no attention mask; Wan: UMT5 with a mask, trailing tokens zeroed). A denoiser that
+takes the prompts' token mask itself (LTX-Video) gets it in ``TextConditioning.mask``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ class TextConditioning:
     """Text embeddings for one batch of prompts.
 
     ``embeds`` is (2B, seq, dim) with the negative prompts' rows first when ``guided``
-    (classifier-free guidance on), else (B, seq, dim).
+    (classifier-free guidance on), else (B, seq, dim). ``mask`` is the token mask (rows as
+    ``embeds``, (rows, seq)) for a denoiser that takes one, else None.
     """
 
     embeds: Tensor
     guided: bool
     prompts: list[str]
+    mask: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -37,14 +40,17 @@ class TextConditioning:
         rows = torch.tensor(idx, device=self.embeds.device)
         if self.guided:
             rows = torch.cat([rows, rows + self.batch_size])
-        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx])
+        mask = None if self.mask is None else self.mask[rows.to(self.mask.device)]
+        return TextConditioning(self.embeds[rows], self.guided, [self.prompts[i] for i in idx], mask)
 
     def to(self, device: torch.device | str) -> TextConditioning:
-        return TextConditioning(self.embeds.to(device), self.guided, self.prompts)
+        mask = None if self.mask is None else self.mask.to(device)
+        return TextConditioning(self.embeds.to(device), self.guided, self.prompts, mask)
 
 
 class PromptEncoder:
-    """Tokenizer + frozen text encoder; ``__call__(texts) -> (N, seq, dim)`` without grad."""
+    """Tokenizer + frozen text encoder; ``__call__(texts) -> (N, seq, dim)`` without grad, or
+    ``(embeds, mask)`` for a denoiser that takes the token mask."""
 
     def __init__(self, tokenizer, text_encoder: nn.Module, max_length: int):
         self.tokenizer = tokenizer
@@ -119,4 +125,6 @@ def encode_with_guidance(
     if not prompts:
         raise ValueError("encode() needs at least one prompt")
     texts = [negative_prompt] * len(prompts) + prompts if guided else prompts
-    return TextConditioning(encoder(texts).to(dtype), guided, prompts)
+    encoded = encoder(texts)
+    embeds, mask = encoded if isinstance(encoded, tuple) else (encoded, None)
+    return TextConditioning(embeds.to(dtype), guided, prompts, mask)

@@ -8,9 +8,10 @@ parameters, so estimators can be averaged over thousands of draws on a CPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from diffusers import DDIMScheduler
@@ -93,6 +94,9 @@ class ToyBackbone:
         ]
         for p in denoiser.parameters():
             p.requires_grad_(any(p is q for q in self._trainable))
+        # The initial trainable weights: this model trains its full weights, so the reference
+        # policy of a KL penalty is the model as built (see ``base_model``).
+        self._base = [p.detach().clone() for p in self._trainable]
 
     @classmethod
     def create(
@@ -132,6 +136,19 @@ class ToyBackbone:
     def latent_shape_for(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """One video's latents for a video of that size (the cost model's hook)."""
         return (self.latent_shape[0], frames, height, width)
+
+    @contextlib.contextmanager
+    def base_model(self) -> Iterator[None]:
+        """Inside: ``predict`` computes with the trainable weights as built (the reference
+        policy); the trained values are back on exit. The tensors are swapped, not copied."""
+        trained = [p.data for p in self._trainable]
+        for p, base in zip(self._trainable, self._base):
+            p.data = base.to(p.device)
+        try:
+            yield
+        finally:
+            for p, data in zip(self._trainable, trained):
+                p.data = data
 
     def encode(self, prompts: Sequence[str]) -> Tensor:
         """Text embeddings for [unconditional; conditional] prompts, stacked on the batch."""

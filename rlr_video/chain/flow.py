@@ -8,6 +8,14 @@ ratio; the SDE below has the same marginals and Gaussian steps (docs/estimator-m
     g = a * sqrt(sigma / (1 - sigma))   (at sigma = 1 the denominator takes the next level below 1)
 
 At noise level a = 0 it is exactly ``FlowMatchEulerDiscreteScheduler.step``.
+
+Mean and std are the same formula as Flow-GRPO's ``sde_step_with_logprob`` with
+``sde_type="sde"`` (yifan123/flow_grpo, ``flow_grpo/diffusers_patch/sd3_sde_with_logprob.py``):
+``prev_sample_mean = x (1 + g^2 dt / (2 sigma)) + v (1 + g^2 (1 - sigma) / (2 sigma)) dt`` and
+``std = g sqrt(-dt)`` with ``g = noise_level sqrt(sigma / (1 - where(sigma == 1, sigmas[1], sigma)))``,
+expanded: ``tests/test_transitions.py::test_flow_sde_matches_flow_grpo`` compares them at every
+step. Only the log-prob's reduction differs: ``log_prob`` here sums over the latent elements (the
+``Transition`` contract), Flow-GRPO averages them (``rlr_video.estimators.grpo`` divides).
 """
 
 from __future__ import annotations
@@ -63,9 +71,22 @@ class FlowSDETransition(_GaussianLogProb):
         sigma, sigma_next = self._sigmas(step)
         return self._g(sigma) * math.sqrt(abs(sigma_next - sigma))
 
-    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor) -> Tensor:
-        # x_sigma = x_0 + sigma * v with v = eps - x_0
-        return latents - self._sigmas(step)[0] * model_output
+    def deterministic(self) -> FlowSDETransition:
+        """The same chain at noise level 0: the Euler ODE step (Flow-GRPO-Fast outside its window)."""
+        return FlowSDETransition(self.sigmas, self.timesteps, 0.0)
+
+    def sigma(self, step: int) -> float:
+        """The noise level sigma of x_t at ``step`` (x_sigma = (1 - sigma) x_0 + sigma eps)."""
+        return self._sigmas(step)[0]
+
+    def add_noise(self, sample: Tensor, noise: Tensor, step: int) -> Tensor:
+        """The forward process at ``step``: x_sigma = (1 - sigma) x_0 + sigma eps."""
+        sigma = self.sigma(step)
+        return (1 - sigma) * sample + sigma * noise
+
+    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor, clip: bool = True) -> Tensor:
+        # x_sigma = x_0 + sigma * v with v = eps - x_0 (never clipped: ``clip`` is for DDIM's signature)
+        return latents - self.sigma(step) * model_output
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         sigma, sigma_next = self._sigmas(step)

@@ -7,7 +7,7 @@ with the stored noises (the reparameterisation), which reproduces the rollout ex
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +74,7 @@ def rollout(
     batch_size: int,
     step_context: Callable[[int], AbstractContextManager] | None = None,
     keep_x0: bool = False,
+    stochastic: Collection[int] | None = None,
 ) -> Trajectory:
     """Sample x_T -> x_0 without gradients and store latents, noises and stds.
 
@@ -83,9 +84,22 @@ def rollout(
         keep_x0: also store the denoiser's clean estimate x0_hat(x_t) of every step in
             ``extras["x0"]`` (indexed by step; needs ``transition.predict_x0``). It costs no
             extra denoiser call: the state-dependent baseline scores these.
+        stochastic: the steps that inject noise (None: every step, as the transition says);
+            the others use ``transition.deterministic()`` (DDIM eta 0, the flow ODE) and store
+            std 0. Flow-GRPO-Fast's SDE window; an empty set samples the deterministic chain.
+            The noise of every step is drawn all the same, so a seed gives the same draws with
+            or without a window. ``replay`` follows the transition itself: it reproduces such a
+            chain only over stochastic steps.
     """
     x = backbone.initial_latents(batch_size, generator)
     T, transition = backbone.num_steps, backbone.transition
+    quiet = None
+    if stochastic is not None:
+        if not callable(getattr(transition, "deterministic", None)):
+            raise ValueError(
+                f"rollout(stochastic=...) needs transition.deterministic(); {type(transition).__name__} has none"
+            )
+        quiet = transition.deterministic()
     latents: list[Tensor] = [x] * (T + 1)
     noises: list[Tensor | None] = [None] * (T + 1)
     stds: list[float | Tensor] = [0.0] * (T + 1)
@@ -94,7 +108,8 @@ def rollout(
         noise = draw_noise(x, generator)
         with step_context(step) if step_context else nullcontext():
             output = backbone.predict(x, step, cond)
-        mean, std = transition.mean_std(output, step, x)
+        taken = transition if quiet is None or step in stochastic else quiet
+        mean, std = taken.mean_std(output, step, x)
         if keep_x0:
             x0s[step] = transition.predict_x0(output, step, x)
         x = mean + std * noise

@@ -35,8 +35,13 @@ class Transition(Protocol):
     def log_prob(self, sample: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """log N(sample; mean, std^2), summed over non-batch dims."""
 
-    # Optional: ``predict_x0(model_output, step, latents) -> Tensor``, the denoiser's clean
-    # estimate at x_t. Only the state-dependent reward baseline (``state_baseline``) needs it.
+    # Optional:
+    # - ``predict_x0(model_output, step, latents, clip=True) -> Tensor``, the denoiser's clean
+    #   estimate at x_t (the state-dependent reward baseline, DiffusionNFT's loss);
+    # - ``deterministic() -> Transition``, the same chain without noise (DDIM eta 0, the flow
+    #   ODE): ``rollout(stochastic=...)`` takes the other steps with it (Flow-GRPO-Fast's window);
+    # - ``add_noise(sample, noise, step) -> Tensor``, the forward process q(x_t | x_0) at the
+    #   step's noise level (DiffusionNFT trains on forward-noised samples).
 
 
 def gaussian_log_prob(sample: Tensor, mean: Tensor, std: Tensor | float) -> Tensor:
@@ -150,7 +155,29 @@ class DDIMTransition(_GaussianLogProb):
     def noise_std(self, step: int) -> float:
         return float(self._std(step))
 
-    def predict_x0_eps(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
+    def deterministic(self) -> DDIMTransition:
+        """The same schedule at eta = 0: deterministic DDIM."""
+        return DDIMTransition(
+            self.alphas_cumprod,
+            self.timesteps,
+            0.0,
+            self.prediction_type,
+            self.final_alpha_cumprod,
+            self.step_ratio,
+            self.clip_sample,
+        )
+
+    def add_noise(self, sample: Tensor, noise: Tensor, step: int) -> Tensor:
+        """q(x_t | x_0) at the step's timestep: sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps
+        (``DDIMScheduler.add_noise``)."""
+        a_t, _ = self._alphas(step)
+        return float(a_t.sqrt()) * sample + float((1 - a_t).sqrt()) * noise
+
+    def predict_x0_eps(
+        self, model_output: Tensor, step: int, latents: Tensor, clip: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """(x0_hat, eps_hat) from the model output; ``clip=False`` leaves x0_hat unclipped (it
+        is then affine in the output, whatever ``clip_sample`` says)."""
         a_t, _ = self._alphas(step)
         sa, sb = float(a_t.sqrt()), float((1 - a_t).sqrt())
         if self.prediction_type == "epsilon":
@@ -159,12 +186,12 @@ class DDIMTransition(_GaussianLogProb):
             x0, eps = sa * latents - sb * model_output, sa * model_output + sb * latents
         else:
             x0, eps = model_output, (latents - sa * model_output) / sb
-        if self.clip_sample is not None:
+        if clip and self.clip_sample is not None:
             x0 = x0.clamp(-self.clip_sample, self.clip_sample)
         return x0, eps
 
-    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor) -> Tensor:
-        return self.predict_x0_eps(model_output, step, latents)[0]
+    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor, clip: bool = True) -> Tensor:
+        return self.predict_x0_eps(model_output, step, latents, clip)[0]
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         _, a_prev = self._alphas(step)
@@ -206,8 +233,15 @@ class DDPMTransition(_GaussianLogProb):
     def noise_std(self, step: int) -> float:
         return self.ddim.noise_std(step)
 
-    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor) -> Tensor:
-        return self.ddim.predict_x0(model_output, step, latents)
+    def predict_x0(self, model_output: Tensor, step: int, latents: Tensor, clip: bool = True) -> Tensor:
+        return self.ddim.predict_x0(model_output, step, latents, clip)
+
+    def deterministic(self) -> DDIMTransition:
+        """Deterministic DDIM on the same schedule (the DDPM posterior has no noise-free form)."""
+        return self.ddim.deterministic()
+
+    def add_noise(self, sample: Tensor, noise: Tensor, step: int) -> Tensor:
+        return self.ddim.add_noise(sample, noise, step)
 
     def mean_std(self, model_output: Tensor, step: int, latents: Tensor) -> tuple[Tensor, Tensor]:
         a_t, a_prev = (float(a) for a in self.ddim._alphas(step))

@@ -1,9 +1,11 @@
 """``rlr-video plan [CONFIG] [key=value ...] --budget 24GiB``: the memory plan, without training.
 
 Prints the setting the trainer would use with ``memory.budget`` (h, checkpoint granularity,
-frame chunks, ZO mode), the predicted peak per phase and the fixed cost, one denoiser call's
-activations by component (spatial / temporal attention, convolutions, feed-forward), the
-temporal attention share, the recompute time multiplier and why each choice was made.
+frame chunks, ZO mode; an estimator whose config declares its update's workload keeps its own
+settings and gets the checkpointing and frame chunks for that update), the predicted peak per
+phase and the fixed cost, one denoiser call's activations by component (spatial / temporal
+attention, convolutions, feed-forward), the temporal attention share, the recompute time
+multiplier and why each choice was made.
 
 The model is built on the meta device from its config files (``unet/config.json`` ...; no
 weights are read), so a hub id only needs its configs and tokenizer in the cache; the shipped
@@ -80,8 +82,14 @@ def run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         print(f"rlr-video plan: --processes {args.processes}: expected 1 or more", file=sys.stderr)
         return 2
-    if not config.estimator.planned:
-        print(f"rlr-video plan: the planner chooses RLR's h; estimator.name={config.estimator.name}", file=sys.stderr)
+    from rlr_video.config import run_context
+
+    if not config.estimator.planned and config.estimator.workload(run_context(config)) is None:
+        name = config.estimator.name
+        print(
+            f"rlr-video plan: estimator.name={name} declares no workload to cost",
+            file=sys.stderr,
+        )
         return 2
     import torch
 

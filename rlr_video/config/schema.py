@@ -122,6 +122,8 @@ class MemoryConfig:
     With ``budget`` set, the trainer predicts each setting's peak memory and picks the largest
     RLR ``h`` that fits (``estimator.h`` is replaced; ``max_h`` caps it), then the cheapest
     checkpointing and frame chunks; the ZO mode changes only if the configured one cannot fit.
+    An estimator that declares its update's ``workload`` (its config's method) keeps its settings:
+    the plan costs them and picks only checkpointing and frame chunks.
     Without a budget, ``checkpoint`` and ``frame_chunk`` (if set) are applied as given.
     """
 

@@ -3,8 +3,9 @@ accumulation, and counting denoiser calls."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -105,6 +106,49 @@ class RewardBaseline:
         own = residual.diagonal()
         offset = (centre * residual).sum(1) / centre.sum(1)
         return self._normalized(own - offset, r)
+
+
+def prompt_groups(prompts: Sequence[str]) -> list[list[int]]:
+    """Indices of the videos of each distinct prompt, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p, []).append(i)
+    return list(groups.values())
+
+
+def group_advantages(rewards: Tensor, prompts: Sequence[str], global_std: bool = False) -> Tensor:
+    """GRPO's group-normalised advantages, float64, as Flow-GRPO's ``PerPromptStatTracker.update``
+    (yifan123/flow_grpo ``flow_grpo/stat_tracking.py``; DiffusionNFT ships the same file):
+    A_i = (r_i - mean of i's prompt group) / (std + 1e-4), the std the population one (numpy's
+    ``np.std``, ddof 0) of the group, or of the whole batch with ``global_std``.
+
+    When every video is alone in its group (k = 1 videos per prompt), the batch mean and std, as
+    Flow-GRPO's scripts do without per-prompt tracking (``(r - r.mean()) / (r.std() + 1e-4)``).
+    The groups are the micro-batch's: Flow-GRPO gathers the rewards of every process first, so
+    with several processes its ``global_std`` spans them all, here one micro-batch."""
+    r = rewards.detach().double().cpu()
+    groups = prompt_groups(prompts)
+    if all(len(g) == 1 for g in groups):
+        return (r - r.mean()) / (r.std(unbiased=False) + 1e-4)
+    out = torch.empty_like(r)
+    batch_std = r.std(unbiased=False) if len(r) > 1 else torch.zeros((), dtype=r.dtype)
+    for g in groups:
+        members = r[g]
+        std = batch_std if global_std else members.std(unbiased=False) if len(g) > 1 else torch.zeros(())
+        out[g] = (members - members.mean()) / (std + 1e-4)
+    return out
+
+
+def group_stats(rewards: Tensor, prompts: Sequence[str]) -> dict[str, float]:
+    """Per-group reward diagnostics Flow-GRPO logs: the mean within-group std (``reward_std_mean``)
+    and the share of groups whose rewards are all equal (``zero_std_ratio``: they teach nothing)."""
+    r = rewards.detach().double().cpu()
+    stds = [float(r[g].std(unbiased=False)) if len(g) > 1 else 0.0 for g in prompt_groups(prompts)]
+    return {
+        "groups": float(len(stds)),
+        "group_reward_std": sum(stds) / len(stds),
+        "zero_std_ratio": sum(s == 0.0 for s in stds) / len(stds),
+    }
 
 
 STATE_BASELINES = ("loo", "group")
@@ -280,6 +324,21 @@ def require_noise(transition, steps, why: str) -> None:
             f"{why} needs stochastic steps, but steps {silent} have noise std 0; "
             "use eta > 0 (DDIM) or a flow noise_level > 0"
         )
+
+
+@contextlib.contextmanager
+def swapped_weights(params: Sequence[torch.nn.Parameter], values: Sequence[Tensor]) -> Iterator[None]:
+    """Inside: ``params`` hold ``values`` (their tensors swapped in, nothing copied), e.g. an EMA
+    copy of the LoRA; their own tensors are back on exit. For forward passes without gradients:
+    a graph built inside would refer to the swapped-in tensors."""
+    own = [p.data for p in params]
+    for p, v in zip(params, values, strict=True):
+        p.data = v
+    try:
+        yield
+    finally:
+        for p, data in zip(params, own):
+            p.data = data
 
 
 def randint(generator: torch.Generator, high: int) -> int:

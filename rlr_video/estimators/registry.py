@@ -11,6 +11,8 @@ An estimator file declares everything the rest of the package needs from it::
 
         def validate(self, run: RunContext) -> None: ...   # cross-field rules (ConfigError)
         def build(self, run: RunContext) -> Estimator: ...  # the configured estimator
+        def workload(self, run: RunContext) -> Workload: ...  # optional: what one update runs,
+                                                               # for the memory planner to cost
 
 
     @register_estimator("mine", MyConfig)
@@ -32,12 +34,15 @@ import importlib
 import pkgutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from rlr_video.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rlr_video.memory.planner import Workload
 
 DEFAULT_ESTIMATOR = "rlr"
 
@@ -131,11 +136,19 @@ class EstimatorConfig:
         """Cross-field rules against the rest of the run; raise ``ConfigError`` naming the key."""
         if self.planned:
             return
-        if run.memory_budget:
+        costed = self.workload(run) is not None
+        if run.memory_budget and not costed:
             allowed = f"null with estimator.name={self.name} (the planner picks RLR's h)"
             raise ConfigError("memory.budget", "set", allowed)
-        if run.memory_checkpoint == "call":
+        if run.memory_checkpoint == "call" and not costed:
             raise ConfigError("memory.checkpoint", "call", f"auto, none or block with estimator.name={self.name}")
+
+    def workload(self, run: RunContext) -> Workload | None:
+        """What one update runs, for an estimator whose settings the planner does not choose:
+        the memory planner then costs it (``rlr-video plan``, ``memory.budget`` picks only the
+        checkpointing and frame chunks). None: not costed (memory.budget refused), unless
+        ``planned``."""
+        return None
 
     def build(self, run: RunContext) -> Estimator:
         raise NotImplementedError

@@ -225,6 +225,20 @@ class CostModel:
             cost.step_share = profile.largest_step / (shape.batch * profile.frames)
         return cost
 
+    def decode_forward(self, shape: VideoShape) -> int:
+        """Peak of decoding x_0 without gradients (costed estimators, which only sample): the
+        decoder's traced forward peak, its output included; a frame-local decoder's traced on
+        one frame and counted for every frame of the batch (decoded together)."""
+        key = ("decode_forward", shape)
+        if key not in self._cache:
+            frame_local = decoder_is_frame_local(self.backbone)
+            traced = shape.replace(batch=1, frames=1) if frame_local else shape
+            latents = torch.zeros((traced.batch, *self.latent_shape(traced)), device=self.trace_device)
+            vae = getattr(self.shell, "vae", None)
+            tr = trace(lambda: self.shell.decode(latents), vae, self.attention, False, "decoder", forward_peak=True)
+            self._cache[key] = tr.forward_peak * (shape.batch * shape.frames if frame_local else 1)
+        return int(self._cache[key] * self.calibration.decoder)
+
     # ---------------------------------------------------------------- reward
 
     def reward_cost(self, shape: VideoShape) -> SegmentCost:

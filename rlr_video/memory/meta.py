@@ -161,10 +161,18 @@ def meta_conditioning(backbone, batch: int, text_length: int, device: torch.devi
             return backbone.encode([""] * batch)
     model = backbone.denoiser
     cfg = model.config
-    dim = next(
-        (getattr(cfg, k) for k in ("cross_attention_dim", "text_embed_dim", "text_dim") if getattr(cfg, k, None)), 768
-    )
+    # the text encoder's width: caption_channels where the text enters through a caption
+    # projection (cross_attention_dim is then the width after it), else the other names for it
+    keys = ("caption_channels", "cross_attention_dim", "text_embed_dim", "text_dim")
+    dim = next((getattr(cfg, k) for k in keys if getattr(cfg, k, None)), 768)
     guided = float(backbone.guidance_scale) > 1.0
     rows = 2 * batch if guided else batch
     embeds = torch.empty(rows, text_length, dim, device=META, dtype=backbone.dtype)
-    return TextConditioning(embeds, guided, [""] * batch)
+    # a denoiser that takes the prompts' token mask gets one, as from encode
+    mask = torch.ones(rows, text_length, device=META, dtype=torch.bool) if backbone_takes_mask(backbone) else None
+    return TextConditioning(embeds, guided, [""] * batch, mask)
+
+
+def backbone_takes_mask(backbone) -> bool:
+    """Whether the backbone's denoiser takes the prompts' token mask (``TextConditioning.mask``)."""
+    return bool(getattr(backbone, "takes_text_mask", False))

@@ -22,6 +22,7 @@ sub-chains fit where full backprop never could.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,29 @@ from rlr_video.memory.recompute import MemoryOptions, decoder_is_frame_local, de
 ZO_MODES = ("latent_lr", "param_es", "none")
 # Forward-pass equivalents of one call: forward 1, backward 2 (a common rule of thumb).
 BACKWARD = 2.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one update of an estimator runs, for the estimators whose settings the planner does
+    not choose: their config's ``workload(run)`` declares it and ``plan_workload``
+    costs it. Every update samples the chain first (T forward calls, then decode and reward
+    without gradients).
+
+    Attributes:
+        grad_calls: denoiser calls with backward, each backpropagated before the next one is
+            built (a loss per step), so one call's activations are alive at a time.
+        extra_forwards: forward-only denoiser calls besides the rollout (a reference model's or
+            an old policy's prediction next to each call with backward).
+        trajectory: the whole chain's latents and noises are kept through the update (likelihood
+            ratios need x_t and x_{t-1}); False: only the clean sample x_0.
+        param_copies: extra copies of the trainable parameters kept (an EMA "old" policy).
+    """
+
+    grad_calls: int
+    extra_forwards: int = 0
+    trajectory: bool = True
+    param_copies: int = 0
 
 
 class BudgetTooSmall(ValueError):
@@ -102,10 +126,12 @@ class Plan:
     calibration: dict[str, float] = field(default_factory=dict)
     processes: int = 1
     sharding: str = "none"
+    workload: Workload | None = None  # a costed estimator's update; None: RLR's
 
     def estimator_settings(self) -> dict[str, Any]:
-        """The estimator config keys the plan chooses (``dataclasses.replace`` them in)."""
-        return {"h": self.h, "zo": self.zo}
+        """The estimator config keys the plan chooses (``dataclasses.replace`` them in): RLR's h
+        and ZO mode; nothing for a costed estimator (its plan chooses memory options only)."""
+        return {} if self.workload is not None else {"h": self.h, "zo": self.zo}
 
     @property
     def recompute_multiplier(self) -> float:
@@ -136,6 +162,7 @@ class Plan:
             "processes": self.processes,
             "sharding": self.sharding,
             "load": e.load,
+            "workload": dataclasses.asdict(self.workload) if self.workload is not None else None,
         }
 
 
@@ -224,6 +251,102 @@ class Planner:
         zo_calls = m if zo == "latent_lr" else 0
         return (
             self.steps + grad_calls * (1 + BACKWARD + extra) + zo_calls * (1 + BACKWARD + (1 if options.units else 0))
+        )
+
+    # ---------------------------------------------------------------- a costed estimator
+
+    def estimate_workload(self, work: Workload, options: MemoryOptions, shape: VideoShape | None = None) -> Estimate:
+        """Predicted memory and compute of one update of a costed estimator (``Workload``).
+
+        Its phases run one after another: ``rollout`` (T calls without gradients), ``score``
+        (decoding x_0 and the reward without gradients: the decoder's traced forward peak, or the
+        frames with about two of the reward's largest activations, whichever is more) and
+        ``train`` (one call with backward at a time, on a stored or forward-noised latent that
+        needs no gradient; the forward-only calls next to it peak lower). Kept through the
+        update: the trajectory (or x_0 and the noised latent), the gradient buffers and
+        ``param_copies`` copies of the trainable parameters."""
+        cm = self.cm
+        shape = shape or self.shape
+        latent = cm.latent_bytes(shape)
+        call = cm.call(shape, input_grad=False)
+        fixed = cm.fixed()
+        stored = (2 * self.steps + 1) * latent if work.trajectory else 2 * latent
+        persistent = stored + fixed.gradients + work.param_copies * fixed.trainable
+        reward = cm.reward_cost(shape)  # without gradients: the frames and its largest activations
+        score = max(cm.decode_forward(shape), cm.frames_bytes(shape) + 2 * reward.scale * reward.largest)
+        # The rollout stores the whole chain while it samples, even when only x_0 is kept after.
+        sampling = 0 if work.trajectory else (2 * self.steps + 1) * latent - stored
+        phases = {
+            "rollout": int(call.trace.forward_peak * call.scale + sampling),
+            "score": int(score),
+            "train": int(call.peak(options) + 3 * latent),  # x_t, the output and the mean beside it
+        }
+        units = 1 if options.units else 0
+        forwards = self.steps + work.extra_forwards + work.grad_calls * (1 + BACKWARD + units)
+        return Estimate(0, options, "n/a", phases, int(persistent), fixed.total, forwards, fixed.load)
+
+    def plan_workload(
+        self,
+        budget: int | str,
+        work: Workload,
+        modes: tuple[str, ...] = ("none", "block"),
+        chunk: int | None = None,
+    ) -> Plan:
+        """The memory options for a costed estimator's update: the predicted peak of its settings
+        (nothing of the estimator is chosen), with the cheapest checkpointing and frame chunks
+        that fit ``budget`` (fewest recomputed forwards, then the fewest chunks); its peak is
+        reported even when none fits (``BudgetTooSmall`` names it). Call checkpointing is RLR's
+        (its sub-chain's calls held together); here each call's graph is alone, so recomputing it
+        whole saves nothing: a configured ``call`` searches ``none`` and ``block`` instead."""
+        budget = parse_budget(budget, self.cm.device)
+        options = self.candidates(tuple(m for m in modes if m != "call") or ("none", "block"), chunk=chunk)
+        estimates = [self.estimate_workload(work, o) for o in options]
+        fits = [e for e in estimates if e.total <= budget]
+        if not fits:
+            smallest = min(estimates, key=lambda e: e.total)
+            raise BudgetTooSmall(
+                f"memory budget {gib(budget)} is too small for this estimator's update: its smallest plan "
+                f"({smallest.options.checkpoint}, frame chunk {smallest.options.frame_chunk or '-'}) needs "
+                f"{gib(smallest.total)} ({smallest.bottleneck} phase; weights, LoRA and AdamW state "
+                f"{gib(smallest.fixed)})",
+                smallest.total,
+                {},
+            )
+        chosen = min(
+            fits,
+            key=lambda e: (e.forwards, e.options.frame_chunk is not None, -(e.options.frame_chunk or 0), e.total),
+        )
+        plain = self.estimate_workload(work, MemoryOptions())
+        reasons = [
+            f"{work.grad_calls} call(s) with backward, one at a time; {work.extra_forwards} more forward-only",
+            "everything fits without recomputation"
+            if chosen.options.checkpoint == "none"
+            else f"without it the peak is {gib(plain.total)}",
+            f"{self.rows()} rows in chunks of {chosen.options.frame_chunk}"
+            if chosen.options.frame_chunk
+            else "frame-local work fits unchunked",
+            "decode and reward run without gradients",
+        ]
+        comps = self.cm.call(self.shape, input_grad=True).breakdown()
+        total = sum(comps.values()) or 1
+        head = _head_dim(self.cm)
+        return Plan(
+            budget,
+            0,
+            chosen.options,
+            "n/a",
+            chosen,
+            plain,
+            self.shape,
+            comps,
+            comps.get("temporal_attention", 0) / total,
+            self.cm.attention.name(head, _dtype(self.cm)) if head else "n/a",
+            reasons,
+            {},
+            self.cm.calibration.as_dict(),
+            self.cm.processes,
+            self.cm.sharding,
+            work,
         )
 
     # ---------------------------------------------------------------- search

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 def plan_table(plan: Plan) -> str:
     """A plan as the text table ``rlr-video plan`` prints: the choices and why, the predicted peak
     by phase and the fixed cost, one denoiser call's activations by component, the temporal
-    attention share, the recompute multiplier and the paper's Eq. 8 terms."""
+    attention share, the recompute multiplier and the paper's Eq. 8 terms (RLR's plans; a costed
+    estimator's shows its update and the memory options chosen for it)."""
     e = plan.estimate
     s = plan.shape
     lines = [
@@ -23,20 +24,26 @@ def plan_table(plan: Plan) -> str:
         f"{'choice':<16} {'value':<14} why",
         f"{'-' * 16} {'-' * 14} {'-' * 40}",
     ]
-    choices = [
-        ("h", str(plan.h)),
+    memory = [
         ("checkpoint", plan.options.checkpoint),
         ("frame_chunk", str(plan.options.frame_chunk or "-")),
         ("decode_chunk", str(plan.options.decoder_chunk or "-")),
-        ("zo", plan.zo),
     ]
+    if plan.workload is None:  # RLR: the plan chose h and the ZO mode too
+        choices = [("h", str(plan.h)), *memory, ("zo", plan.zo)]
+    else:  # a costed estimator: its own settings, the plan's memory options
+        w = plan.workload
+        choices = [("update (costed)", f"{w.grad_calls} x backward"), *memory]
     for (name, value), why in zip(choices, plan.reasons):
         lines.append(f"{name:<16} {value:<14} {why}")
     lines += ["", f"{'predicted peak':<28} {'bytes':>12}", f"{'-' * 28} {'-' * 12}"]
     for name, value in e.__dict__["phases"].items():
         mark = "  <- peak phase" if name == e.bottleneck else ""
         lines.append(f"{'  phase ' + name:<28} {gib(value):>12}{mark}")
-    lines.append(f"{'  trajectory + grad buffers':<28} {gib(e.persistent):>12}")
+    kept = "trajectory + grad buffers" if plan.workload is None or plan.workload.trajectory else "x_0 + grad buffers"
+    if plan.workload is not None and plan.workload.param_copies:  # the old policy's EMA weights
+        kept = kept.replace(" buffers", "") + " + LoRA copy"
+    lines.append(f"{'  ' + kept:<28} {gib(e.persistent):>12}")
     lines.append(f"{'  weights + LoRA + AdamW':<28} {gib(e.fixed):>12}")
     if e.load:
         lines.append(f"{'  (loading, before sharding)':<28} {gib(e.load):>12}  (every model whole, no activations)")
@@ -49,7 +56,8 @@ def plan_table(plan: Plan) -> str:
     lines += [
         "",
         f"temporal attention share     {100 * plan.temporal_share:.1f}% (attention kernel: {plan.attention})",
-        f"recompute time multiplier    x{plan.recompute_multiplier:.2f} (vs the same h without checkpointing)",
+        f"recompute time multiplier    x{plan.recompute_multiplier:.2f} "
+        + ("(vs the same h without checkpointing)" if plan.workload is None else "(vs no checkpointing)"),
     ]
     if plan.eq8:
         q = plan.eq8

@@ -3,8 +3,9 @@
 ``train``, ``render`` and ``plan`` build what they need here, so a config means the same model,
 reward and memory settings to all three. The memory section either fixes ``checkpoint`` /
 ``frame_chunk``, or gives a ``budget`` that the planner turns into choices (RLR's h and ZO mode,
-checkpointing, frame chunks): the plan returns them and the estimator is built with them; the
-config itself is never changed. Every process plans; process 0's choices are used by all (a
+checkpointing, frame chunks; for an estimator that declares its ``workload`` instead, the
+checkpointing and frame chunks of its own update): the plan returns them and the estimator is
+built with them; the config itself is never changed. Every process plans; process 0's choices are used by all (a
 probe's measurements could differ slightly between processes).
 """
 
@@ -183,6 +184,11 @@ def make_plan(
         from rlr_video.memory.probe import calibrate
 
         calibrate(cost_model, batch=config.train.batch_size, device=device)
-    planner = Planner(cost_model, config.train.batch_size, e.fo_steps, e.zo, e.zo_samples, mem.max_h)
     modes = ("none", "block", "call") if mem.checkpoint == "auto" else (mem.checkpoint,)
+    if not e.planned:  # a costed estimator: its update as it declares it, memory options only
+        work = e.workload(run_context(config))
+        if work is None:
+            raise ValueError(f"estimator.name={e.name} declares no workload: the memory planner cannot cost it")
+        return Planner(cost_model, config.train.batch_size).plan_workload(budget, work, modes, mem.frame_chunk)
+    planner = Planner(cost_model, config.train.batch_size, e.fo_steps, e.zo, e.zo_samples, mem.max_h)
     return planner.plan(budget, modes=modes, chunk=mem.frame_chunk)
