@@ -236,7 +236,7 @@ def section_rollout(models: Models, family: str, cfg: argparse.Namespace, log) -
             negative_prompt=[NEGATIVE] * batch,
             num_inference_steps=cfg.steps,
             guidance_scale=GUIDANCE,
-            latents=x_T.clone(),
+            latents=fam.pipeline_latents(x_T.clone()),
             output_type="pt",
             **fam.pipeline_kwargs(),
         ).frames

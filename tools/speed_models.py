@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny tokenizers and text encoders live with the tests
 
 import backbone_fixtures as fx  # noqa: E402
+
+from rlr_video.backbones.families.ltx import DECODE_NOISE_SEED  # noqa: E402
 
 TEXT_WIDTH = 32  # the text encoders' hidden size (the fixtures' T5 width; CLIP's is set here)
 
@@ -40,6 +42,9 @@ class SpeedFamily:
             frames_sweep: the frame counts of the growth section (8/16/32, or the nearest valid
             counts of a causal VAE).
         text_length: ``max_sequence_length`` for a T5 family (None: CLIP's tokenizer length).
+        extra: options of the family that both ``load_backbone`` and the pipeline take.
+        decode_seed: the seed of the generator the pipeline draws its decode noise from (LTX).
+        pack: our initial latents as the pipeline takes them (LTX packs them into tokens).
     """
 
     name: str
@@ -52,12 +57,16 @@ class SpeedFamily:
     frames: int
     frames_sweep: tuple[int, ...]
     text_length: int | None = None
+    extra: dict = field(default_factory=dict)
+    decode_seed: int | None = None
+    pack: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def options(self, **overrides) -> dict:
         """``load_backbone`` options for this family's video size (``overrides`` win)."""
         options = dict(height=self.height, width=self.width_px, num_frames=self.frames)
         if self.text_length is not None:
             options["max_sequence_length"] = self.text_length
+        options.update(self.extra)
         options.update(overrides)
         return options
 
@@ -66,7 +75,13 @@ class SpeedFamily:
         kwargs = dict(height=self.height, width=self.width_px, num_frames=frames or self.frames)
         if self.text_length is not None:
             kwargs["max_sequence_length"] = self.text_length
+        kwargs.update(self.extra)
+        if self.decode_seed is not None:
+            kwargs["generator"] = torch.Generator().manual_seed(self.decode_seed)
         return kwargs
+
+    def pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents if self.pack is None else self.pack(latents)
 
 
 def _clip_text(seed: int):
@@ -235,6 +250,41 @@ def build_wan(directory: Path, width: int = 64, depth: int = 2, seed: int = 0) -
     return directory
 
 
+def build_ltx(directory: Path, width: int = 128, depth: int = 2, seed: int = 0) -> Path:
+    """``LTXPipeline``: an ``LTXVideoTransformer3DModel`` of ``depth`` blocks, ``width`` wide (heads
+    of 16; its cross-attention is as wide, as 2048 = 32 x 64 in the published 2B), and the tests'
+    0.9.5-layout VAE (spatial factor 16, temporal 8, timestep-conditioned decoder)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer, text = _t5(T5Config, T5EncoderModel, seed)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=width // 16,
+        attention_head_dim=16,
+        cross_attention_dim=width,
+        num_layers=depth,
+        caption_channels=TEXT_WIDTH,
+    )
+    pipe = LTXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text,
+        vae=fx._ltx_vae("0.9.5"),
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False),
+    )
+    pipe.save_pretrained(directory)
+    return directory
+
+
+def _pack_ltx(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, h, w) -> LTXPipeline's packed tokens (B, F*h*w, C) (patch size 1)."""
+    return latents.flatten(2).transpose(1, 2).contiguous()
+
+
 FAMILIES: dict[str, SpeedFamily] = {
     f.name: f
     for f in (
@@ -244,6 +294,21 @@ FAMILIES: dict[str, SpeedFamily] = {
             "cogvideox", "CogVideoXPipeline", build_cogvideox, 128, 2, 64, 64, 9, (9, 17, 33), fx.T5_MAX_LENGTH
         ),
         SpeedFamily("wan", "WanPipeline", build_wan, 128, 2, 64, 64, 9, (9, 17, 33), fx.T5_MAX_LENGTH),
+        SpeedFamily(
+            "ltx",
+            "LTXPipeline",
+            build_ltx,
+            128,
+            2,
+            128,
+            128,
+            9,
+            (9, 17, 33),
+            fx.T5_MAX_LENGTH,
+            extra={"decode_timestep": 0.05, "decode_noise_scale": 0.025},
+            decode_seed=DECODE_NOISE_SEED,
+            pack=_pack_ltx,
+        ),
     )
 }
 
@@ -254,4 +319,5 @@ SWEEPS: dict[str, list[tuple[int, int]]] = {
     "cogvideox": [(32, 1), (64, 2), (128, 2), (128, 4), (256, 4), (256, 8)],
     "animatediff": [(8, 1), (16, 1), (32, 1), (32, 2), (64, 2)],
     "modelscope": [(8, 1), (16, 1), (32, 1), (32, 2), (64, 2)],
+    "ltx": [(32, 1), (64, 2), (128, 2), (128, 4), (256, 4), (256, 8), (512, 8)],
 }
