@@ -3,8 +3,9 @@ accumulation, and counting denoiser calls."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -323,6 +324,21 @@ def require_noise(transition, steps, why: str) -> None:
             f"{why} needs stochastic steps, but steps {silent} have noise std 0; "
             "use eta > 0 (DDIM) or a flow noise_level > 0"
         )
+
+
+@contextlib.contextmanager
+def swapped_weights(params: Sequence[torch.nn.Parameter], values: Sequence[Tensor]) -> Iterator[None]:
+    """Inside: ``params`` hold ``values`` (their tensors swapped in, nothing copied), e.g. an EMA
+    copy of the LoRA; their own tensors are back on exit. For forward passes without gradients:
+    a graph built inside would refer to the swapped-in tensors."""
+    own = [p.data for p in params]
+    for p, v in zip(params, values, strict=True):
+        p.data = v
+    try:
+        yield
+    finally:
+        for p, data in zip(params, own):
+            p.data = data
 
 
 def randint(generator: torch.Generator, high: int) -> int:
