@@ -195,19 +195,19 @@ def best_two(settings: Settings, work: Path, task: str) -> list[str] | None:
 def plan(settings: Settings, work: Path) -> list[tuple[Unit, bool]]:
     """Every unit still to do, in priority order, each with whether it can start now.
 
-    Order, task by task: the base unit, every tuning run, the evaluation seeds (one seed over every
-    method, then the next), then the extra seeds of each task: whatever finishes first is a complete
-    comparison on as many seeds as there was time for, the first task first.
+    Order, task by task: the base unit; method by method, its tuning runs and its first seed;
+    then the other evaluation seeds, one seed over every method at a time; after every task, the
+    extra seeds. Whatever finishes first is a comparison of the first methods on the first task,
+    growing by methods, then by seeds.
     """
     units: list[tuple[Unit, bool]] = []
     for task in settings.tasks:
         base_done = Unit("base", task).path(work).is_file()
         units.append((Unit("base", task), True))
-        for method in settings.methods:
-            for lr in settings.lrs:
-                units.append((Unit("tune", task, method, lr=lr), base_done))
-        for seed in settings.seeds:
+        for i, seed in enumerate(settings.seeds):
             for method in settings.methods:
+                if i == 0:
+                    units += [(Unit("tune", task, method, lr=lr), base_done) for lr in settings.lrs]
                 ready = base_done and chosen_lr(settings, work, task, method) is not None
                 units.append((Unit("run", task, method, seed), ready))
     for task in settings.tasks:
