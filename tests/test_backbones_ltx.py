@@ -17,6 +17,7 @@ import pytest
 import torch
 from backbone_fixtures import (
     T5_MAX_LENGTH,
+    chain_rtol,
     pipeline_kwargs,
     pipeline_latents,
     tiny_ltx_pipeline,
@@ -25,6 +26,7 @@ from backbone_fixtures import (
 )
 from test_backbones_lora import PROMPTS, randomize_lora
 from test_backbones_training import Brightness
+from tolerances import EPS, assert_max_abs, assert_rel_close, layers, network_rtol
 
 from rlr_video import cli
 from rlr_video.backbones import BackboneLoadError, load_backbone
@@ -35,12 +37,17 @@ from rlr_video.chain import rollout
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
-# Frames in [0, 1] compared elementwise: our chain runs the pipeline's operations on the same
-# tensors (measured: bitwise equal), so the issue's 1e-4 holds with room.
-TOLERANCE = 1e-4
+# diffusers computes the sigmas in float32 (FlowMatchEulerDiscreteScheduler.set_timesteps): the
+# conversion of linspace, 1 / t - 1, + e^mu, the division and the terminal stretch's six ops, at
+# most 12 roundings of eps / 2 at values <= 1 (the shift's conditioning is <= 1 there); measured
+# <= 0.85 eps. Another mu or a neighbouring step moves them by 1e-3 or more.
+SIGMA_ATOL = 12 * EPS / 2
 
 
 def _parity(name: str, path=None, seed_global: bool = False, guidance: float = 4.0, **size) -> float:
+    """Our rollout + decode against LTXPipeline's frames, relative L2 by the chain's depth x
+    sqrt(fan-in) (chain_rtol: the pipeline makes the same calls, arranged otherwise; measured
+    bitwise equal here). Returns the measured relative difference."""
     path = path or tiny_model_dir(name)
     options = tiny_options(name, eta=0.0, guidance_scale=guidance, lora_rank=0, negative_prompt="blurry", **size)
     backbone = load_backbone(path, **options)
@@ -63,7 +70,7 @@ def _parity(name: str, path=None, seed_global: bool = False, guidance: float = 4
         **kwargs,
     ).frames
     assert ours.shape == reference.shape == (2, backbone.num_frames, 3, backbone.height, backbone.width)
-    return float((ours - reference).abs().max())
+    return assert_rel_close(ours, reference, chain_rtol(backbone), f"{name} {size}: frames against LTXPipeline")
 
 
 @pytest.mark.parametrize(
@@ -77,8 +84,7 @@ def _parity(name: str, path=None, seed_global: bool = False, guidance: float = 4
 )
 def test_rollout_and_decode_equal_ltx_pipeline(name, size):
     diff = _parity(name, **size)
-    print(f"{name} {size}: parity max abs diff {diff:.3g}")
-    assert diff <= TOLERANCE
+    print(f"{name} {size}: parity relative difference {diff:.3g}")
 
 
 def test_a_decoder_with_injected_noise_equals_the_pipeline_seeded_alike(tmp_path):
@@ -97,8 +103,7 @@ def test_a_decoder_with_injected_noise_equals_the_pipeline_seeded_alike(tmp_path
     pipe.vae = vae.eval()
     pipe.save_pretrained(tmp_path / "ltx091")
     diff = _parity("ltx", tmp_path / "ltx091", seed_global=True)
-    print(f"0.9.1-style decoder: parity max abs diff {diff:.3g}")
-    assert diff <= TOLERANCE
+    print(f"0.9.1-style decoder: parity relative difference {diff:.3g}")
     backbone = load_backbone(tmp_path / "ltx091", **tiny_options("ltx", lora_rank=0))
     x = backbone.initial_latents(2, torch.Generator().manual_seed(1))
     assert torch.equal(backbone.decode(x), backbone.decode(x))
@@ -134,9 +139,11 @@ def test_the_sigmas_follow_the_sequence_length(name, steps, size):
     config = json.loads((tiny_model_dir(name) / "scheduler" / "scheduler_config.json").read_text())
     length = ((frames - 1) // 8 + 1) * (height // 16) * (width // 16)  # latent frames x h x w
     expected = _expected_sigmas(config, steps, length)
-    # the scheduler computes in float32: values <= 1 agree to a few float32 ulps
-    np.testing.assert_allclose(backbone.transition.sigmas.numpy(), expected, rtol=0, atol=4e-7)
-    np.testing.assert_allclose(backbone.transition.timesteps.numpy(), 1000 * expected[:-1], rtol=0, atol=4e-4)
+    # the scheduler's float32 (SIGMA_ATOL); the timesteps are 1000 sigma, one more rounding at 1000
+    sigmas, timesteps = backbone.transition.sigmas, backbone.transition.timesteps
+    assert_max_abs(sigmas, torch.from_numpy(expected), SIGMA_ATOL, f"{name} sigmas, {steps} steps")
+    atol = 1000 * (SIGMA_ATOL + EPS / 2)
+    assert_max_abs(timesteps, torch.from_numpy(1000 * expected[:-1]), atol, f"{name} timesteps, {steps} steps")
     if name == "ltx090":  # the dynamic shift: a longer clip is shifted further towards noise
         longer = load_backbone(tiny_model_dir(name), **dict(options, num_frames=frames + 16))
         inner = slice(1, -2)  # between sigma = 1 and the terminal 0.1 (and the appended 0)
@@ -147,7 +154,7 @@ def test_a_fixed_shift_replaces_the_length_dependent_one():
     backbone = load_backbone(tiny_model_dir("ltx090"), **tiny_options("ltx090", shift=3.0))
     config = json.loads((tiny_model_dir("ltx090") / "scheduler" / "scheduler_config.json").read_text())
     expected = _expected_sigmas(config | {"use_dynamic_shifting": False, "shift": 3.0}, 4, 2 * 2 * 4)
-    np.testing.assert_allclose(backbone.transition.sigmas.numpy(), expected, rtol=0, atol=4e-7)
+    assert_max_abs(backbone.transition.sigmas, torch.from_numpy(expected), SIGMA_ATOL, "sigmas with a fixed shift")
 
 
 def test_the_token_mask_goes_to_the_transformer():
@@ -204,7 +211,9 @@ def test_decode_timestep_and_noise():
     x = backbone.initial_latents(2, torch.Generator().manual_seed(0)).requires_grad_(True)
     frames = backbone.decode(x)
     with torch.no_grad():  # one function: the same noise on every call, with or without gradients
-        assert torch.equal(backbone.decode(x), frames)
+        # (without them the decoder's kernels may sum in another order: its depth x sqrt(fan-in);
+        # other noise moves the frames by far more, as the checks below show)
+        assert_rel_close(backbone.decode(x), frames, network_rtol(*layers(backbone.vae.decoder)), "decode again")
         backbone.decode_noise_scale = 0.0
         assert float((backbone.decode(x) - frames).abs().max()) > 1e-3
         backbone.decode_noise_scale, backbone.decode_timestep = 0.05, 0.5

@@ -18,8 +18,9 @@ import textwrap
 
 import pytest
 import torch
-from backbone_fixtures import pipeline_kwargs, tiny_model_dir, tiny_options, tiny_pipeline
+from backbone_fixtures import chain_rtol, pipeline_kwargs, tiny_model_dir, tiny_options, tiny_pipeline
 from test_backbones_lora import PROMPTS, probe, randomize_lora
+from tolerances import assert_rel_close, layers, network_rtol
 
 from rlr_video.backbones import BackboneLoadError, detect_family, load_backbone
 from rlr_video.backbones.layout import Layout
@@ -32,10 +33,6 @@ from rlr_video.memory.meta import meta_backbone
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 TI2V, A14B = "wan22-ti2v", "wan22-a14b"
-# Frames are in [0, 1] after the VAE; the tiny models' float32 sums over a few hundred terms
-# differ between the batched call and the pipeline's two calls by ~1e-7 (measured 1.8e-7): the
-# issue's 1e-4 leaves room for other CPUs' summation order.
-TOLERANCE = 1e-4
 
 
 def _backbone(name: str, **options):
@@ -162,9 +159,10 @@ def test_rollout_and_decode_equal_wan_pipeline_at_other_sizes(name, options, pip
         **kwargs,
     ).frames
     assert ours.shape == reference.shape == (len(PROMPTS), backbone.num_frames, 3, backbone.height, backbone.width)
-    diff = float((ours - reference).abs().max())
-    print(f"{name} {options}: parity max abs diff {diff:.3g}")
-    assert diff <= TOLERANCE
+    # the pipeline's calls arranged otherwise (the CFG rows, two experts): chain_rtol, by relative
+    # L2 (measured 0 to 4e-7 of 3e-4 to 4e-4)
+    diff = assert_rel_close(ours, reference, chain_rtol(backbone), f"{name} {options}: frames against WanPipeline")
+    print(f"{name} {options}: parity relative difference {diff:.3g}")
 
 
 def test_ti2v_gives_the_transformer_one_timestep_per_token():
@@ -225,10 +223,14 @@ def test_a14b_base_model_turns_off_both_experts_lora():
     tuned = _backbone(A14B, lora_rank=2, guidance_scale=3.0)
     randomize_lora(tuned)
     base = probe(_backbone(A14B, lora_rank=0, guidance_scale=3.0))
-    assert not torch.allclose(probe(tuned), base, atol=1e-6)
-    with tuned.base_model():
+
+    def lora_effect() -> float:  # far above the rounding of another order (depth x sqrt(fan-in))
+        return float((probe(tuned) - base).norm() / base.norm()) / network_rtol(*layers(tuned.denoiser))
+
+    assert lora_effect() > 10
+    with tuned.base_model():  # each LoRA layer adds nothing: the base model's ops, bitwise
         assert torch.equal(probe(tuned), base)
-    assert not torch.allclose(probe(tuned), base, atol=1e-6)
+    assert lora_effect() > 10
 
 
 @pytest.mark.parametrize("experts", [["high"], ["low"]])
@@ -282,8 +284,10 @@ def test_a14b_lora_loads_in_wan_pipeline_as_diffusers_reads_both_experts(tmp_pat
     high_only = sample()
     pipe.load_lora_weights(tmp_path / "lora" / "transformer_2", load_into_transformer_2=True)
     tuned = sample()
-    assert float((plain - ours).abs().max()) > 1e-3 and float((high_only - ours).abs().max()) > 1e-3
-    assert float((tuned - ours).abs().max()) <= TOLERANCE
+    rtol = chain_rtol(backbone)  # the pipeline's sums in another order, as in test_backbones_lora
+    for partly in (plain, high_only):  # each expert's LoRA must matter
+        assert float((partly - ours).norm() / ours.norm()) > 10 * rtol
+    assert_rel_close(tuned, ours, rtol, "A14B frames with both LoRA files loaded by WanPipeline")
 
 
 def test_every_estimator_runs_on_the_a14b_sde():
@@ -389,12 +393,14 @@ def test_fsdp_shards_both_experts_and_keeps_their_gradients(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the backward pass through FSDP's hooks sums some contributions in another order: one
+    # expert's depth x sqrt(fan-in) per prediction, 3e-5 (measured 0 here)
+    rtol = network_rtol(*layers(_backbone(A14B, lora_rank=2).denoiser))
     for rank in (0, 1):
         report = json.loads((tmp_path / f"report-rank{rank}.json").read_text())
         assert report["sharded"] == report["frozen"] and min(report["sharded"]) > 0  # every frozen weight of both
-        assert report["forward_equal"]
-        # the backward pass through FSDP's hooks sums some contributions in another order
-        assert report["grad_rel"] <= 1e-5, report
+        assert report["forward_equal"]  # the gathered weights are the weights: the same forward, bitwise
+        assert report["grad_rel"] <= rtol, (report, rtol)
 
 
 # ---------------------------------------------------------------------------- presets
