@@ -34,6 +34,24 @@ def sum_atol(terms: int, magnitude: float, eps: float = EPS) -> float:
     return max(terms - 1, 1) * eps * magnitude
 
 
+def blocked_sum_atol(terms: int, magnitude: float, eps: float = EPS) -> float:
+    """``sum_atol`` for long sums that torch's CPU kernels and numpy add in blocks.
+
+    Each number's rounding error is eps/2 times |x| times the additions it passes through
+    (Higham, section 4.2): up to n - 1 in one running sum (``sum_atol``), far fewer in blocked
+    sums. torch's ``cascade_sum`` (aten/src/ATen/native/cpu/SumKernel.cpp) adds into 4 levels of
+    accumulators taking 2^k values each, k = max(4, ceil(log2 n) // 4), the last level the rest,
+    n / 2^(3k), then its levels, rows and SIMD lanes (10 more at most); numpy's pairwise sum adds
+    blocks of 128 in 8 running sums, then halves of halves (18 + log2(n / 128)). Two such sums,
+    whatever their lane counts or thread splits, are within twice the longer path's eps/2 each.
+    """
+    n = max(int(terms), 2)
+    log2 = math.ceil(math.log2(n))
+    k = max(4, log2 // 4)
+    path = max(3 * 2**k + math.ceil(n / 2 ** (3 * k)) + 10, 18 + max(0, log2 - 7))
+    return min(path, n - 1) * eps * magnitude
+
+
 def network_rtol(depth: int, fan_in: int) -> float:
     """Relative L2 difference between a network's outputs (or gradients) in two summation orders.
 
