@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tolerances import EPS64, sum_atol
 
 from rewards import build_reward, registry
 from rlr_video.chain.sample import eval_set, sample_videos
@@ -108,7 +109,8 @@ def test_truth_is_the_scorers_share_of_attributes_right():
     assert torch.equal(build_reward("truth")(videos, captions), torch.ones(6))
     wrong = [shapes.combo_prompt(s.colour, s.shape, "still" if s.direction != "still" else "left") for s in batch.specs]
     truth = build_reward("truth")(videos, wrong[:6])
-    assert torch.allclose(truth, torch.full((6,), 2 / 3))  # colour and shape right, direction wrong
+    # colour and shape right, direction wrong: numpy's float64 mean of 1, 1, 0 is Python's 2 / 3
+    assert torch.equal(truth, torch.full((6,), 2 / 3))
     assert torch.equal(build_reward("truth", attributes=["colour", "shape"])(videos, wrong[:6]), torch.ones(6))
     assert torch.equal(build_reward("truth", attributes=["all"])(videos, wrong[:6]), torch.zeros(6))
     # target: judged against the prompt rewritten with those words (a retargeted training reward)
@@ -147,8 +149,11 @@ def test_held_out_scores_are_logged_beside_the_training_reward(tmp_path, capsys)
         videos = sample_videos(trainer.model, [prompts[i] for i in batch], [seeds[i] for i in batch])
         values["redness"] += build_reward("redness")(videos, [prompts[i] for i in batch]).tolist()
         values["training"] += trainer.heldout.training_reward(videos, [prompts[i] for i in batch]).tolist()
-    assert rows[-1]["eval/redness"] == pytest.approx(np.mean(values["redness"]), abs=1e-12)
-    assert rows[-1]["eval/training_reward"] == pytest.approx(np.mean(values["training"]), abs=1e-12)
+    # the evaluation's math.fsum mean against numpy's running sum of the same 5 float64 values:
+    # a few roundings at their size (sum_atol at float64 eps)
+    for column, key in (("redness", "eval/redness"), ("training", "eval/training_reward")):
+        atol = sum_atol(len(values[column]) + 1, max(map(abs, values[column])), EPS64)
+        assert rows[-1][key] == pytest.approx(np.mean(values[column]), abs=atol), key
     again, once_more = trainer.evaluate(), trainer.evaluate()
     assert again.pop("eval_time") > 0 and again == {k: v for k, v in once_more.items() if k != "eval_time"}
 
@@ -187,8 +192,9 @@ def test_a_composite_held_out_reward_logs_each_term_and_its_total(tmp_path):
     trainer = Trainer(toy(out, f"train.eval={spec}, items: [a red circle], videos: 2}}", "train.steps=1"))
     trainer.train()
     row = read_metrics(out / "metrics.jsonl")[-1]
-    # each video's total is a float32 sum (relative rounding 6e-8), the means are float64
-    assert row["eval/total"] == pytest.approx(row["eval/redness"] + 0.5 * row["eval/bright"], rel=1e-6)
+    # each video's total is a float32 sum of redness (|r| <= 1) and 0.5 brightness (<= 0.5): one
+    # rounding at 1.5 (sum_atol); the means are float64, good to 1e-16
+    assert row["eval/total"] == pytest.approx(row["eval/redness"] + 0.5 * row["eval/bright"], abs=sum_atol(2, 1.5))
 
 
 # ------------------------------------------------------------------ the summary's warning
