@@ -44,6 +44,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 SIGMA_ATOL = 12 * EPS / 2
 
 
+def _moves(a: torch.Tensor, b: torch.Tensor, module: torch.nn.Module) -> bool:
+    """``a`` and ``b`` differ by more than 10 times the rounding of ``module`` in another order
+    (its depth x sqrt(fan-in), relative L2): the change made them differ, not the kernels."""
+    return float((a - b).norm() / b.norm()) > 10 * network_rtol(*layers(module))
+
+
 def _parity(name: str, path=None, seed_global: bool = False, guidance: float = 4.0, **size) -> float:
     """Our rollout + decode against LTXPipeline's frames, relative L2 by the chain's depth x
     sqrt(fan-in) (chain_rtol: the pipeline makes the same calls, arranged otherwise; measured
@@ -109,7 +115,7 @@ def test_a_decoder_with_injected_noise_equals_the_pipeline_seeded_alike(tmp_path
     assert torch.equal(backbone.decode(x), backbone.decode(x))
     with torch.no_grad():  # the noise matters: the VAE's own decode, unseeded, differs call to call
         z, t = x.to(backbone.vae.dtype), torch.full((2,), backbone.decode_timestep)
-        assert float((backbone.vae.decode(z, t)[0] - backbone.vae.decode(z, t)[0]).abs().max()) > 1e-3
+        assert _moves(backbone.vae.decode(z, t)[0], backbone.vae.decode(z, t)[0], backbone.vae.decoder)
 
 
 def _expected_sigmas(config: dict, steps: int, length: int) -> np.ndarray:
@@ -175,7 +181,7 @@ def test_the_token_mask_goes_to_the_transformer():
     with torch.no_grad():
         masked = backbone.predict(x, 2, cond)
         without = backbone.predict(x, 2, TextConditioning(cond.embeds, cond.guided, cond.prompts))
-    assert float((masked - without).abs().max()) > 1e-3
+    assert _moves(masked, without, backbone.denoiser)
 
 
 def test_frame_rate_scales_the_rotary_embedding():
@@ -186,7 +192,7 @@ def test_frame_rate_scales_the_rotary_embedding():
         x = backbone.initial_latents(2, torch.Generator().manual_seed(0))
         with torch.no_grad():
             outputs.append(backbone.predict(x, 2, backbone.encode(PROMPTS)))
-    assert float((outputs[0] - outputs[1]).abs().max()) > 1e-3
+    assert _moves(outputs[0], outputs[1], backbone.denoiser)
 
 
 def test_latent_statistics_are_the_vaes_stored_weights():
@@ -201,7 +207,7 @@ def test_latent_statistics_are_the_vaes_stored_weights():
         expected = vae.decode(x * vae.latents_std.view(1, -1, 1, 1, 1) + vae.latents_mean.view(1, -1, 1, 1, 1))[0]
         assert torch.equal(frames, (expected.permute(0, 2, 1, 3, 4) / 2 + 0.5).clamp(0, 1))
         vae.latents_mean.zero_()
-        assert float((backbone.decode(x) - frames).abs().max()) > 1e-3
+        assert _moves(backbone.decode(x), frames, backbone.vae.decoder)
 
 
 def test_decode_timestep_and_noise():
@@ -215,9 +221,9 @@ def test_decode_timestep_and_noise():
         # other noise moves the frames by far more, as the checks below show)
         assert_rel_close(backbone.decode(x), frames, network_rtol(*layers(backbone.vae.decoder)), "decode again")
         backbone.decode_noise_scale = 0.0
-        assert float((backbone.decode(x) - frames).abs().max()) > 1e-3
+        assert _moves(backbone.decode(x), frames, backbone.vae.decoder)
         backbone.decode_noise_scale, backbone.decode_timestep = 0.05, 0.5
-        assert float((backbone.decode(x) - frames).abs().max()) > 1e-3
+        assert _moves(backbone.decode(x), frames, backbone.vae.decoder)
     with pytest.raises(ValueError, match="timestep_conditioning false"):
         load_backbone(tiny_model_dir("ltx090"), **tiny_options("ltx090", decode_timestep=0.05))
 
