@@ -57,7 +57,11 @@ def test_pyav_fallback_matches_decord(tmp_path: Path, clip8: torch.Tensor) -> No
         (by_decord, decord_fps), (by_pyav, pyav_fps) = (
             read(path, count, None) for read in (video_io._read_decord, video_io._read_pyav)
         )
-        np.testing.assert_array_equal(by_decord, by_pyav)
+        # Two ffmpeg builds convert the decoded YUV 4:2:0 to RGB (swscale), whose SIMD paths may
+        # round a pixel one 8-bit level apart on another CPU; measured equal here. Neighbouring
+        # frames differ by 19 levels on average, 38-41 at most.
+        levels = np.abs(by_decord.astype(np.int16) - by_pyav.astype(np.int16))
+        assert by_decord.shape == by_pyav.shape and levels.max() <= 1, levels.max()
         assert decord_fps == pyav_fps == 12.0  # both give the file's frame rate
 
 
