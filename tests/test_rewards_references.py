@@ -13,7 +13,7 @@ References (read with the project's search tools):
 
 Tolerances. Where the reference is float arithmetic on the same pixels, scores agree to float32
 rounding (``rounding_atol``): each feature vector within its model's depth × √fan-in relative
-rounding (tests/tolerances.py ``network_rtol``, 5e-5 to 1e-4 here), which moves a cosine of unit
+rounding (tests/tolerances.py ``network_rtol``, 2e-5 to 1e-4 here), which moves a cosine of unit
 vectors by at most the two vectors' relative errors, plus the normalisation, the dot product and
 the frame mean in another order. Where the reference is Pillow on 8-bit images, a few pixels land
 one level apart (Pillow's fixed-point weights); those pixels bound the score difference to first
