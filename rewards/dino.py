@@ -166,7 +166,8 @@ def _hf_folder(model: str) -> Path:
         raise MissingWeightsError(
             f"DINO model {model!r} not found locally ({type(err).__name__}); pass model=/path/to/"
             "dino_vitbase16_pretrain.pth (the original checkpoint VBench uses) or a save_pretrained "
-            f"folder, or fetch it with `hf download {model}` on a machine with network access"
+            f"folder, or fetch it with `hf download {model}` on a machine with network access",
+            [("DINO model", f"hf download {model}")],
         ) from err
 
 

@@ -59,7 +59,7 @@ def test_diagnostics_and_call_counts(backbone, estimator, forward, backward):
 
 
 def test_estimates_accumulate_into_existing_grads(backbone):
-    stats = _run(RLR(h=2), backbone, seed=3)
+    stats = _run(RLR(h=2), backbone, seed=3).stats
     once = flat_grad(backbone.trainable_parameters()).clone()
     RLR(h=2).estimate(backbone, DistanceReward(), PROMPTS, torch.Generator().manual_seed(3))
     # The same three parts (FO, HO, ZO) again, added one by one onto their first sum instead of

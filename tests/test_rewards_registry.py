@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from reward_fixtures import smooth_videos
-from tolerances import assert_max_abs, sum_atol
+from tolerances import EPS64, assert_max_abs, sum_atol
 
 from rewards import (
     CompositeReward,
@@ -153,7 +153,8 @@ def test_summarize() -> None:
     s = summarize([1.0, 2.0, 3.0])
     assert (s["n"], s["mean"], s["std"]) == (3, 2.0, 1.0)
     half = 4.303 / math.sqrt(3)
-    assert s["ci95"] == [2.0 - half, 2.0 + half]  # t * 1.0 / sqrt(3): the same float64 operations
+    # t * std * sqrt(sum w^2) / sum w against t / sqrt(3): four float64 roundings of the half-width
+    assert s["ci95"] == pytest.approx([2.0 - half, 2.0 + half], abs=4 * EPS64 * half)
     assert summarize([1.0, 2.0, 3.0], weights=[2.0, 2.0, 2.0]) == s  # equal weights: the plain interval
     assert summarize([5.0]) == {"n": 1, "mean": 5.0, "std": None, "ci95": None}
     assert summarize([])["mean"] is None
