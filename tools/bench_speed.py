@@ -1,6 +1,6 @@
 """Speed side by side on CPU-sized real diffusers models: ratios measured in one run.
 
-For every family of ``tools/speed_models.py`` (random-weight pipelines of the real diffusers
+For every family of ``tools/speed/speed_models.py`` (random-weight pipelines of the real diffusers
 classes, saved with ``save_pretrained`` and loaded the way users load them):
 
 - ``rollout``: prompt encoding + chain + decode against the family's diffusers pipeline at the
@@ -13,7 +13,7 @@ classes, saved with ``save_pretrained`` and loaded the way users load them):
 - ``growth``: RLR (h = 2, ``param_es``) over frames (8, 16, 32 or the nearest counts a causal VAE
   takes) and over h (1 ... 4): measured time and peak against the planner's prediction
   (``Planner.estimate``: bytes of the update, forward-call equivalents for time).
-- ``profile``: where the time of one update goes (``tools/speed_profile.py``: denoiser calls,
+- ``profile``: where the time of one update goes (``tools/speed/speed_profile.py``: denoiser calls,
   decode, reward, text encoder, the rest), for truncated BP K = 1 and RLR.
 - ``sizes`` (``--sweep FAMILY``): the same profile over the denoiser's width and depth: the share
   of denoiser calls against the model's size, and the RLR / truncated BP time ratio with it.
@@ -51,7 +51,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tools" / "speed"))  # its helper modules
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny reward builders live with the tests
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
