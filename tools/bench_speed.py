@@ -164,7 +164,9 @@ class Models:
         from rlr_video.backbones import load_backbone
 
         fam = speed_models.FAMILIES[family]
-        settings = dict(num_steps=steps, guidance_scale=GUIDANCE, negative_prompt=NEGATIVE, lora_rank=LORA_RANK)
+        settings = dict(num_steps=steps, guidance_scale=GUIDANCE, lora_rank=LORA_RANK)
+        if fam.negative_prompt:
+            settings["negative_prompt"] = NEGATIVE
         settings.update(options)
         if frames is not None:
             settings["num_frames"] = frames
@@ -216,6 +218,8 @@ def section_rollout(models: Models, family: str, cfg: argparse.Namespace, log) -
     fam = speed_models.FAMILIES[family]
     pipe = getattr(diffusers, fam.pipeline).from_pretrained(models.path(family))
     pipe.set_progress_bar_config(disable=True)
+    if fam.prepare is not None:
+        fam.prepare(pipe)
     ours = models.backbone(family, cfg.steps, eta=0.0, lora_rank=0)
     ours_lora = models.backbone(family, cfg.steps, eta=0.0)
     batch = len(PROMPTS)
@@ -233,10 +237,9 @@ def section_rollout(models: Models, family: str, cfg: argparse.Namespace, log) -
     def run_pipe():
         return pipe(
             PROMPTS,
-            negative_prompt=[NEGATIVE] * batch,
             num_inference_steps=cfg.steps,
-            guidance_scale=GUIDANCE,
             latents=fam.pipeline_latents(x_T.clone()),
+            **fam.guidance_kwargs(pipe, GUIDANCE, [NEGATIVE] * batch),
             output_type="pt",
             **fam.pipeline_kwargs(),
         ).frames
