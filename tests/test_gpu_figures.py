@@ -10,24 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tolerances import network_rtol
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "gpu_figures.py"
 MODELS = ("animatediff", "wan21-1.3b", "wan22-ti2v-5b")
 ESTIMATORS = ("rlr (planned)", "truncated_bp(K=1)", "rlr(h=2, param_es)", "rlr(h=2, preset)", "grpo", "nft")
-# ours and the pipeline run the same modules and float32 ops on the same latents: the parity
-# tests' tolerance (tests/test_backbones_parity.py), frames in [0, 1]
-PARITY = 1e-4
+TINY = ["--tiny", "--device", "cpu", "--steps", "4", "--reps", "1"]  # the CPU even where a GPU is
 
 
 def _run(tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / "gpu.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(
-        [sys.executable, str(TOOL), "--tiny", "--steps", "4", "--reps", "1", "--out", str(out), *extra],
+        [sys.executable, str(TOOL), *TINY, "--out", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=360,  # ~45 s on this 2-core machine at load 3.5
+        timeout=480,  # ~30 s of CPU: 45 s wall on this 2-core machine at load 3.5, 100 s at load 6.5
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -60,7 +60,10 @@ def test_every_model_is_measured_and_every_target_recorded(tmp_path):
         assert pair["met"] is (pair["value"] <= 1.5)
         rollout = m["rollout"]
         assert _finite(rollout["throughput"]) and rollout["throughput"] > 0
-        assert rollout["max_abs_diff"] <= PARITY, (key, rollout["max_abs_diff"])  # the same video
+        # the same video: the same modules on the same latents, the sums in other orders (the CFG
+        # batch, the scheduler's formulas), so float32 rounding through every layer of the path
+        allowed = network_rtol(rollout["path_layers"]["depth"], rollout["path_layers"]["fan_in"])
+        assert rollout["rel_l2_diff"] <= allowed, (key, rollout["rel_l2_diff"], allowed)
         assert rollout["met"] is (rollout["throughput"] >= 0.95)
     for key in ("wan21-1.3b", "wan22-ti2v-5b"):  # UMT5-XXL's encoder: 5.7 B parameters, float32 here
         assert 5e9 < report["models"][key]["text_encoder_note"]["full_weights_bytes"] / 4 < 6e9

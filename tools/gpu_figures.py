@@ -832,10 +832,29 @@ def rollout_vs_pipeline(run: Run, config, backbone, folder: Path, device: torch.
             "met": value >= TARGETS["rollout_throughput_min"],
             "max_abs_diff": float((a - b).abs().max()),
             "mean_abs_diff": float((a - b).abs().mean()),
+            "rel_l2_diff": float((a - b).double().norm() / b.double().norm()),
+            "path_layers": path_layers(backbone),
             "note": "the first repetition of each is also its warm-up",
         },
     )
     run.log(f"  {label}: pipeline / ours throughput {value:.3f}")
+
+
+def path_layers(backbone) -> dict[str, int]:
+    """The linear and convolution layers a video's path through text encoder, chain and decoder
+    can cross (``depth``: the text encoder's, the denoiser's per step and the decoder's) and their
+    largest fan-in: what float32 rounding between two orders of the same sums scales with
+    (tests/tolerances.py, ``network_rtol``)."""
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+    def count(module) -> tuple[int, int]:
+        found = [m for m in module.modules() if isinstance(m, kinds)]
+        return len(found), max((m.weight[0].numel() for m in found), default=1)
+
+    parts = [count(backbone.prompt_encoder.text_encoder), count(backbone.denoiser)]
+    parts.append(count(backbone.vae.decoder) if backbone.vae is not None else (0, 1))
+    depth = parts[0][0] + backbone.num_steps * parts[1][0] + parts[2][0]
+    return {"depth": depth, "fan_in": max(fan for _, fan in parts)}
 
 
 def prompts_of(config) -> list[str]:
