@@ -15,7 +15,10 @@ import torch
 from backbone_fixtures import (
     HUNYUAN_TEXT_LENGTH,
     chain_rtol,
+    pipeline_guidance,
     pipeline_kwargs,
+    pipeline_latents,
+    takes_negative_prompt,
     tiny_model_dir,
     tiny_options,
     tiny_pipeline,
@@ -142,6 +145,33 @@ def test_the_sigmas_are_the_pipelines_not_the_schedulers_default():
         assert_max_abs(backbone.transition.sigmas, expected, 5 * EPS / 2, f"{name} sigmas")
         pipe.scheduler.set_timesteps(steps)  # the scheduler's default spacing differs
         assert float((pipe.scheduler.sigmas.double() - expected).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("name", "height", "width", "frames"),
+    # 1.5 taller than wide over 3 latent frames; 1.0 wider than tall over 17 frames, which its
+    # VAE decodes as two temporal tiles (16 frames every 12) blended
+    [("hunyuanvideo15", 48, 32, 9), ("hunyuanvideo", 32, 48, 17)],
+)
+def test_rollout_and_decode_equal_the_pipeline_at_other_sizes(name, height, width, frames):
+    """The parity of tests/test_backbones_parity.py (square, 5 frames) at other aspect ratios and
+    frame counts, with a glyph prompt."""
+    size = dict(height=height, width=width, num_frames=frames)
+    negative = "blurry" if takes_negative_prompt(name) else ""
+    backbone = _load(name, eta=0.0, guidance_scale=4.0, lora_rank=0, negative_prompt=negative, **size)
+    traj = rollout(backbone, backbone.encode(GLYPH_PROMPTS), torch.Generator().manual_seed(0), 2)
+    ours = backbone.decode(traj.sample)
+    pipe = tiny_pipeline(name)
+    reference = pipe(
+        GLYPH_PROMPTS,
+        num_inference_steps=backbone.num_steps,
+        latents=pipeline_latents(name, traj.latents[-1].clone()),
+        **pipeline_guidance(name, pipe, 4.0, ["blurry"] * 2),
+        output_type="pt",
+        **(pipeline_kwargs(name) | size),
+    ).frames
+    assert ours.shape == reference.shape == (2, frames, 3, height, width)
+    assert_rel_close(ours, reference, chain_rtol(backbone), f"{name} {height}x{width}x{frames}: frames")
 
 
 def test_hunyuanvideo_embeds_the_guidance_and_takes_no_negative_prompt():

@@ -117,7 +117,10 @@ class GRPOConfig(EstimatorConfig):
 
     def workload(self, run: RunContext) -> Workload:
         n = self.trained_steps(run.num_steps)
-        return Workload(grad_calls=n, extra_forwards=n if self.beta > 0 else 0, trajectory=True)
+        # the reference prediction runs between the step's forward and its backward (_step_loss)
+        return Workload(
+            grad_calls=n, extra_forwards=n if self.beta > 0 else 0, forwards_hold_graph=True, trajectory=True
+        )
 
     def build(self, run: RunContext) -> GRPO:
         window = self.window_range(run.num_steps) if self.sde_window_size else None

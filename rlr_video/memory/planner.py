@@ -51,6 +51,10 @@ class Workload:
             built (a loss per step), so one call's activations are alive at a time.
         extra_forwards: forward-only denoiser calls besides the rollout (a reference model's or
             an old policy's prediction next to each call with backward).
+        forwards_hold_graph: the forward-only calls run while a call with backward holds its
+            graph (between its forward and its backward, as GRPO's reference prediction), so
+            their peak without gradients comes on top of what that call saves; False: they
+            run before it (NFT's old and reference predictions).
         trajectory: the whole chain's latents and noises are kept through the update (likelihood
             ratios need x_t and x_{t-1}); False: only the clean sample x_0.
         param_copies: extra copies of the trainable parameters kept (an EMA "old" policy).
@@ -58,6 +62,7 @@ class Workload:
 
     grad_calls: int
     extra_forwards: int = 0
+    forwards_hold_graph: bool = False
     trajectory: bool = True
     param_copies: int = 0
 
@@ -262,7 +267,8 @@ class Planner:
         (decoding x_0 and the reward without gradients: the decoder's traced forward peak, or the
         frames with about two of the reward's largest activations, whichever is more) and
         ``train`` (one call with backward at a time, on a stored or forward-noised latent that
-        needs no gradient; the forward-only calls next to it peak lower). Kept through the
+        needs no gradient; forward-only calls before it peak lower, and one run while it holds its
+        graph, ``forwards_hold_graph``, adds its forward peak to what the call saves). Kept through the
         update: the trajectory (or x_0 and the noised latent), the gradient buffers and
         ``param_copies`` copies of the trainable parameters."""
         cm = self.cm
@@ -276,10 +282,15 @@ class Planner:
         score = max(cm.decode_forward(shape), cm.frames_bytes(shape) + 2 * reward.scale * reward.largest)
         # The rollout stores the whole chain while it samples, even when only x_0 is kept after.
         sampling = 0 if work.trajectory else (2 * self.steps + 1) * latent - stored
+        train = call.peak(options)
+        if work.extra_forwards and work.forwards_hold_graph:
+            # a forward-only call between the call's forward and its backward: its own peak
+            # (e.g. HunyuanVideo 1.5's converted joint attention mask) on top of the saved graph
+            train = max(train, call.held(options, in_chain=False) + call.trace.forward_peak * call.scale)
         phases = {
             "rollout": int(call.trace.forward_peak * call.scale + sampling),
             "score": int(score),
-            "train": int(call.peak(options) + 3 * latent),  # x_t, the output and the mean beside it
+            "train": int(train + 3 * latent),  # x_t, the output and the mean beside it
         }
         units = 1 if options.units else 0
         forwards = self.steps + work.extra_forwards + work.grad_calls * (1 + BACKWARD + units)

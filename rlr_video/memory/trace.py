@@ -320,12 +320,16 @@ def trace(
         no_grad = _Tracer(None, backend, transformer, label)
 
         def attention(q, k, v, dropout_p=0.0, attn_mask=None):
+            item = q.element_size()
             if backend.materializes(q.shape[-1], q.dtype):
                 batch = math.prod(q.shape[:-3]) if q.dim() > 3 else 1
-                item = q.element_size()
                 score_peak[0] = max(
                     score_peak[0], 2 * attention_scores_bytes(batch, q.shape[-3], q.shape[-2], k.shape[-2], item)
                 )
+            elif attn_mask is not None and attn_mask.dtype == torch.bool:
+                # a fused kernel converts a boolean mask to the queries' dtype first (torch's SDPA
+                # does), a transient as large as the mask (HunyuanVideo 1.5's (B, 1, N, N) one)
+                score_peak[0] = max(score_peak[0], attn_mask.numel() * item)
 
         no_grad.attention = attention  # type: ignore[method-assign]
         with _patched_sdpa(no_grad), torch.no_grad(), tracker:
