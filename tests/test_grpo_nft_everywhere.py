@@ -59,6 +59,20 @@ def test_bad_keys_are_named():
         load_config("toy", ["estimator.name=nft", "estimator.timestep_fraction=0.05"])
 
 
+@pytest.mark.parametrize(("estimator", "key"), [(GRPO(beta=0.01), "beta"), (NFT(kl_beta=0.01), "kl_beta")])
+def test_a_kl_without_a_reference_model_is_named(estimator, key):
+    """A backbone without base_model() (its model without the LoRA) cannot give the KL's reference."""
+    from rlr_video.backbones.toy import ToyBackbone
+
+    class NoReference(ToyBackbone):
+        base_model = None
+
+    toy = ToyBackbone.create()
+    backbone = NoReference(toy.denoiser, toy.transition)
+    with pytest.raises(ValueError, match=f"estimator.{key}=0.01 needs the reference model: NoReference"):
+        estimator.estimate(backbone, Squares(), ["a", "a"], torch.Generator().manual_seed(0))
+
+
 @pytest.mark.parametrize("name", ["modelscope", "wan"])
 def test_predicted_update_peaks_match_measured(name):
     """One GRPO update on a tiny real model, and one NFT update with block checkpointing and frame

@@ -307,6 +307,15 @@ def state_values(
     return values
 
 
+def require_reference_model(backbone, key: str, value: float) -> None:
+    """A KL to the reference model (``estimator.<key> > 0``) needs ``backbone.base_model()``."""
+    if value > 0 and not callable(getattr(backbone, "base_model", None)):
+        raise ValueError(
+            f"estimator.{key}={value} needs the reference model: {type(backbone).__name__} has no "
+            f"base_model() (the model without its LoRA); set estimator.{key}=0"
+        )
+
+
 def require_x0(transition) -> None:
     """The state baseline needs the transition's clean estimate: say so before any sampling."""
     if not callable(getattr(transition, "predict_x0", None)):

@@ -48,6 +48,7 @@ from rlr_video.estimators.common import (
     group_stats,
     randint,
     require_noise,
+    require_reference_model,
     score,
     skipped,
 )
@@ -234,11 +235,7 @@ class GRPO(BaseEstimator):
         self, backbone, reward, prompts: Sequence[str], generator: torch.Generator, reward_offset: Tensor | None = None
     ) -> Estimate:
         check_prompts(prompts)
-        if self.beta > 0 and not callable(getattr(backbone, "base_model", None)):
-            raise ValueError(
-                f"estimator.beta={self.beta} needs the reference model: {type(backbone).__name__} has no "
-                "base_model() (the model without its LoRA); set estimator.beta=0"
-            )
+        require_reference_model(backbone, "beta", self.beta)
         params = backbone.trainable_parameters()
         calls = CallCount()
         batch = self._batch

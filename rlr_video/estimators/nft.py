@@ -58,6 +58,7 @@ from rlr_video.estimators.common import (
     grad_norm,
     group_advantages,
     group_stats,
+    require_reference_model,
     score,
     skipped,
     swapped_weights,
@@ -193,11 +194,7 @@ class NFT(BaseEstimator):
         self, backbone, reward, prompts: Sequence[str], generator: torch.Generator, reward_offset: Tensor | None = None
     ) -> Estimate:
         check_prompts(prompts)
-        if self.kl_beta > 0 and not callable(getattr(backbone, "base_model", None)):
-            raise ValueError(
-                f"estimator.kl_beta={self.kl_beta} needs the reference model: {type(backbone).__name__} has no "
-                "base_model() (the model without its LoRA); set estimator.kl_beta=0"
-            )
+        require_reference_model(backbone, "kl_beta", self.kl_beta)
         params = backbone.trainable_parameters()
         self._advance_old(params)
         T, transition, calls = backbone.num_steps, backbone.transition, CallCount()
