@@ -49,7 +49,8 @@ def _scoped(fn: Callable, part: str) -> Callable:
 @contextlib.contextmanager
 def scoped(backbone) -> Iterator[None]:
     """The backbone's denoiser calls, decoder and text encoder in scopes while inside."""
-    names = {"_denoise": "denoiser", "decode": "decode", "encode": "text_encoder"}
+    # _denoise_at too: a mixture of experts (Wan 2.2 A14B) calls its experts from there, not via _denoise
+    names = {"_denoise": "denoiser", "_denoise_at": "denoiser", "decode": "decode", "encode": "text_encoder"}
     for attr, part in names.items():
         setattr(backbone, attr, _scoped(getattr(backbone, attr), part))
     try:
