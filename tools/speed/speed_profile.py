@@ -48,16 +48,21 @@ def _scoped(fn: Callable, part: str) -> Callable:
 
 @contextlib.contextmanager
 def scoped(backbone) -> Iterator[None]:
-    """The backbone's denoiser calls, decoder and text encoder in scopes while inside."""
-    # _denoise_at too: a mixture of experts (Wan 2.2 A14B) calls its experts from there, not via _denoise
-    names = {"_denoise": "denoiser", "_denoise_at": "denoiser", "decode": "decode", "encode": "text_encoder"}
-    for attr, part in names.items():
+    """The backbone's denoiser calls, decoder and text encoder in scopes while inside. The denoiser
+    modules' own forward is scoped, whichever method calls them (a family's ``_denoise``, a mixture
+    of experts' ``_denoise_at``, HunyuanVideo 1.0's ``predict``)."""
+    methods = {"decode": "decode", "encode": "text_encoder"}
+    for attr, part in methods.items():
         setattr(backbone, attr, _scoped(getattr(backbone, attr), part))
+    for module in backbone.denoisers:
+        module.forward = _scoped(module.forward, "denoiser")
     try:
         yield
     finally:
-        for attr in names:
+        for attr in methods:
             del backbone.__dict__[attr]  # the class's method again
+        for module in backbone.denoisers:
+            del module.__dict__["forward"]
 
 
 def _part_of(event) -> str | None:
