@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reward_fixtures import dino_checkpoint
+from reward_fixtures import TINY, TINY_768, aesthetic_head, dino_checkpoint, open_clip_weights, register_tiny_open_clip
 from videoalign_fixtures import tiny_videoreward
 
 from rewards import build_reward, reward_sizes
@@ -15,7 +15,7 @@ from rewards.videoalign.sizes import QWEN2_VL_2B, VideoAlignSizes
 from rlr_video.config import load_config
 from rlr_video.memory.attention import AttentionBackend
 from rlr_video.memory.cost_model import CostModel, vit_image_bytes
-from rlr_video.memory.reward_cost import image_tokens, reward_leaf_cost, vit_config, vlm_video_bytes
+from rlr_video.memory.reward_cost import image_tokens, reward_leaf_cost, reward_stubs, vit_config, vlm_video_bytes
 from rlr_video.memory.shape import VideoShape
 from rlr_video.train.components import build_components
 
@@ -145,3 +145,38 @@ def test_plan_without_weights_costs_dino_at_the_frames_shape():
     dino_bytes = vit_image_bytes(768, 12, 12, tokens, dino.vision["itemsize"], materialized=False)
     clip_bytes = vit_image_bytes(768, 12, 12, 50, clip.vision["itemsize"], materialized=False)
     assert model.reward_cost(shape).saved == int(dino_bytes * 49) + int(clip_bytes * 49)
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("aesthetic", {"model": TINY_768, "head": "mlp"}),  # both towers and the MLP head
+        ("clip", {"model": TINY}),
+        ("clip", {"model": TINY, "dtype": "bf16"}),  # the reward's load dtype, not the training's
+    ],
+)
+def test_plan_without_weights_counts_the_weights_the_reward_loads(name, options):
+    """A plan made from the config alone counts the reward's weights as the loaded reward holds
+    them: open_clip builds both CLIP towers, so both are in memory (ViT-L-14's text tower is
+    a quarter of aesthetic's 1.6 GiB)."""
+    register_tiny_open_clip()
+    stub_options = {k: v for k, v in options.items() if k != "head"}
+    [stub] = reward_stubs({name: stub_options})
+    loaded_options = dict(stub_options, pretrained=open_clip_weights(options["model"]))
+    if "head" in options:
+        loaded_options["head"] = aesthetic_head(options["head"])
+    loaded = build_reward(name, **loaded_options)
+    models = [loaded.encoder.model, *([loaded.head] if name == "aesthetic" else [])]
+    held = sum(p.numel() * p.element_size() for m in models for p in m.parameters())
+    assert stub.weight_bytes() == held > 0
+    config = load_config("toy", [f"reward={{{name}: {{model: {options['model']}}}}}"])
+    parts = build_components(config, "cuda", meta=True, budget="80GB")
+    fixed = CostModel(parts.backbone, parts.reward, device="cuda").fixed()
+    assert fixed.details[f"reward:{name}"] == reward_stubs({name: {"model": options["model"]}})[0].weight_bytes()
+
+
+def test_the_default_towers_weigh_what_the_published_models_do():
+    stubs = {s.name: s for s in reward_stubs({"aesthetic": 1.0, "clip": 0.5, "hpsv2": 1.0})}
+    assert 427.6e6 < (stubs["aesthetic"].weight_bytes() / 4 - 0.93e6) < 427.7e6  # ViT-L/14 and the MLP
+    assert 151.2e6 < stubs["clip"].weight_bytes() / 4 < 151.3e6  # ViT-B/32
+    assert 986.1e6 < stubs["hpsv2"].weight_bytes() / 4 < 986.2e6  # ViT-H/14
