@@ -152,3 +152,40 @@ def test_the_verdict_reads_reach_and_equal_compute_off_the_curves():
     grpo_high = [_run_result(s, [0, 150, 300], [0.4, 0.9, 0.99], [0.5] * 3, 200) for s in (0, 1)]
     v = tool.verdict({"rlr": methods["rlr"], "grpo": tool.method_entry(grpo_high)}, budget)
     assert v["rlr_compute_to_reach_it"] is None and not v["rlr_reaches_grpo_final_in_half_its_compute"]
+
+
+def test_a_unit_killed_mid_run_goes_on_from_its_last_evaluation_and_ends_the_same(tmp_path, monkeypatch):
+    tool = _tool()
+    settings = tool.Settings(
+        tasks=("toy",), methods=("rlr",), samples=12, seeds=(0,), extra_seeds=(), lrs=(1e-3,), tune_samples=4,
+        tune_seed=100, eval_every=4, eval_videos=4, threads=1, overrides=(),
+    )  # fmt: skip
+    base = tool.base_unit("toy", settings, tmp_path / "base")
+
+    def train(workdir: Path) -> dict:
+        return tool.train_unit(
+            "toy", "rlr", 0, 1e-3, 12, 12 / 4 * base["rlr_compute_per_update"], settings, base, workdir, True
+        )
+
+    whole = train(tmp_path / "whole")
+    evaluate, calls = tool._evaluate, []
+
+    def killed_at_the_third(*args, **kwargs):  # the process dies while evaluating at 12 videos
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(tool, "_evaluate", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed")
+    progress = json.loads((tmp_path / "killed" / "progress.json").read_text())
+    assert [p["samples"] for p in progress["curve"]] == [0, 4, 8]  # checkpointed after each evaluation
+    monkeypatch.setattr(tool, "_evaluate", evaluate)
+    resumed = train(tmp_path / "killed")
+
+    def untimed(result: dict) -> dict:  # wall time differs between any two runs
+        curve = [{k: v for k, v in point.items() if k != "seconds"} for point in result["curve"]]
+        return {"curve": curve, **{k: result[k] for k in ("steps", "at_samples", "at_compute", "estimator_stats")}}
+
+    assert untimed(resumed) == untimed(whole)  # every evaluation, bit for bit

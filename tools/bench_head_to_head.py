@@ -36,7 +36,9 @@ picks the learning rate of that method on that task. All of it is recorded in th
 
 **Resumable.** Every finished unit (the base model's evaluation, a tuning run, a (task, method,
 seed) run) is a JSON file in ``--work``; a new invocation with the same settings skips them and
-``--out`` is rewritten after every unit. ``--workers`` runs that many units at once, each a
+``--out`` is rewritten after every unit. A unit killed half-way goes on from its last evaluation
+(its checkpoint and curve are kept beside its file, ``*.partial``) and ends as it would have
+uninterrupted; only its wall time differs. ``--workers`` runs that many units at once, each a
 process with ``--threads`` torch threads.
 
     python tools/bench_head_to_head.py [--tasks tiny-shapes-direction tiny-shapes] [--methods ...]
@@ -232,6 +234,7 @@ def run_unit(unit: Unit, settings: Settings, work: Path) -> dict:
     """Do ``unit`` and write its file; returns its result."""
     torch.set_num_threads(settings.threads)
     start = time.perf_counter()
+    partial = unit.path(work).with_suffix(".partial")  # a training unit's checkpoints, kept if killed
     with tempfile.TemporaryDirectory() as tmp:
         if unit.kind == "base":
             result = base_unit(unit.task, settings, Path(tmp))
@@ -249,12 +252,16 @@ def run_unit(unit: Unit, settings: Settings, work: Path) -> dict:
                 compute=samples / settings.samples * base["compute_budget"],
                 settings=settings,
                 base=base,
-                workdir=Path(tmp),
+                workdir=partial,
                 curve=not tuning,
             )
-    result["wall_seconds"] = round(time.perf_counter() - start, 1)
+    result["wall_seconds"] = round(time.perf_counter() - start, 1)  # of the last start
     _write(unit.path(work), result)
+    shutil.rmtree(partial, ignore_errors=True)
     return result
+
+
+BUDGET_STATE = ("compute", "seconds", "curve", "records")
 
 
 def _config(task: str, overrides: list[str], seed: int, out: Path, steps: int = 1_000_000):
@@ -325,7 +332,9 @@ def train_unit(
     curve: bool,
 ) -> dict:
     """Train ``method`` until it has seen ``samples`` videos and spent ``compute``; evaluate every
-    ``settings.eval_every`` videos (``curve``) or only at the end."""
+    ``settings.eval_every`` videos (``curve``) or only at the end. After each evaluation the run
+    is checkpointed in ``workdir`` with its curve, so a killed unit goes on from there and ends
+    as an uninterrupted one would (the trainer resumes exactly)."""
     from rewards import build_reward
     from rlr_video.train.trainer import Trainer
 
@@ -336,10 +345,18 @@ def train_unit(
     reward = build_reward(config.reward)
     batch = config.train.batch_size * config.train.grad_accum
 
+    progress = workdir / "progress.json"  # the budget counters and curve at the last checkpoint
+    saved = _read(progress)
+    if saved is None:  # killed before its first evaluation: start afresh
+        shutil.rmtree(workdir / "run", ignore_errors=True)
+
     class BudgetTrainer(Trainer):
         def __init__(self) -> None:
-            super().__init__(config)
+            super().__init__(config, resume=workdir / saved["checkpoint"] if saved else None)
             self.compute, self.seconds, self.curve = 0.0, 0.0, [self._point(dict(base["start"]), 0)]
+            self.records: list[dict] = []
+            if saved:
+                self.compute, self.seconds, self.curve, self.records = (saved[k] for k in BUDGET_STATE)
 
         def _point(self, point: dict, samples: int) -> dict:
             point.update(samples=samples, compute=self.compute if samples else 0.0, step=self.step)
@@ -354,9 +371,14 @@ def train_unit(
             done = seen >= samples and self.compute >= compute - 1e-9
             fresh = self.step % self._reuse == 0  # a sampled batch's updates are all done
             due = curve and fresh and seen % settings.eval_every == 0 and seen > self.curve[-1]["samples"]
+            self.records.append(record)
             if done or due:
                 point = _evaluate(self, reward, settings.eval_videos, target, key)
                 self.curve.append(self._point(point, seen))
+                if not done:
+                    checkpoint = self._save()
+                    state = dict(zip(BUDGET_STATE, (self.compute, self.seconds, self.curve, self.records), strict=True))
+                    _write(progress, {"checkpoint": str(checkpoint.relative_to(workdir)), **state})
                 print(
                     f"    {task} {method} seed {seed} lr {lr:g}: {seen} samples, compute {self.compute:.0f}: "
                     f"truth_target {point['truth_target']:.3f}, all three {point['truth_all_three']:.3f}, "
@@ -367,7 +389,8 @@ def train_unit(
                 self.config.train.steps = self.step  # stop here
 
     trainer = BudgetTrainer()
-    records = trainer.train()
+    trainer.train()
+    records = trainer.records
     result = {
         "task": task,
         "method": method,
@@ -387,7 +410,6 @@ def train_unit(
     if curve:
         result["curve"] = trainer.curve
         result["peak_memory_mib"] = one_update_peak(trainer, seed)
-    shutil.rmtree(workdir / "run", ignore_errors=True)
     return result
 
 
