@@ -63,8 +63,9 @@ def test_every_shipped_preset_plans_with_an_empty_hub_cache(tmp_path):
     presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
     hub_ids = {load_config(name).model.path for name in presets} - {None, "tiny-shapes"}
     assert hub_ids <= set(hub_configs.shipped_repos())  # a preset on a new hub id ships its configs
-    # 160 GB: every preset fits in one process (cogvideox-temporal needs 126 GiB, wan14b-composite
-    # 84 GiB without sharding), so each prints a whole plan, not the too-small message.
+    # 160 GB (149 GiB): every preset fits in one process (cogvideox-temporal needs 126 GiB,
+    # wan22-a14b-composite 115 GiB without sharding), so each prints a whole plan, not the
+    # too-small message.
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     script = tmp_path / "plan_all.py"
     script.write_text(PLAN_ALL)

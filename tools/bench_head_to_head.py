@@ -261,9 +261,6 @@ def run_unit(unit: Unit, settings: Settings, work: Path) -> dict:
     return result
 
 
-BUDGET_STATE = ("compute", "seconds", "curve", "records")
-
-
 def _config(task: str, overrides: list[str], seed: int, out: Path, steps: int = 1_000_000):
     from rlr_video.config import load_config
 
@@ -317,6 +314,10 @@ def one_update_peak(trainer, seed: int) -> float:
     generator = torch.Generator().manual_seed(seed)
     peak = measure_peak(lambda: trainer.estimator.estimate(trainer.backbone, trainer.reward, prompts, generator))
     return peak.peak / 2**20
+
+
+# What a killed unit resumes with besides the trainer's checkpoint (train_unit's progress.json).
+BUDGET_STATE = ("compute", "seconds", "curve", "records")
 
 
 def train_unit(
