@@ -7,6 +7,29 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# pytest-xdist runs the suite in one worker per core (at most MAX_WORKERS: each holds its own
+# torch and tiny models, about 1-2 GiB), whole files at a time (`--dist loadfile`, pyproject),
+# so that module fixtures are built once.
+MAX_WORKERS = 4
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    return max(1, min(_cores(), MAX_WORKERS))
+
+
+def pytest_configure(config) -> None:
+    """A worker takes its share of the cores in torch threads: with every worker at the default
+    (all cores), OpenMP threads spin-wait for each other and the suite is slower than serial."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, _cores() // workers))
+
 
 @pytest.fixture(scope="module")
 def single_thread():

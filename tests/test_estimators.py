@@ -83,7 +83,9 @@ class NaNReward:
         return torch.where(torch.arange(len(r)) == 1, torch.full_like(r, float("nan")), r)
 
 
-@pytest.mark.parametrize("estimator", [RLR(h=2), FullBP(), LR(), TruncatedBP()], ids=str)
+@pytest.mark.parametrize(
+    "estimator", [RLR(h=2), FullBP(), LR(), TruncatedBP()], ids=["rlr", "full_bp", "lr", "truncated_bp"]
+)
 def test_nonfinite_reward_skips_without_touching_grads(backbone, estimator):
     params = backbone.trainable_parameters()
     for p in params:

@@ -84,7 +84,7 @@ def test_param_es_agrees_within_its_smoothing_bias(linear):
 @pytest.mark.parametrize(
     "estimator",
     [TruncatedBP(K=1), TruncatedBP(K=2, randomized=True), RLR(h=2, zo="none"), RLR(h=0, zo="none")],
-    ids=str,
+    ids=["trunc-k1", "trunc-k2-randomized", "rlr-h2-no-zo", "rlr-h0-no-zo"],
 )
 def test_biased_estimators_are_detected(linear, estimator):
     backbone, reward, truth = linear
