@@ -1,5 +1,5 @@
-"""The testbed's tools: pretrain_tiny_shapes.py (which makes the shipped weights) and the
-decision-time probe.
+"""The testbed's tools: pretrain_tiny_shapes.py (which makes the shipped weights), the
+decision-time probe and the report card (eval_tiny_shapes.py).
 
 The pretraining's timestep sampling and loss weights are checked directly; a two-step run
 (and one continuing from it with ``--init``) must save a folder that diffusers loads like a
@@ -94,3 +94,21 @@ def test_decision_step_probe_switches_the_caption_mid_chain(tmp_path) -> None:
     # switched before the first step: only the second caption was ever seen, and vice versa
     assert first["colour_second"] == 1.0 and first["colour_first"] == 0.0
     assert last["colour_first"] == 1.0 and last["colour_second"] == 0.0
+
+
+def test_the_report_card_grades_held_out_prompts_only_when_asked(tmp_path) -> None:
+    from PIL import Image
+
+    from rlr_video.testbed import shapes
+    from rlr_video.testbed.tiny_model import NUM_FRAMES, RESOLUTION
+
+    card = _tool("eval_tiny_shapes")
+    out, sheet = tmp_path / "card.json", tmp_path / "sheet.png"
+    argv = ["--per-combo", "1", "--train-combos", "0", "--steps", "2", "--threads", "1"]
+    report = card.main([*argv, "--out", str(out), "--sheet", str(sheet)])
+    assert json.loads(out.read_text()) == report
+    assert "train" not in report and report["heldout"]["videos"] == len(shapes.HELDOUT_COMBOS)
+    assert set(report["heldout"]["per_combo"]) == {" ".join(c) for c in shapes.HELDOUT_COMBOS}
+    assert all(0 <= report["heldout"][a] <= 1 for a in ("colour", "shape", "direction", "all"))
+    # one held-out video per row, its frames side by side, upscaled 4 times
+    assert Image.open(sheet).size == (NUM_FRAMES * RESOLUTION * 4, len(shapes.HELDOUT_COMBOS) * RESOLUTION * 4)

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR)
     p.add_argument("--per-combo", type=int, default=6, help="videos per combination")
-    p.add_argument("--train-combos", type=int, default=15, help="training combos to compare")
+    p.add_argument("--train-combos", type=int, default=15, help="training combos to compare (0: none)")
     p.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
     p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
     p.add_argument("--eta", type=float, default=0.0)
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["training"] = training_summary(json.loads(info_path.read_text()))
     videos_by_split = {}
     for split, combos in (("heldout", heldout), ("train", train)):
+        if not combos:  # --train-combos 0: held-out only
+            continue
         prompts = shapes.combo_prompts(combos, args.per_combo)
         videos = torch.cat(
             [
