@@ -7,9 +7,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# pytest-xdist runs the suite in one worker per core (at most MAX_WORKERS: each holds its own
-# torch and tiny models, about 1-2 GiB), whole files at a time (`--dist loadfile`, pyproject),
-# so that module fixtures are built once.
+# pytest-xdist runs the suite in one worker per core (at most MAX_WORKERS, as each holds its own
+# torch and models in memory), whole files at a time (`--dist loadfile`, pyproject), so that
+# module fixtures are built once.
 MAX_WORKERS = 4
 
 
@@ -22,8 +22,9 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 def pytest_configure(config) -> None:
-    """A worker takes its share of the cores in torch threads: with every worker at the default
-    (all cores), OpenMP threads spin-wait for each other and the suite is slower than serial."""
+    """A worker takes its share of the cores in torch threads: at torch's default (all cores)
+    each, the workers' threads would outnumber the cores, where OpenMP threads spin-waiting for
+    each other make small models far slower (see ``single_thread``)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         import torch
