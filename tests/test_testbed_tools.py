@@ -96,7 +96,7 @@ def test_decision_step_probe_switches_the_caption_mid_chain(tmp_path) -> None:
     assert last["colour_first"] == 1.0 and last["colour_second"] == 0.0
 
 
-def test_the_report_card_grades_held_out_prompts_only_when_asked(tmp_path) -> None:
+def test_the_report_card_grades_held_out_prompts_only_when_asked(tmp_path, single_thread) -> None:
     from PIL import Image
 
     from rlr_video.testbed import shapes
