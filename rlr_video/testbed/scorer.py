@@ -37,6 +37,7 @@ from rlr_video.testbed.shapes import (
     SPEED_RANGE,
     SPEED_WORDS,
     shape_mask,
+    speed_scale,
 )
 
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "direction")
@@ -116,7 +117,7 @@ class Measurement:
     fill: float = float("nan")
     direction: str | None = None
     displacement: tuple[float, float] = (0.0, 0.0)  # over the clip, fraction of W
-    speed: float = float("nan")  # per frame, fraction of W
+    speed: float = float("nan")  # per frame (of a clip of REFERENCE_FRAMES: shapes.speed_scale), fraction of W
     size: float = float("nan")  # sqrt(area) / W
     area_frac: float = 0.0  # mean object area / frame area
     reason: str = ""
@@ -224,7 +225,8 @@ def measure(video: torch.Tensor | np.ndarray) -> Measurement:
         direction = "right" if dx > 0 else "left"
     else:
         direction = "down" if dy > 0 else "up"
-    speed = float(np.hypot(slope_x, slope_y) / width)
+    # Per frame of the reference clip length, the unit of SPEED_RANGE (shapes.speed_scale).
+    speed = float(np.hypot(slope_x, slope_y) / width / speed_scale(frames))
     size = float(np.sqrt(areas[present].mean()))
     return Measurement(
         valid=True,

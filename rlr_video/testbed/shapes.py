@@ -55,6 +55,10 @@ BACKGROUNDS: tuple[str, ...] = tuple(PLAIN_BACKGROUNDS) + TEXTURED_BACKGROUNDS
 # uses them to flag sizes and speeds the model never saw (a reward-hacking symptom).
 SIZE_RANGE: tuple[float, float] = (0.30, 0.42)
 SPEED_RANGE: tuple[float, float] = (0.05, 0.075)  # per frame; 8 frames move 35-53% of W
+# Speeds (SPEED_RANGE, SPEED_WORDS) are per frame of a clip of up to this many frames. A longer
+# clip moves as far in all, slower per frame (speed_scale), so that its shape stays in frame:
+# at 9 frames (Wan's causal VAE needs 1 + 4k) a big, fast shape would otherwise leave it.
+REFERENCE_FRAMES = 8
 # Optional caption words for size and speed, and the ranges that make them true.
 SIZE_WORDS: dict[str, tuple[float, float]] = {"small": (0.30, 0.36), "big": (0.36, 0.42)}
 SPEED_WORDS: dict[str, tuple[float, float]] = {
@@ -123,6 +127,12 @@ class ShapeSpec:
         return self.x0 + vx * self.speed * frame, self.y0 + vy * self.speed * frame
 
 
+def speed_scale(frames: int) -> float:
+    """Factor on the per-frame speeds for a clip of ``frames`` frames: 1 up to
+    ``REFERENCE_FRAMES``, then such that the clip's whole travel stays that of the reference."""
+    return min(1.0, (REFERENCE_FRAMES - 1) / max(1, frames - 1))
+
+
 def motion_phrase(direction: str) -> str:
     """The caption's words for a direction: ``moving left`` ... ``standing still``."""
     return "standing still" if direction == "still" else f"moving {direction}"
@@ -136,13 +146,15 @@ def combo_prompt(colour: str, shape: str, direction: str | None, background: str
     return f"a {colour} {shape}{motion}{on}"
 
 
-def caption(spec: ShapeSpec, detailed: bool = False) -> str:
-    """The caption of ``spec``; ``detailed`` adds size ("small"/"big") and speed words."""
+def caption(spec: ShapeSpec, detailed: bool = False, frames: int = REFERENCE_FRAMES) -> str:
+    """The caption of ``spec``; ``detailed`` adds size ("small"/"big") and speed words (for a
+    clip of ``frames`` frames: see ``speed_scale``)."""
     size_word = speed_word = ""
     if detailed:
         size_word = next(w for w, (lo, hi) in SIZE_WORDS.items() if spec.size <= hi or w == "big")
         if spec.direction != "still":
-            speed_word = next(w for w, (lo, hi) in SPEED_WORDS.items() if spec.speed <= hi or w == "quickly")
+            speed = spec.speed / speed_scale(frames)
+            speed_word = next(w for w, (lo, hi) in SPEED_WORDS.items() if speed <= hi or w == "quickly")
     parts = ["a", size_word, spec.colour, spec.shape, motion_phrase(spec.direction), speed_word]
     parts += ["on", "a", spec.background, "background"]
     return " ".join(p for p in parts if p)
@@ -172,7 +184,7 @@ def sample_spec(
     colour, shape, direction = combo
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     size = float(rng.uniform(*SIZE_RANGE))
-    speed = 0.0 if direction == "still" else float(rng.uniform(*SPEED_RANGE))
+    speed = 0.0 if direction == "still" else float(rng.uniform(*SPEED_RANGE)) * speed_scale(frames)
     travel = speed * (frames - 1)
     half = size / 2
     vx, vy = DIRECTION_VECTORS[direction]
@@ -254,7 +266,7 @@ def make_batch(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     specs = [sample_spec(rng, split, frames=frames) for _ in range(batch_size)]
     videos = torch.stack([render(s, frames, resolution) for s in specs])
-    captions = [caption(s, detailed_captions) for s in specs]
+    captions = [caption(s, detailed_captions, frames) for s in specs]
     return Batch(videos, captions, specs)
 
 
