@@ -16,7 +16,7 @@ PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 def test_presets_exist():
     names = {p.stem for p in PRESETS}
     expected = {"tiny-shapes", "toy", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"}
-    expected |= {"wan14b-composite", "tiny-shapes-direction", "wan22-ti2v-5b-composite", "wan22-a14b-composite"}
+    expected |= {"wan14b-composite", "tiny-shapes-direction", "wan22-ti2v-5b-composite", "wan22-a14b-composite", "tiny-shapes-wan"}
     assert expected <= names
 
 
@@ -26,7 +26,8 @@ def test_every_preset_loads_and_validates(preset: Path):
     assert config.estimator.name in ("rlr", "full_bp", "truncated_bp", "lr")
     assert Path(config.prompts.path).is_file()  # resolved against the preset's folder
     if config.model.path is not None:  # a real family: the paper's defaults
-        steps = (10, 10) if config.model.path == "tiny-shapes" else (25, 50)  # the CPU testbed: short chains
+        cpu_testbed = config.model.path in ("tiny-shapes", "tiny-shapes-wan")
+        steps = (10, 10) if cpu_testbed else (25, 50)  # the CPU testbed: short chains
         assert config.estimator.h == 2 and steps[0] <= config.model.num_steps <= steps[1]
         assert 4 <= config.model.lora_rank <= 16
         from rlr_video.backbones import BackboneOptions

@@ -17,12 +17,23 @@ from typing import Any
 from rlr_video.verbosity import loading_bars_hidden
 
 # Packaged backbones: names that resolve to directories shipped inside rlr_video/assets.
-PACKAGED = {"tiny-shapes": "tiny-shapes"}
+PACKAGED = {"tiny-shapes": "tiny-shapes", "tiny-shapes-wan": "tiny-shapes-wan"}
 # How a packaged model was trained and evaluated, where that differs from its pipeline's
 # defaults (TextToVideoSDPipeline's 16 frames and guidance 9): options left unset take these.
 # tiny-shapes samples best without classifier-free guidance (at 1.5 and 2 its held-out scores
 # fall, benchmarks/tiny_shapes_eval*.json); 1 turns the unconditional branch off.
-PACKAGED_DEFAULTS = {"tiny-shapes": {"num_frames": 8, "guidance_scale": 1.0}}
+# tiny-shapes-wan: WanPipeline's 480 x 832 x 81 would not fit its 32 x 32 x 9 training videos, and its
+# text encoder has 16 positions (rlr_video.testbed.tiny_wan), not UMT5's 512.
+PACKAGED_DEFAULTS = {
+    "tiny-shapes": {"num_frames": 8, "guidance_scale": 1.0},
+    "tiny-shapes-wan": {
+        "num_frames": 9,
+        "height": 32,
+        "width": 32,
+        "guidance_scale": 1.0,
+        "max_sequence_length": 16,
+    },
+}
 
 
 def packaged_defaults(root: Path) -> dict[str, Any]:

@@ -37,25 +37,39 @@ TINY_SHAPES_WAN_DIR = ASSETS_DIR / "tiny-shapes-wan"
 
 RESOLUTION = 32
 NUM_FRAMES = 9  # the causal VAE encodes 1 + 4k frames
-Z_DIM = 16  # latent channels, as Wan 2.1's VAE
+Z_DIM = 16  # latent channels of the 4x variant, as Wan 2.1's VAE
 MAX_SEQUENCE_LENGTH = CONTEXT_LENGTH  # the text encoder's positions (the longest caption is 14 tokens)
 FLOW_SHIFT = 3.0  # Wan 2.1's flow_shift for its 480p models; sigma' = shift s / (1 + (shift - 1) s)
+TOKEN_PIXELS = 8  # each transformer token covers 8 x 8 pixels (VAE scale x patch)
 
-VAE_CONFIG: dict = {
-    "base_dim": 16,
-    "z_dim": Z_DIM,
-    "dim_mult": [1, 2, 4],  # two downsamplings: 32 -> 8 pixels
-    "num_res_blocks": 1,
-    "attn_scales": [],
-    "temperal_downsample": [True, True],  # (sic, diffusers' spelling) two halvings in time: 1 + 4k -> 1 + k
-    "scale_factor_temporal": 4,
-    "scale_factor_spatial": 4,
-    "latents_mean": [0.0] * Z_DIM,  # replaced by the measured statistics when the VAE is saved
-    "latents_std": [1.0] * Z_DIM,
+# Two VAE variants were trained (tools/testbed/pretrain_tiny_shapes_wan.py --vae-variant): Wan 2.1's
+# 4x spatial and 4x temporal compression, and 2x in both, whose decoder has less to invent.
+VAE_VARIANTS: dict[str, dict] = {
+    "s4t4": {
+        "base_dim": 16,
+        "z_dim": Z_DIM,
+        "dim_mult": [1, 2, 4],  # two downsamplings: 32 -> 8 pixels
+        "num_res_blocks": 1,
+        "attn_scales": [],
+        "temperal_downsample": [True, True],  # (sic, diffusers' spelling) two halvings in time: 1 + 4k -> 1 + k
+        "scale_factor_temporal": 4,
+        "scale_factor_spatial": 4,
+    },
+    "s2t2": {
+        "base_dim": 16,
+        "z_dim": 8,
+        "dim_mult": [1, 2],  # one downsampling: 32 -> 16 pixels
+        "num_res_blocks": 1,
+        "attn_scales": [],
+        "temperal_downsample": [True],  # one halving in time: 1 + 2k -> 1 + k (9 frames -> 5)
+        "scale_factor_temporal": 2,
+        "scale_factor_spatial": 2,
+    },
 }
+VAE_CONFIG: dict = VAE_VARIANTS["s4t4"]
 
 TRANSFORMER_CONFIG: dict = {
-    "patch_size": (1, 2, 2),  # as Wan: 3 x 4 x 4 = 48 tokens per video
+    "patch_size": (1, 2, 2),  # as Wan: with the 4x VAE 3 x 4 x 4 = 48 tokens per video
     "num_attention_heads": 4,
     "attention_head_dim": 32,
     "in_channels": Z_DIM,
@@ -96,18 +110,28 @@ def normalise(vae, z: Tensor) -> Tensor:
     return (z - mean.to(z)) / std.to(z)
 
 
-def build_vae():
-    """A fresh ``AutoencoderKLWan`` of ``VAE_CONFIG``."""
+def build_vae(variant: str = "s4t4"):
+    """A fresh ``AutoencoderKLWan`` of one of ``VAE_VARIANTS``."""
     from diffusers import AutoencoderKLWan
 
-    return AutoencoderKLWan(**VAE_CONFIG)
+    if variant not in VAE_VARIANTS:
+        raise ValueError(f"unknown VAE variant {variant!r}; known: {', '.join(VAE_VARIANTS)}")
+    config = VAE_VARIANTS[variant]
+    z = config["z_dim"]  # the statistics are measured and written into the config when it is saved
+    return AutoencoderKLWan(**config, latents_mean=[0.0] * z, latents_std=[1.0] * z)
 
 
-def build_transformer():
-    """A fresh ``WanTransformer3DModel`` of ``TRANSFORMER_CONFIG``."""
+def build_transformer(vae_config: dict | None = None):
+    """A fresh ``WanTransformer3DModel`` of ``TRANSFORMER_CONFIG`` for a VAE's latents: its
+    channels, and a patch that makes each token ``TOKEN_PIXELS`` pixels wide."""
     from diffusers import WanTransformer3DModel
 
-    return WanTransformer3DModel(**TRANSFORMER_CONFIG)
+    vae_config = vae_config or VAE_CONFIG
+    patch = TOKEN_PIXELS // vae_config["scale_factor_spatial"]
+    z = vae_config["z_dim"]
+    return WanTransformer3DModel(
+        **{**TRANSFORMER_CONFIG, "in_channels": z, "out_channels": z, "patch_size": (1, patch, patch)}
+    )
 
 
 def build_scheduler():
@@ -117,7 +141,9 @@ def build_scheduler():
     return FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
 
 
-def build_components(tokenizer_dir: str | Path, text_encoder: str | Path | None = None, seed: int = 0) -> dict:
+def build_components(
+    tokenizer_dir: str | Path, text_encoder: str | Path | None = None, seed: int = 0, vae_variant: str = "s4t4"
+) -> dict:
     """Fresh pipeline components: random VAE and transformer, tiny-shapes' tokenizer, and the
     ``CLIPTextModel`` saved at ``text_encoder`` (tiny-shapes' shapes text encoder, say), or a
     random one of tiny-shapes' config when None."""
@@ -143,11 +169,12 @@ def build_components(tokenizer_dir: str | Path, text_encoder: str | Path | None 
             f"{text_encoder}: text width {encoder.config.hidden_size}, the transformer reads "
             f"{TRANSFORMER_CONFIG['text_dim']}"
         )
+    vae = build_vae(vae_variant)
     return {
         "tokenizer": tokenizer,
         "text_encoder": encoder,
-        "transformer": build_transformer(),
-        "vae": build_vae(),
+        "transformer": build_transformer(dict(vae.config)),
+        "vae": vae,
         "scheduler": build_scheduler(),
     }
 

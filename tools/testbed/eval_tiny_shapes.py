@@ -1,15 +1,21 @@
-"""Evaluate the tiny-shapes model's prompt following with the analytic ground-truth scorer.
+"""Evaluate a testbed model's prompt following with the analytic ground-truth scorer.
 
-Loads the saved folder with diffusers' ``TextToVideoSDPipeline.from_pretrained`` (the
-code path of hub models; the scheduler is its saved ``DDIMScheduler``), samples every
-held-out colour x shape x direction combination on every background, and scores the
-videos from pixels (``rlr_video.testbed.scorer``). Training combinations are sampled too,
-for comparison: a model that only memorised its training captions scores well on
-``train`` and poorly on ``heldout``.
+``--model`` is ``tiny-shapes`` (the default), ``tiny-shapes-wan`` or a saved folder of either.
+With ``--sampler pipeline`` (the default) the folder is loaded with its diffusers pipeline's
+``from_pretrained`` (the code path of hub models: ``TextToVideoSDPipeline`` with its saved
+``DDIMScheduler``, or ``WanPipeline`` with its ``FlowMatchEulerDiscreteScheduler``, the Euler
+ODE); with ``--sampler chain`` through ``load_backbone`` and ``rollout``, the chain that the
+presets fine-tune (``--steps`` steps, ``--eta`` the DDIM eta or the flow SDE's noise level).
+It samples every held-out colour x shape x direction combination on every background, and
+scores the videos from pixels (``rlr_video.testbed.scorer``). Training combinations are
+sampled too, for comparison: a model that only memorised its training captions scores well
+on ``train`` and poorly on ``heldout``.
 
     HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/eval_tiny_shapes.py --threads 2
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/eval_tiny_shapes.py --model tiny-shapes-wan \
+        --sampler chain --steps 10 --eta 0.7 --out benchmarks/tiny_shapes_wan_eval.json
 
-writes ``benchmarks/tiny_shapes_eval.json`` (and, with ``--sheet``, a PNG of samples).
+write ``benchmarks/tiny_shapes_eval.json`` (and, with ``--sheet``, a PNG of samples).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from rlr_video.backbones.layout import PACKAGED_DEFAULTS, Layout, resolve_source  # noqa: E402
 from rlr_video.testbed import scorer, shapes  # noqa: E402
-from rlr_video.testbed.tiny_model import GUIDANCE_SCALE, TINY_SHAPES_DIR, load_pipeline, sample  # noqa: E402
+from rlr_video.testbed import tiny_model as tm  # noqa: E402
+from rlr_video.testbed import tiny_wan as tw  # noqa: E402
 
 CHANCE = {"colour": 1 / len(shapes.COLOURS), "shape": 1 / len(shapes.SHAPES), "direction": 1 / len(shapes.DIRECTIONS)}
 
@@ -36,12 +44,18 @@ CHANCE = {"colour": 1 / len(shapes.COLOURS), "shape": 1 / len(shapes.SHAPES), "d
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=TINY_SHAPES_DIR)
+    p.add_argument("--model", default="tiny-shapes", help="tiny-shapes, tiny-shapes-wan or a saved folder of either")
+    p.add_argument(
+        "--sampler",
+        choices=("pipeline", "chain"),
+        default="pipeline",
+        help="the folder's diffusers pipeline, or load_backbone + rollout (the presets' chain)",
+    )
     p.add_argument("--per-combo", type=int, default=6, help="videos per combination")
     p.add_argument("--train-combos", type=int, default=15, help="training combos to compare (0: none)")
-    p.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
-    p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
-    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--steps", type=int, default=25, help="sampling steps")
+    p.add_argument("--guidance", type=float, default=None, help="default: what load_backbone takes for the model")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta, or the flow SDE's noise level (chain only)")
     p.add_argument("--batch", type=int, default=90)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -52,12 +66,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def training_summary(info: dict) -> dict:
-    """The run that produced the weights, and the runs it was initialised from (``--init``)."""
-    keys = ("command", "device", "threads", "steps", "seconds", "batch_size", "parameters")
-    summary = {k: info.get(k) for k in keys}
+    """The run that produced the weights, the runs it was initialised from (``--init``) and,
+    for tiny-shapes-wan, the run that trained its VAE."""
+    keys = ("command", "commands", "device", "threads", "steps", "seconds", "minutes", "batch_size", "parameters")
+    summary = {k: info[k] for k in keys if k in info}
+    if info.get("vae_info"):
+        summary["vae"] = {k: info["vae_info"][k] for k in keys if k in info["vae_info"]}
     stages, inner = [], info.get("init_info")
     while inner:
-        stages.append({k: inner.get(k) for k in keys})
+        stages.append({k: inner[k] for k in keys if k in inner})
         inner = inner.get("init_info")
     if stages:
         summary["initialised_from"] = stages  # nearest first
@@ -88,25 +105,67 @@ def save_sheet(videos: torch.Tensor, path: Path, rows: int = 15, upscale: int = 
     Image.fromarray(img).save(path)
 
 
+class Sampler:
+    """Samples (B, F, 3, H, W) videos in [0, 1] from a testbed model, one way or the other."""
+
+    def __init__(self, args: argparse.Namespace, folder: Path) -> None:
+        self.args, self.wan = args, Layout(folder).pipeline_class == "WanPipeline"
+        if args.sampler == "chain":
+            from rlr_video.backbones import load_backbone
+
+            options = {"num_steps": args.steps, "eta": args.eta, "lora_rank": 0, "device": args.device}
+            self.backbone = load_backbone(folder, guidance_scale=args.guidance, **options)
+            self.guidance, self.kind = self.backbone.guidance_scale, type(self.backbone.transition).__name__
+            self.frames, self.resolution = self.backbone.num_frames, self.backbone.height
+        else:
+            if self.wan and args.eta:
+                raise ValueError(f"--eta {args.eta}: WanPipeline's Euler sampler has none; use --sampler chain")
+            module = tw if self.wan else tm
+            self.pipe = module.load_pipeline(folder, device=args.device)
+            self.guidance = args.guidance if args.guidance is not None else _packaged_guidance(folder)
+            self.kind = type(self.pipe.scheduler).__name__
+            self.frames, self.resolution = module.NUM_FRAMES, module.RESOLUTION
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], seed: int) -> torch.Tensor:
+        a = self.args
+        if a.sampler == "chain":
+            from rlr_video.chain import rollout
+
+            b = self.backbone
+            return b.decode(rollout(b, b.encode(prompts), torch.Generator().manual_seed(seed), len(prompts)).sample)
+        if self.wan:
+            return tw.sample(self.pipe, prompts, a.steps, self.guidance, seed=seed)
+        return tm.sample(self.pipe, prompts, a.steps, self.guidance, seed=seed, eta=a.eta)
+
+
+def _packaged_guidance(folder: Path) -> float:
+    from rlr_video.backbones.layout import packaged_defaults
+
+    return packaged_defaults(folder).get("guidance_scale", PACKAGED_DEFAULTS["tiny-shapes"]["guidance_scale"])
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Sample, score, write the report; returns it."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
-    pipe = load_pipeline(args.model, device=args.device)
+    folder = resolve_source(args.model)
+    sampler = Sampler(args, folder)
     heldout = sorted(shapes.HELDOUT_COMBOS)
     rng = np.random.default_rng(args.seed)
     train_pick = rng.choice(len(shapes.TRAIN_COMBOS), args.train_combos, replace=False)
     train = [shapes.TRAIN_COMBOS[i] for i in sorted(train_pick)]
     report: dict = {
-        "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
-        "pipeline": type(pipe).__name__,
-        "scheduler": type(pipe.scheduler).__name__,
-        "sampling": {"steps": args.steps, "guidance_scale": args.guidance, "eta": args.eta, "seed": args.seed},
+        "model": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
+        "pipeline": Layout(folder).pipeline_class,
+        "sampler": args.sampler,
+        "scheduler" if args.sampler == "pipeline" else "transition": sampler.kind,
+        "sampling": {"steps": args.steps, "guidance_scale": sampler.guidance, "eta": args.eta, "seed": args.seed},
         "chance": {k: round(v, 4) for k, v in CHANCE.items()},
         "command": "python tools/testbed/eval_tiny_shapes.py " + " ".join(argv or sys.argv[1:]),
     }
-    info_path = args.model / "train_info.json"
+    info_path = folder / "train_info.json"
     if info_path.exists():
         report["training"] = training_summary(json.loads(info_path.read_text()))
     videos_by_split = {}
@@ -115,10 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         prompts = shapes.combo_prompts(combos, args.per_combo)
         videos = torch.cat(
-            [
-                sample(pipe, prompts[i : i + args.batch], args.steps, args.guidance, seed=args.seed + i, eta=args.eta)
-                for i in range(0, len(prompts), args.batch)
-            ]
+            [sampler(prompts[i : i + args.batch], seed=args.seed + i) for i in range(0, len(prompts), args.batch)]
         )
         videos_by_split[split] = videos
         scores = scorer.score_batch(videos, prompts)
@@ -129,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
         report[split] = {"videos": len(prompts), **summarise(scores), "per_combo": per_combo}
         print(split, {k: v for k, v in report[split].items() if k != "per_combo"}, flush=True)
     # The scorer on real testbed videos of the same prompts: its own ceiling.
-    real = shapes.make_batch(len(heldout) * args.per_combo, args.seed, "heldout")
+    n_real = len(heldout) * args.per_combo
+    real = shapes.make_batch(n_real, args.seed, "heldout", frames=sampler.frames, resolution=sampler.resolution)
     report["scorer_on_real_heldout"] = summarise(scorer.score_batch(real.videos, real.captions))
     report["eval_seconds"] = round(time.time() - start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -74,8 +74,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=1000, help="grade held-out videos every N steps (0: off)")
     p.add_argument("--eval-videos", type=int, default=30, help="held-out videos per evaluation (2 per combination)")
     vae = p.add_argument_group("vae phase")
+    vae.add_argument("--vae-variant", choices=tuple(tw.VAE_VARIANTS), default="s4t4", help="see tiny_wan.VAE_VARIANTS")
+    vae.add_argument(
+        "--edge-weight", type=float, default=0.0, help="weight of an L1 loss on horizontal and vertical differences"
+    )
     vae.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the mean KL per latent element")
     vae.add_argument("--init-logvar", type=float, default=-6.0, help="initial posterior log-variance")
+    vae.add_argument(
+        "--posterior-noise",
+        type=float,
+        default=1.0,
+        help="scale of the posterior's std in the latents decoded in training (0: the mean). The learnt "
+        "log-variance moves by at most ~lr per Adam step, so a posterior std that blurs outlines lingers "
+        "for thousands of steps; this shrinks it at once",
+    )
     vae.add_argument("--object-weight", type=float, default=4.0, help="extra loss weight of object pixels")
     tr = p.add_argument_group("transformer phase")
     tr.add_argument("--vae", type=Path, help="the vae phase's --out (its vae/ folder is used)")
@@ -186,9 +198,12 @@ class Run:
 
 
 def object_weight(x: torch.Tensor, extra: float) -> torch.Tensor:
-    """Per-pixel loss weights (B, 1, F, H, W): 1 + extra x chroma, so the saturated object counts more."""
+    """Per-pixel loss weights (B, 1, F, H, W): 1 + extra x the chroma of the pixel or a neighbour
+    (3 x 3), so the saturated object and the pixels just around it count more: a halo of colour
+    around the object blurs its outline, and the scorer reads the shape from that outline."""
     rgb = (x + 1) / 2
-    return 1 + extra * (rgb.amax(1, keepdim=True) - rgb.amin(1, keepdim=True))
+    chroma = rgb.amax(1, keepdim=True) - rgb.amin(1, keepdim=True)
+    return 1 + extra * torch.nn.functional.max_pool3d(chroma, (1, 3, 3), stride=1, padding=(0, 1, 1))
 
 
 @torch.no_grad()
@@ -220,7 +235,7 @@ def save_vae(run: Run, out: Path) -> None:
 
 def train_vae(args: argparse.Namespace, info: dict) -> None:
     torch.manual_seed(args.seed)
-    vae = tw.build_vae().train()
+    vae = tw.build_vae(args.vae_variant).train()
     with torch.no_grad():  # the posterior's log-variance channels (the second half) start small:
         # at the prior's std 1 the noise drowns the latents' signal and the decoder learns nothing
         # for hundreds of steps (measured: PSNR 14 after 250 steps)
@@ -232,11 +247,16 @@ def train_vae(args: argparse.Namespace, info: dict) -> None:
     while not run.done():
         x = tw.video_to_pixels(shapes.make_batch(args.batch_size, rng, "train", tw.NUM_FRAMES, tw.RESOLUTION).videos)
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        z = post.mean + args.posterior_noise * post.std * torch.randn(post.mean.shape, generator=gen)
         y = vae.decode(z).sample
         w = object_weight(x, args.object_weight)
         err = (y - x).abs() + (y - x).pow(2)
         rec = (w * err).mean() / w.mean()
+        if args.edge_weight:  # blur shows as differences too small across the object's outline
+            for dim in (3, 4):
+                dy, dx = y.diff(dim=dim), x.diff(dim=dim)
+                wd = w.narrow(dim, 1, w.shape[dim] - 1)
+                rec = rec + args.edge_weight * (wd * (dy - dx).abs()).mean() / wd.mean()
         kl = 0.5 * (post.mean.pow(2) + post.var - 1 - post.logvar).mean()
         run.update(rec + args.kl_weight * kl)
         last = run.done()
@@ -280,8 +300,10 @@ def load_components(args: argparse.Namespace) -> dict:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import CLIPTextModel
 
+    vae = AutoencoderKLWan.from_pretrained(args.vae / "vae").eval().requires_grad_(False)
     comps = tw.build_components(args.out / "tokenizer", text_encoder=args.text_init, seed=args.seed)
-    comps["vae"] = AutoencoderKLWan.from_pretrained(args.vae / "vae").eval().requires_grad_(False)
+    torch.manual_seed(args.seed)
+    comps["vae"], comps["transformer"] = vae, tw.build_transformer(dict(vae.config))
     if args.init is not None:
         comps["transformer"] = WanTransformer3DModel.from_pretrained(args.init, subfolder="transformer")
         comps["text_encoder"] = CLIPTextModel.from_pretrained(args.init, subfolder="text_encoder")
