@@ -17,14 +17,29 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 # 17 frames: 5 latent frames; Wan decodes them one per step, CogVideoX as groups of 3 and 2,
 # HunyuanVideo as temporal tiles of latent frames 0-4 and 3-4 (its VAE's tiles of 16 frames every 12).
 FRAMES = 17
-# Wan 2.1's VAE, and Wan 2.2's (TI2V-5B: patch_size 2, is_residual, 48 latent channels).
-FAMILIES = ["wan", "wan22-ti2v", "cogvideox", "hunyuanvideo"]
-STEP_FRAMES = {"wan": [1] * 5, "wan22-ti2v": [1] * 5, "cogvideox": [3, 2], "hunyuanvideo": [5, 2]}
+# Wan 2.1's VAE, and Wan 2.2's (TI2V-5B: patch_size 2, is_residual, 48 latent channels); and the
+# trained Wan VAE of the shipped tiny-shapes-wan (2x in time: 9 frames are 5 latent frames).
+FAMILIES = ["wan", "wan22-ti2v", "cogvideox", "hunyuanvideo", "tiny-shapes-wan"]
+STEP_FRAMES = {
+    "wan": [1] * 5,
+    "wan22-ti2v": [1] * 5,
+    "cogvideox": [3, 2],
+    "hunyuanvideo": [5, 2],
+    "tiny-shapes-wan": [1] * 5,
+}
 
 
 def _channels(backbone) -> int:
     cfg = backbone.vae.config
     return cfg.z_dim if "z_dim" in cfg else cfg.latent_channels
+
+
+def _load(family: str):
+    """The family's tiny random-weight model at ``FRAMES`` frames, or the shipped trained
+    tiny-shapes-wan at the 9 frames it was trained on."""
+    if family == "tiny-shapes-wan":
+        return load_backbone(family, num_steps=2)
+    return load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
 
 
 def _decode_with_grad(backbone, latents, chunk):
@@ -46,12 +61,12 @@ def _decode_with_grad(backbone, latents, chunk):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
-    backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
+    backbone = _load(family)
     latents = backbone.initial_latents(2, torch.Generator().manual_seed(0))
     batched, batched_grad, saved = _decode_with_grad(backbone, latents, None)
     backbone.vae.enable_slicing()  # diffusers' own decoding one video at a time, as the chunks do
     frames, grad, _ = _decode_with_grad(backbone, latents, None)
-    assert frames.shape[:2] == (2, FRAMES)
+    assert frames.shape[:2] == (2, backbone.num_frames)
     # A batch of one sums in another order than a batch of two (on some CPUs): the decoder's
     # rounding, its conv layers deep with their largest fan-in (Wan 33 x 432, CogVideoX 67 x 216:
     # ~1e-4). Measured ~5e-6 (Wan) and ~4e-7 (CogVideoX) here, with oneDNN limited to AVX2 too;
@@ -74,13 +89,15 @@ def test_chunked_decode_equals_the_plain_decode_and_keeps_less(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_decode_profile_on_the_meta_device(family):
-    backbone = load_backbone(tiny_model_dir(family), **tiny_options(family, num_frames=FRAMES))
+    backbone = _load(family)
     twin = meta_twin(backbone.vae)
     z = torch.zeros(3, _channels(backbone), 5, 4, 4, device="meta")
     profile = decode_profile(twin, z, backbone.decode_steps)
     # Wan: 1 + 4 + 4 + 4 + 4 frames; CogVideoX: groups of 3 and 2 latent frames, 9 + 8 frames;
-    # HunyuanVideo: overlapping tiles of 5 and 2 latent frames, 17 + 5 frames, blended at the end
+    # HunyuanVideo: overlapping tiles of 5 and 2 latent frames, 17 + 5 frames, blended at the end;
+    # tiny-shapes-wan (2x in time): 1 + 2 + 2 + 2 + 2 frames
     frames, largest = {
+        "tiny-shapes-wan": (9, 2),
         "wan": (FRAMES, 4),
         "wan22-ti2v": (FRAMES, 4),
         "cogvideox": (FRAMES, 9),

@@ -22,11 +22,13 @@ and reported); on a GPU from a separate untracked run.
     python tools/bench_memory.py --families ltx   # only these families' configs, their rows merged
                                                   # into the existing --out (the others' are kept)
     python tools/bench_memory.py --families wan22-ti2v wan22-a14b --no-rss   # Wan 2.2's rows
+    python tools/bench_memory.py --families wan --no-rss   # the shipped tiny-shapes-wan (trained weights)
 
 The transformer families' configs (``FAMILY_CONFIGS``: LTX-Video, Wan 2.2, HunyuanVideo 1.5 and
 1.0) are real-class random-weight pipelines built by ``tests/backbone_fixtures.py`` and loaded with
 ``load_backbone``; their frame counts follow the family's rule (LTX-Video: 1 + 8k, Wan and
-HunyuanVideo: 1 + 4k, so F in {9, 17, 33} stand for {8, 16, 32}).
+HunyuanVideo: 1 + 4k, so F in {9, 17, 33} stand for {8, 16, 32}). ``tiny-shapes-wan`` is the shipped
+testbed with its trained weights, loaded by name.
 
 Targets (reported, not enforced): median |prediction error| <= 15%; with per-call
 checkpointing the peak grows <= 10% from h = 1 to h = 4; the chunked backprop segment at
@@ -132,6 +134,9 @@ FAMILY_CONFIGS = {
         },
         {"block_out_channels": (16, 16, 32, 32)},
     ),
+    # the shipped, trained tiny-shapes-wan (rlr_video/assets/tiny-shapes-wan) as it is: Wan 2.1's
+    # classes, a VAE of 2x in space and time (1 + 2k frames)
+    "tiny-shapes-wan": ("wan", (9, 17, 33), 32, 32, {}, {}),
 }
 # Each family's test builder (tests/backbone_fixtures.py) and its text length.
 FAMILY_BUILDERS = {
@@ -251,6 +256,11 @@ class FamilyModel:
 
         self.name = name
         self.family, self.frames, self.height, self.width, transformer, vae = FAMILY_CONFIGS[name]
+        if name == "tiny-shapes-wan":  # packaged: loaded by name, nothing to build
+            from rlr_video.testbed import tiny_wan
+
+            self.path, self.text_length = tiny_wan.TINY_SHAPES_WAN_DIR, tiny_wan.MAX_SEQUENCE_LENGTH
+            return
         builder, text_length = FAMILY_BUILDERS[self.family]
         pipe = getattr(backbone_fixtures, builder)()
         # the transformer's changes go to every expert of a mixture of experts (each its own weights)
