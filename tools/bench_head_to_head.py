@@ -15,7 +15,8 @@ chasing the reward costs.
 
 **Methods** (``method_overrides``): ``rlr`` (the preset), ``grpo`` (Flow-GRPO's Wan 2.1 preset:
 groups of 4 videos per prompt, clip range 1e-3, beta 0.004, timestep_fraction 0.99, one inner
-epoch), ``nft`` (DiffusionNFT), ``lr_ppo`` (DDPO: REINFORCE over every step with PPO's clip 1e-4 and
+epoch), ``grpo_fast`` (Flow-GRPO-Fast: a window of 3 stochastic, trained steps; on request with
+``--methods``), ``nft`` (DiffusionNFT), ``lr_ppo`` (DDPO: REINFORCE over every step with PPO's clip 1e-4 and
 two updates per sampled batch), ``truncated_bp`` at RLR's backprop depth (its ``fo_steps``) and
 ``full_bp``.
 
@@ -70,6 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 CURVE_KEYS = ("truth_target", "truth_all_three", "reward")
 GRPO_GROUP = 4  # Flow-GRPO's Wan 2.1 preset: 4 videos per prompt (config/grpo.py, general_ocr_wan2_1)
+DEFAULT_METHODS = ("rlr", "grpo", "nft", "lr_ppo", "truncated_bp", "full_bp")
 
 
 def method_overrides(depth: int) -> dict[str, list[str]]:
@@ -80,6 +82,16 @@ def method_overrides(depth: int) -> dict[str, list[str]]:
         # Flow-GRPO's Wan 2.1 preset (config/grpo.py, general_ocr_wan2_1), the estimator's defaults:
         # clip_range 1e-3, beta 0.004, timestep_fraction 0.99, adv_clip_max 5, group std, 1 inner epoch
         "grpo": ["estimator.name=grpo", f"train.group_size={GRPO_GROUP}"],
+        # Flow-GRPO-Fast (config/grpo.py, pickscore_sd3_fast_nocfg): only a window of 3 consecutive
+        # steps in the first half of the chain is stochastic and trained, the rest is the ODE; clip
+        # range 1e-5, no KL. Not in the default --methods: the DDIM tasks were run without it.
+        "grpo_fast": [
+            "estimator.name=grpo",
+            f"train.group_size={GRPO_GROUP}",
+            "estimator.sde_window_size=3",
+            "estimator.clip_range=1e-5",
+            "estimator.beta=0",
+        ],
         "nft": ["estimator.name=nft", f"train.group_size={GRPO_GROUP}"],
         # DDPO (kvablack/ddpo-pytorch config/base.py): clip_range 1e-4 on the per-element ratio; the
         # sampled batch is used for two updates, so the clip acts
@@ -708,7 +720,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value) for every run")
     parser.add_argument("--tasks", nargs="+", default=["tiny-shapes-direction", "tiny-shapes"])
-    parser.add_argument("--methods", nargs="+", default=list(method_overrides(1)), choices=list(method_overrides(1)))
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(method_overrides(1)))
     parser.add_argument("--samples", type=int, default=512, help="the horizon N: training videos per run")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--extra-seeds", nargs="*", type=int, default=[3, 4], help="for the two best methods")
