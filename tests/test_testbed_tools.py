@@ -112,3 +112,22 @@ def test_the_report_card_grades_held_out_prompts_only_when_asked(tmp_path, singl
     assert all(0 <= report["heldout"][a] <= 1 for a in ("colour", "shape", "direction", "all"))
     # one held-out video per row, its frames side by side, upscaled 4 times
     assert Image.open(sheet).size == (NUM_FRAMES * RESOLUTION * 4, len(shapes.HELDOUT_COMBOS) * RESOLUTION * 4)
+
+
+def test_the_wan_pretraining_runs_both_phases_into_a_wan_pipeline(tmp_path) -> None:
+    """Two steps of each phase of pretrain_tiny_shapes_wan.py: the VAE's latent statistics are
+    measured into its config, and the transformer phase saves a folder WanPipeline loads."""
+    from diffusers import WanPipeline
+
+    tool = _tool("pretrain_tiny_shapes_wan")
+    common = ["--steps", "2", "--warmup", "1", "--save-every", "2", "--eval-every", "0", "--threads", "1"]
+    vae_run, run = tmp_path / "vae", tmp_path / "wan"
+    tool.main(["vae", *common, "--vae-variant", "s2t2", "--batch-size", "2", "--out", str(vae_run)])
+    vae_config = json.loads((vae_run / "vae" / "config.json").read_text())
+    assert len(vae_config["latents_mean"]) == vae_config["z_dim"] == 8
+    assert vae_config["latents_std"] != [1.0] * 8  # measured on training videos, not the defaults
+    tool.main(["transformer", *common, "--vae", str(vae_run), "--batch-size", "4", "--cache-videos", "8", "--out", str(run)])
+    info = json.loads((run / "pipeline" / "train_info.json").read_text())
+    assert info["steps"] == 2 and info["vae_info"]["phase"] == "vae"
+    pipe = WanPipeline.from_pretrained(str(run / "pipeline"))
+    assert pipe.transformer.config.in_channels == 8 and pipe.scheduler.config.shift == 3.0
