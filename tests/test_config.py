@@ -16,7 +16,8 @@ PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 def test_presets_exist():
     names = {p.stem for p in PRESETS}
     expected = {"tiny-shapes", "toy", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"}
-    expected |= {"wan14b-composite", "tiny-shapes-direction", "wan22-ti2v-5b-composite", "wan22-a14b-composite", "tiny-shapes-wan"}
+    expected |= {"wan14b-composite", "tiny-shapes-direction", "wan22-ti2v-5b-composite", "wan22-a14b-composite"}
+    expected |= {"tiny-shapes-wan"}
     assert expected <= names
 
 

@@ -126,7 +126,9 @@ def test_the_wan_pretraining_runs_both_phases_into_a_wan_pipeline(tmp_path) -> N
     vae_config = json.loads((vae_run / "vae" / "config.json").read_text())
     assert len(vae_config["latents_mean"]) == vae_config["z_dim"] == 8
     assert vae_config["latents_std"] != [1.0] * 8  # measured on training videos, not the defaults
-    tool.main(["transformer", *common, "--vae", str(vae_run), "--batch-size", "4", "--cache-videos", "8", "--out", str(run)])
+    tool.main(
+        ["transformer", *common, "--vae", str(vae_run), "--batch-size", "4", "--cache-videos", "8", "--out", str(run)]
+    )
     info = json.loads((run / "pipeline" / "train_info.json").read_text())
     assert info["steps"] == 2 and info["vae_info"]["phase"] == "vae"
     pipe = WanPipeline.from_pretrained(str(run / "pipeline"))
