@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -133,3 +134,18 @@ def test_the_wan_pretraining_runs_both_phases_into_a_wan_pipeline(tmp_path) -> N
     assert info["steps"] == 2 and info["vae_info"]["phase"] == "vae"
     pipe = WanPipeline.from_pretrained(str(run / "pipeline"))
     assert pipe.transformer.config.in_channels == 8 and pipe.scheduler.config.shift == 3.0
+
+    # The caption-gain probe reads how much the model uses each word: a model whose
+    # cross-attention writes nothing uses none, and every gain is exactly 0.
+    comps = {"tokenizer": pipe.tokenizer, "scheduler": pipe.scheduler}
+    models = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder}
+    ema = SimpleNamespace(ema_copy=models.__getitem__)
+    cache = torch.load(run / "latents.pt", weights_only=True)
+    gains = tool.caption_gain(ema, comps, cache, n=8)
+    assert set(gains) == {f"{w}@{s}" for w in ("colour", "shape", "direction", "motion") for s in ("0.90", "0.60")}
+    assert gains["colour@0.90"] != 0
+    with torch.no_grad():
+        for block in pipe.transformer.blocks:
+            block.attn2.to_out[0].weight.zero_()
+            block.attn2.to_out[0].bias.zero_()
+    assert set(tool.caption_gain(ema, comps, cache, n=8).values()) == {0.0}

@@ -324,6 +324,54 @@ def eval_transformer(run: Run, comps: dict, n: int, steps: int, seed: int = 4321
     return {k: round(acc[k], 4) for k in ("valid", *EVAL_KEYS)}
 
 
+@torch.no_grad()
+def caption_gain(run: Run, comps: dict, cache: dict, n: int = 64, sigmas: tuple[float, ...] = (0.9, 0.6)) -> dict:
+    """How much the EMA model uses each caption word: the flow-matching loss with one word of the
+    true caption swapped (``word_swap.swapped_prompts``) minus the loss with it, on the same
+    cached latents, noise and sigmas. ``direction`` swaps a moving caption's direction for
+    another (``still`` kept out: telling moving from still is ``motion``, a still caption made
+    moving). About 0: the word is ignored. Run 2 at 144k videos gave, at sigma 0.9, colour +0.60,
+    shape +0.05, motion large, direction about 0: its objects move, in no particular direction."""
+    from rlr_video.testbed.word_swap import swapped_prompts
+
+    transformer, text_encoder = run.ema_copy("transformer"), run.ema_copy("text_encoder")
+    gen, rng = torch.Generator().manual_seed(99), np.random.default_rng(99)
+    idx = torch.linspace(0, len(cache["captions"]) - 1, n).long()
+    x0, captions = cache["mean"][idx].float(), [cache["captions"][i] for i in idx.tolist()]
+    eps = torch.randn(x0.shape, generator=gen)
+    still = torch.tensor(["standing still" in c for c in captions])
+    swaps = {"colour": ("colour", slice(None)), "shape": ("shape", slice(None))}
+    swaps |= {"direction": ("direction", ~still), "motion": ("direction", still)}
+    sched_sigmas = comps["scheduler"].sigmas[:-1].float()
+
+    def loss(prompts: list[str], xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = tw.encode_prompts(comps["tokenizer"], text_encoder, prompts)
+        pred = transformer(hidden_states=xt, timestep=t, encoder_hidden_states=emb).sample
+        return (pred - (eps - x0)).pow(2).mean((1, 2, 3, 4))
+
+    gains: dict = {}
+    for sigma in sigmas:
+        k = int((sched_sigmas - sigma).abs().argmin())
+        s, t = sched_sigmas[k], comps["scheduler"].timesteps[k].float().expand(n)
+        xt = (1 - s) * x0 + s * eps
+        base = loss(captions, xt, t)
+        for name, (attribute, rows) in swaps.items():
+            other = [
+                rng.choice(
+                    [
+                        q
+                        for q in swapped_prompts(c, attribute)
+                        if q != c and not (attribute == "direction" and "still" in q)
+                    ]
+                )
+                for c in captions
+            ]
+            diff = (loss(other, xt, t) - base)[rows]
+            if diff.numel():  # no still captions among the n: no motion gain
+                gains[f"{name}@{float(s):.2f}"] = round(float(diff.mean()), 5)
+    return gains
+
+
 def save_transformer(run: Run, comps: dict, out: Path) -> None:
     pipe = tw.make_pipeline(
         {**comps, "transformer": run.ema_copy("transformer"), "text_encoder": run.ema_copy("text_encoder")}
@@ -372,6 +420,7 @@ def train_transformer(args: argparse.Namespace, info: dict) -> None:
         last = run.done()
         if args.eval_every and (run.step % args.eval_every == 0 or last):
             ev = eval_transformer(run, comps, args.eval_videos, args.eval_steps)
+            ev["caption_gain"] = caption_gain(run, comps, cache)
             print(f"eval step {run.step}: held-out samples {ev}", flush=True)
             info.setdefault("evals", []).append({"step": run.step, **ev})
         if run.step % args.save_every == 0 or last:
