@@ -129,6 +129,7 @@ def test_the_wan_pretraining_runs_both_phases_into_a_wan_pipeline(tmp_path) -> N
     assert vae_config["latents_std"] != [1.0] * 8  # measured on training videos, not the defaults
     tool.main(
         ["transformer", *common, "--vae", str(vae_run), "--batch-size", "4", "--cache-videos", "8", "--out", str(run)]
+        + ["--weighting", "logit_normal", "--logit-mean", "1.0"]
     )
     info = json.loads((run / "pipeline" / "train_info.json").read_text())
     assert info["steps"] == 2 and info["vae_info"]["phase"] == "vae"
