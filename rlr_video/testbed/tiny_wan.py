@@ -7,11 +7,12 @@ the shipped folder (``rlr_video/assets/tiny-shapes-wan/``), which
 ``WanPipeline.from_pretrained`` loads like a hub model:
 
 * ``vae/``: an ``AutoencoderKLWan`` (Wan's causal 3D VAE: the first frame alone, then
-  chunks of four) trained on the moving-shapes videos, 4x spatial and 4x temporal
-  compression: 9 frames of 32 x 32 pixels are 3 latent frames of 8 x 8 with ``Z_DIM``
-  channels; its ``latents_mean`` / ``latents_std`` are measured on training videos;
+  chunks of two) trained on the moving-shapes videos, 2x spatial and 2x temporal
+  compression (``VAE_VARIANT``): 9 frames of 32 x 32 pixels are 5 latent frames of 16 x 16
+  with 8 channels; its ``latents_mean`` / ``latents_std`` are measured on training videos;
 * ``transformer/``: a small ``WanTransformer3DModel`` trained with flow matching on those
-  latents (velocity ``eps - x0``, Wan's shifted sigmas);
+  latents (velocity ``eps - x0``, Wan's shifted sigmas); its 2 x 2 patches make tokens of
+  ``TOKEN_PIXELS`` x ``TOKEN_PIXELS`` pixels, 320 per video;
 * ``text_encoder/`` + ``tokenizer/``: the shapes text encoder of ``tiny-shapes`` (a tiny
   ``CLIPTextModel`` with CLIP's BPE trimmed to the captions' words), fine-tuned with the
   transformer. It fits ``WanPipeline``, which calls ``text_encoder(input_ids, mask)`` and
@@ -36,8 +37,7 @@ from rlr_video.testbed.tiny_model import ASSETS_DIR, CONTEXT_LENGTH
 TINY_SHAPES_WAN_DIR = ASSETS_DIR / "tiny-shapes-wan"
 
 RESOLUTION = 32
-NUM_FRAMES = 9  # the causal VAE encodes 1 + 4k frames
-Z_DIM = 16  # latent channels of the 4x variant, as Wan 2.1's VAE
+NUM_FRAMES = 9  # the causal VAE encodes 1 + 2k frames (1 + 4k with the 4x variant)
 MAX_SEQUENCE_LENGTH = CONTEXT_LENGTH  # the text encoder's positions (the longest caption is 14 tokens)
 FLOW_SHIFT = 3.0  # Wan 2.1's flow_shift for its 480p models; sigma' = shift s / (1 + (shift - 1) s)
 # Each transformer token covers TOKEN_PIXELS x TOKEN_PIXELS pixels (VAE scale x patch). With the 2x VAE,
@@ -51,7 +51,7 @@ TOKEN_PIXELS = 4
 VAE_VARIANTS: dict[str, dict] = {
     "s4t4": {
         "base_dim": 16,
-        "z_dim": Z_DIM,
+        "z_dim": 16,  # as Wan 2.1's VAE
         "dim_mult": [1, 2, 4],  # two downsamplings: 32 -> 8 pixels
         "num_res_blocks": 1,
         "attn_scales": [],
@@ -70,14 +70,16 @@ VAE_VARIANTS: dict[str, dict] = {
         "scale_factor_spatial": 2,
     },
 }
-VAE_CONFIG: dict = VAE_VARIANTS["s4t4"]
+VAE_VARIANT = "s2t2"  # the shipped one: with 4x compression shape and direction were not learnt (TOKEN_PIXELS)
+VAE_CONFIG: dict = VAE_VARIANTS[VAE_VARIANT]
 
+_PATCH = TOKEN_PIXELS // VAE_CONFIG["scale_factor_spatial"]
 TRANSFORMER_CONFIG: dict = {
-    "patch_size": (1, 2, 2),  # as Wan: with the 4x VAE 3 x 4 x 4 = 48 tokens per video
+    "patch_size": (1, _PATCH, _PATCH),
     "num_attention_heads": 4,
     "attention_head_dim": 32,
-    "in_channels": Z_DIM,
-    "out_channels": Z_DIM,
+    "in_channels": VAE_CONFIG["z_dim"],
+    "out_channels": VAE_CONFIG["z_dim"],
     "text_dim": 64,  # the text encoder's width
     "freq_dim": 64,
     "ffn_dim": 512,
@@ -114,7 +116,7 @@ def normalise(vae, z: Tensor) -> Tensor:
     return (z - mean.to(z)) / std.to(z)
 
 
-def build_vae(variant: str = "s4t4"):
+def build_vae(variant: str = VAE_VARIANT):
     """A fresh ``AutoencoderKLWan`` of one of ``VAE_VARIANTS``."""
     from diffusers import AutoencoderKLWan
 
@@ -146,7 +148,7 @@ def build_scheduler():
 
 
 def build_components(
-    tokenizer_dir: str | Path, text_encoder: str | Path | None = None, seed: int = 0, vae_variant: str = "s4t4"
+    tokenizer_dir: str | Path, text_encoder: str | Path | None = None, seed: int = 0, vae_variant: str = VAE_VARIANT
 ) -> dict:
     """Fresh pipeline components: random VAE and transformer, tiny-shapes' tokenizer, and the
     ``CLIPTextModel`` saved at ``text_encoder`` (tiny-shapes' shapes text encoder, say), or a

@@ -4,8 +4,8 @@ Two phases, as Wan's own models were made: the VAE first, then the transformer o
 
 ``vae``: an ``AutoencoderKLWan`` (``rlr_video.testbed.tiny_wan.VAE_CONFIG``) learns to
 reconstruct 9-frame 32 x 32 training videos through diffusers' own chunked causal
-``encode`` / ``decode`` (the first frame alone, then chunks of four), with an L1 + L2
-loss that weighs the object's pixels ``1 + --object-weight`` times (the object covers ~10%
+``encode`` / ``decode`` (the first frame alone, then chunks as long as the time compression),
+with an L1 + L2 loss that weighs the object's pixels ``1 + --object-weight`` times (the object covers ~10%
 of a frame, and its colour, shape and place are what the model must carry) and a small KL
 term. On save the per-channel ``latents_mean`` / ``latents_std`` of training videos are
 written into the VAE's config, where ``WanPipeline`` reads them.
@@ -74,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=1000, help="grade held-out videos every N steps (0: off)")
     p.add_argument("--eval-videos", type=int, default=30, help="held-out videos per evaluation (2 per combination)")
     vae = p.add_argument_group("vae phase")
-    vae.add_argument("--vae-variant", choices=tuple(tw.VAE_VARIANTS), default="s4t4", help="see tiny_wan.VAE_VARIANTS")
+    vae.add_argument(
+        "--vae-variant", choices=tuple(tw.VAE_VARIANTS), default=tw.VAE_VARIANT, help="see tiny_wan.VAE_VARIANTS"
+    )
     vae.add_argument(
         "--edge-weight", type=float, default=0.0, help="weight of an L1 loss on horizontal and vertical differences"
     )
