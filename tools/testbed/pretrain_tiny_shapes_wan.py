@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: the models, their updates and the VAE's encoding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=0.0, help="minutes in all, across resumes (0: off)")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint and save the model every N steps")
@@ -135,7 +136,7 @@ class Run:
         self.start = time.time()
         self.ckpt = args.out / "checkpoint.pt"
         if self.ckpt.exists():
-            state = torch.load(self.ckpt, weights_only=True)
+            state = torch.load(self.ckpt, map_location="cpu", weights_only=True)  # a run may change device
             for n, m in modules.items():
                 m.load_state_dict(state["model"][n])
                 for k, v in state["ema"][n].items():
@@ -219,7 +220,7 @@ def object_weight(x: torch.Tensor, extra: float) -> torch.Tensor:
 def measure_latent_stats(vae, seed: int, n: int = 256) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the posterior means of ``n`` training videos."""
     batch = shapes.make_batch(n, seed, "train", tw.NUM_FRAMES, tw.RESOLUTION)
-    z = torch.cat([vae.encode(tw.video_to_pixels(v)).latent_dist.mean for v in batch.videos.split(64)])
+    z = torch.cat([vae.encode(tw.video_to_pixels(v).to(vae.device)).latent_dist.mean for v in batch.videos.split(64)])
     return z.mean((0, 2, 3, 4)).tolist(), z.std((0, 2, 3, 4)).tolist()
 
 
@@ -227,8 +228,8 @@ def measure_latent_stats(vae, seed: int, n: int = 256) -> tuple[list[float], lis
 def eval_vae(vae, n: int, seed: int = 1234) -> dict:
     """Reconstruct held-out videos (posterior mean) and grade them with the ground-truth scorer."""
     batch = shapes.make_batch(n, seed, "heldout", tw.NUM_FRAMES, tw.RESOLUTION)
-    x = tw.video_to_pixels(batch.videos)
-    rec = tw.pixels_to_video(vae.decode(vae.encode(x).latent_dist.mean).sample)
+    x = tw.video_to_pixels(batch.videos).to(vae.device)
+    rec = tw.pixels_to_video(vae.decode(vae.encode(x).latent_dist.mean).sample).cpu()
     mse = float((rec - batch.videos).pow(2).mean())
     acc = accuracy(rec, batch.captions)
     return {"psnr": round(10 * math.log10(1 / mse), 2), **{k: round(acc[k], 4) for k in EVAL_KEYS}}
@@ -244,7 +245,7 @@ def save_vae(run: Run, out: Path) -> None:
 
 def train_vae(args: argparse.Namespace, info: dict) -> None:
     torch.manual_seed(args.seed)
-    vae = tw.build_vae(args.vae_variant).train()
+    vae = tw.build_vae(args.vae_variant).to(args.device).train()
     with torch.no_grad():  # the posterior's log-variance channels (the second half) start small:
         # at the prior's std 1 the noise drowns the latents' signal and the decoder learns nothing
         # for hundreds of steps (measured: PSNR 14 after 250 steps)
@@ -254,9 +255,11 @@ def train_vae(args: argparse.Namespace, info: dict) -> None:
     rng = np.random.default_rng([args.seed, run.step])
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + run.step)
     while not run.done():
-        x = tw.video_to_pixels(shapes.make_batch(args.batch_size, rng, "train", tw.NUM_FRAMES, tw.RESOLUTION).videos)
+        videos = shapes.make_batch(args.batch_size, rng, "train", tw.NUM_FRAMES, tw.RESOLUTION).videos
+        x = tw.video_to_pixels(videos).to(args.device)
         post = vae.encode(x).latent_dist
-        z = post.mean + args.posterior_noise * post.std * torch.randn(post.mean.shape, generator=gen)
+        # the noise is drawn on the CPU, so a run draws the same on any device
+        z = post.mean + args.posterior_noise * post.std * torch.randn(post.mean.shape, generator=gen).to(x.device)
         y = vae.decode(z).sample
         w = object_weight(x, args.object_weight)
         err = (y - x).abs() + (y - x).pow(2)
@@ -293,9 +296,9 @@ def build_latent_cache(vae, n: int, seed: int, path: Path) -> dict:
     t0 = time.time()
     for start in range(0, n, 64):
         batch = shapes.make_batch(min(64, n - start), rng, "train", tw.NUM_FRAMES, tw.RESOLUTION)
-        post = vae.encode(tw.video_to_pixels(batch.videos)).latent_dist
-        means.append(tw.normalise(vae, post.mean).half())
-        stds.append((post.std / std_c).half())
+        post = vae.encode(tw.video_to_pixels(batch.videos).to(vae.device)).latent_dist
+        means.append(tw.normalise(vae, post.mean).half().cpu())
+        stds.append((post.std / std_c.to(post.std)).half().cpu())
         captions += batch.captions
         if (start // 64) % 100 == 0:
             print(f"latent cache: {start + len(batch.captions)}/{n} videos, {time.time() - t0:.0f}s", flush=True)
@@ -316,6 +319,8 @@ def load_components(args: argparse.Namespace) -> dict:
     if args.init is not None:
         comps["transformer"] = WanTransformer3DModel.from_pretrained(args.init, subfolder="transformer")
         comps["text_encoder"] = CLIPTextModel.from_pretrained(args.init, subfolder="text_encoder")
+    for name in ("vae", "transformer", "text_encoder"):
+        comps[name].to(args.device)
     comps["transformer"].train()
     comps["text_encoder"].train()
     return comps
@@ -346,8 +351,9 @@ def caption_gain(run: Run, comps: dict, cache: dict, n: int = 64, sigmas: tuple[
     transformer, text_encoder = run.ema_copy("transformer"), run.ema_copy("text_encoder")
     gen, rng = torch.Generator().manual_seed(99), np.random.default_rng(99)
     idx = torch.linspace(0, len(cache["captions"]) - 1, n).long()
-    x0, captions = cache["mean"][idx].float(), [cache["captions"][i] for i in idx.tolist()]
-    eps = torch.randn(x0.shape, generator=gen)
+    device = transformer.device
+    x0, captions = cache["mean"][idx].float().to(device), [cache["captions"][i] for i in idx.tolist()]
+    eps = torch.randn(x0.shape, generator=gen).to(device)
     still = torch.tensor(["standing still" in c for c in captions])
     swaps = {"colour": ("colour", slice(None)), "shape": ("shape", slice(None))}
     swaps |= {"direction": ("direction", ~still), "motion": ("direction", still)}
@@ -361,7 +367,7 @@ def caption_gain(run: Run, comps: dict, cache: dict, n: int = 64, sigmas: tuple[
     gains: dict = {}
     for sigma in sigmas:
         k = int((sched_sigmas - sigma).abs().argmin())
-        s, t = sched_sigmas[k], comps["scheduler"].timesteps[k].float().expand(n)
+        s, t = sched_sigmas[k], comps["scheduler"].timesteps[k].float().expand(n).to(device)
         xt = (1 - s) * x0 + s * eps
         base = loss(captions, xt, t)
         for name, (attribute, rows) in swaps.items():
@@ -406,23 +412,25 @@ def train_transformer(args: argparse.Namespace, info: dict) -> None:
     }
     run = Run(args, {"transformer": transformer, "text_encoder": text_encoder}, info)
     sched = comps["scheduler"]
-    train_sigmas, train_timesteps = sched.sigmas[:-1].float(), sched.timesteps.float()  # shifted, 1000 of each
+    # shifted, 1000 of each
+    train_sigmas, train_timesteps = sched.sigmas[:-1].float().to(args.device), sched.timesteps.float().to(args.device)
     rng = np.random.default_rng([args.seed, run.step])
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + run.step)
     token_cache: dict = {}
     pipeline_dir = args.out / "pipeline"
     while not run.done():
         idx = torch.from_numpy(rng.integers(0, n, args.batch_size))
-        x0 = mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, generator=gen)
+        # every draw on the CPU, so a run draws the same on any device
+        x0 = (mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, generator=gen)).to(args.device)
         prompts = ["" if rng.random() < args.cfg_dropout else captions[i] for i in idx.tolist()]
         if args.weighting == "uniform":
             u = torch.rand(args.batch_size, generator=gen)
         else:  # SD3's logit-normal density (diffusers' compute_density_for_timestep_sampling)
             # u runs down the sigmas (u = 0: sigma 1), SD3's t up them: a positive mean is more noise
             u = 1 - torch.sigmoid(args.logit_mean + torch.randn(args.batch_size, generator=gen))
-        k = (u * len(train_sigmas)).long().clamp_max(len(train_sigmas) - 1)
+        k = (u * len(train_sigmas)).long().clamp_max(len(train_sigmas) - 1).to(args.device)
         sigma = train_sigmas[k].view(-1, 1, 1, 1, 1)
-        eps = torch.randn(x0.shape, generator=gen)
+        eps = torch.randn(x0.shape, generator=gen).to(args.device)
         xt = (1 - sigma) * x0 + sigma * eps
         emb = tw.encode_prompts(tokenizer, text_encoder, prompts, token_cache)
         pred = transformer(hidden_states=xt, timestep=train_timesteps[k], encoder_hidden_states=emb).sample
@@ -448,6 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python tools/testbed/pretrain_tiny_shapes_wan.py " + " ".join(argv or sys.argv[1:]),
         "phase": args.phase,
         "threads": args.threads,
+        "device": args.device,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "torch": torch.__version__,
