@@ -197,14 +197,22 @@ class DiffusersBackbone:
     # ------------------------------------------------------------------ cost-model hooks
     def latent_shape_for(self, frames: int, height: int, width: int) -> tuple[int, ...]:
         """One video's latents (the denoiser's layout) for a video of ``frames`` x ``height`` x
-        ``width``: the family's temporal compression, the spatial factor of this model's VAE."""
+        ``width``: the compression of this model's VAE, in time and space. A causal VAE's ratio
+        in time is read off the model's own shapes (1 + k x ratio frames make 1 + k latent frames)
+        where they show it: a VAE may compress less than its family's (tiny-shapes-wan's 2x
+        against Wan's 4x)."""
         layout = family_of(self).layout
         base = list(self.latent_shape)
         h0, w0 = self.height, self.width
         if height * base[-2] % h0 or width * base[-1] % w0:
             raise ValueError(f"{height}x{width} does not tile the latent grid of {h0}x{w0}")
         base[-2], base[-1] = height * base[-2] // h0, width * base[-1] // w0
-        base[layout.frame_axis - 1] = layout.latent_frames(frames)
+        axis = layout.frame_axis - 1
+        latent0 = base[axis]
+        if layout.causal and latent0 > 1:
+            base[axis] = (frames - 1) * (latent0 - 1) // (self.num_frames - 1) + 1
+        else:
+            base[axis] = layout.latent_frames(frames)
         return tuple(base)
 
     def tokens_per_latent_frame(self, latent_height: int, latent_width: int) -> int | None:
