@@ -17,7 +17,7 @@ def test_presets_exist():
     names = {p.stem for p in PRESETS}
     expected = {"tiny-shapes", "toy", "animatediff-aesthetic", "zeroscope-clip", "cogvideox-temporal", "wan-composite"}
     expected |= {"wan14b-composite", "tiny-shapes-direction", "wan22-ti2v-5b-composite", "wan22-a14b-composite"}
-    expected |= {"tiny-shapes-wan"}
+    expected |= {"tiny-shapes-wan", "tiny-shapes-wan-direction"}
     assert expected <= names
 
 

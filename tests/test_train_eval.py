@@ -88,7 +88,9 @@ def test_a_relative_eval_path_in_a_yaml_file_is_next_to_it(tmp_path, monkeypatch
     assert load_config(config).train.eval.path == str((tmp_path / "held.txt").resolve())
 
 
-@pytest.mark.parametrize("preset", ["tiny-shapes", "tiny-shapes-direction"])
+@pytest.mark.parametrize(
+    "preset", ["tiny-shapes", "tiny-shapes-direction", "tiny-shapes-wan", "tiny-shapes-wan-direction"]
+)
 def test_the_testbed_presets_guard_with_the_ground_truth(preset):
     config = load_config(preset)
     e = config.train.eval
@@ -97,7 +99,7 @@ def test_the_testbed_presets_guard_with_the_ground_truth(preset):
     assert len(guard.prompts) == 15 and len(set(guard.prompts)) == 15  # one video per held-out prompt
     assert (guard.prompts, guard.seeds) == eval_set(guard.prompts, 15, 1234)  # the testbed's own set
     names = [guard.reward.name] if isinstance(e.reward, str) else [r.name for _, r in guard.reward.terms]
-    assert names == (["truth"] if preset == "tiny-shapes" else ["kept", "down"])
+    assert names == (["kept", "down"] if preset.endswith("-direction") else ["truth"])
 
 
 # ------------------------------------------------------------------ the ground truth as a reward
