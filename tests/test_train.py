@@ -187,6 +187,20 @@ def test_nonfinite_reward_skips_the_update(tmp_path, value):
     assert not all(torch.equal(a, b) for a, b in zip(w2, w3, strict=True))  # training goes on
 
 
+def test_the_command_leaves_the_process_group_before_exiting(tmp_path):
+    """`rlr-video train` destroys a multi-process run's process group when it ends, as PyTorch
+    asks: left to the interpreter's exit, gloo's threads can abort the finished process."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert cli.main(["train", "toy", "train.steps=1", f"train.output_dir={tmp_path / 'run'}"]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_cpu_default_trains_from_the_command_line(tmp_path):
     # The default preset is tiny-shapes (the shipped model), made small to be quick: 6 steps
     # with 2 FO and 2 HO steps leave the preset's 2 ZO samples two steps; its held-out guard

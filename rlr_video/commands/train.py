@@ -85,7 +85,19 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C: where to go on from, not a traceback
         print(f"\nrlr-video train: interrupted; {_resume_hint(config.train.output_dir)}", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports it
+    finally:
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group of a multi-process run before the interpreter exits, as
+    PyTorch asks: left to the exit, gloo's threads can abort a finished process
+    ("terminate called without an active exception"), and the launcher reports a failure."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _resume_hint(output_dir: str) -> str:
