@@ -161,11 +161,11 @@ def test_shipped_model_rollout_at_noise_level_zero_is_the_wan_pipeline() -> None
 
 
 def test_the_preset_trains_two_steps_on_the_cpu(tmp_path) -> None:
-    """`rlr-video train tiny-shapes-wan` (the shipped model, the preset's chain and estimator) runs
+    """`rlr-video train tiny-shapes-wan` (the shipped model, the preset's chain, estimator and guard) runs
     two updates of two videos in a fresh process, well within the limit."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlr_video", "train", "tiny-shapes-wan", "train.steps=2", "train.batch_size=2"]
-    cmd += [f"train.output_dir={out}", "train.progress=false"]
+    cmd += [f"train.output_dir={out}", "train.progress=false", "train.eval.videos=3", "train.eval.batch_size=3"]
     limit = 600
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process tests (see conftest.py)
@@ -173,6 +173,9 @@ def test_the_preset_trains_two_steps_on_the_cpu(tmp_path) -> None:
     seconds = time.time() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
-    assert all(0 <= r["reward_mean"] <= 1 and r["grad_norm"] > 0 for r in rows)
+    updates = [r for r in rows if "reward_mean" in r]
+    assert [r["step"] for r in updates] == [1, 2]
+    assert all(0 <= r["reward_mean"] <= 1 and r["grad_norm"] > 0 for r in updates)
+    # the preset's guard: the ground truth on held-out videos before the first update and after the last
+    assert [(r["step"], 0 <= r["eval/truth"] <= 1) for r in rows if "eval/truth" in r] == [(0, True), (2, True)]
     assert seconds < limit / 3, f"{seconds:.0f}s"
