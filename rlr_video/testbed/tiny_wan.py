@@ -42,8 +42,9 @@ MAX_SEQUENCE_LENGTH = CONTEXT_LENGTH  # the text encoder's positions (the longes
 FLOW_SHIFT = 3.0  # Wan 2.1's flow_shift for its 480p models; sigma' = shift s / (1 + (shift - 1) s)
 # Each transformer token covers TOKEN_PIXELS x TOKEN_PIXELS pixels (VAE scale x patch). With the 2x VAE,
 # 8 (a 4 x 4 patch of 8 channels: 128 values into a 128-wide stream, where Wan 2.1 puts 64 into 1536)
-# learnt colour but left shape and direction at chance after 3,800 steps of 64 videos (/tmp/wan/tr,
-# 38 CPU min); 4 (patch 2, 32 values per token, 320 tokens) leaves the stream room, as Wan's patch does.
+# learnt colour but left shape and direction at chance after 3,800 steps of 64 videos (38 CPU min,
+# docs/testbed-wan.md's run 1); 4 (patch 2, 32 values per token, 320 tokens) leaves the stream room,
+# as Wan's patch does.
 TOKEN_PIXELS = 4
 
 # Two VAE variants were trained (tools/testbed/pretrain_tiny_shapes_wan.py --vae-variant): Wan 2.1's

@@ -12,10 +12,12 @@ sampled too, for comparison: a model that only memorised its training captions s
 on ``train`` and poorly on ``heldout``.
 
     HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/eval_tiny_shapes.py --threads 2
+    HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/eval_tiny_shapes.py --model tiny-shapes-wan
     HF_HUB_OFFLINE=1 .venv/bin/python tools/testbed/eval_tiny_shapes.py --model tiny-shapes-wan \
-        --sampler chain --steps 10 --eta 0.7 --out benchmarks/tiny_shapes_wan_eval.json
+        --sampler chain --steps 10 --eta 0.7 --out benchmarks/tiny_shapes_wan_eval_chain.json
 
-write ``benchmarks/tiny_shapes_eval.json`` (and, with ``--sheet``, a PNG of samples).
+write ``benchmarks/<model>_eval.json`` (``tiny_shapes_eval.json``, ``tiny_shapes_wan_eval.json``; with
+``--sheet``, a PNG of samples too).
 """
 
 from __future__ import annotations
@@ -60,9 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "tiny_shapes_eval.json")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/<model>_eval.json")
     p.add_argument("--sheet", type=Path, default=None, help="also save a PNG of samples")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / f"{Path(args.model).name.replace('-', '_')}_eval.json"
+    return args
 
 
 def training_summary(info: dict) -> dict:
