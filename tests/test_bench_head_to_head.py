@@ -189,3 +189,16 @@ def test_a_unit_killed_mid_run_goes_on_from_its_last_evaluation_and_ends_the_sam
         return {"curve": curve, **{k: result[k] for k in ("steps", "at_samples", "at_compute", "estimator_stats")}}
 
     assert untimed(resumed) == untimed(whole)  # every evaluation, bit for bit
+
+
+def test_flow_only_methods_are_planned_on_flow_matching_tasks_only(tmp_path):
+    """Flow-GRPO-Fast's window (``grpo_fast``) runs where the preset samples the flow SDE
+    (tiny-shapes-wan), not on a DDIM chain (toy, tiny-shapes)."""
+    tool = _tool()
+    tasks = ("toy", "tiny-shapes", "tiny-shapes-wan-direction")
+    settings = tool.Settings(tasks, ("rlr", "grpo_fast"), 8, (0,), (), (1e-3,), 4, 100, 4, 4, 1, ())
+    assert [tool.task_methods(settings, t) for t in tasks] == [("rlr",), ("rlr",), ("rlr", "grpo_fast")]
+    for task in tasks:  # the base units done, so that every tuning run is planned
+        tool._write(tool.Unit("base", task).path(tmp_path), {})
+    planned = {(u.task, u.method) for u, _ in tool.plan(settings, tmp_path) if u.kind == "tune"}
+    assert planned == {(t, "rlr") for t in tasks} | {("tiny-shapes-wan-direction", "grpo_fast")}

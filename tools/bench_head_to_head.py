@@ -8,6 +8,8 @@ the reward and by the analytic ground truth (``rlr_video/testbed/evaluate.py``),
   ``truth_target`` is the share of evaluation videos measured moving down.
 - ``tiny-shapes``: brightness, which the last steps decide. The reward is the mean pixel value,
   an analytic measurement no model can fool, so ``truth_target`` is that measurement itself.
+- ``tiny-shapes-wan-direction`` and ``tiny-shapes-wan``: the same two tasks with the flow-matching
+  testbed (a ``WanPipeline``) on the flow SDE that Flow-GRPO trains Wan with.
 
 ``truth_all_three`` is the share of videos that keep the prompt's colour and shape and move as
 asked (down on the direction task, the prompt's own direction on the brightness task): what
@@ -16,9 +18,9 @@ chasing the reward costs.
 **Methods** (``method_overrides``): ``rlr`` (the preset), ``grpo`` (Flow-GRPO's Wan 2.1 preset:
 groups of 4 videos per prompt, clip range 1e-3, beta 0.004, timestep_fraction 0.99, one inner
 epoch), ``grpo_fast`` (Flow-GRPO-Fast: a window of 3 stochastic, trained steps; on request with
-``--methods``), ``nft`` (DiffusionNFT), ``lr_ppo`` (DDPO: REINFORCE over every step with PPO's clip 1e-4 and
-two updates per sampled batch), ``truncated_bp`` at RLR's backprop depth (its ``fo_steps``) and
-``full_bp``.
+``--methods``, and on the flow-matching tasks only), ``nft`` (DiffusionNFT), ``lr_ppo`` (DDPO:
+REINFORCE over every step with PPO's clip 1e-4 and two updates per sampled batch), ``truncated_bp``
+at RLR's backprop depth (its ``fo_steps``) and ``full_bp``.
 
 **Budgets.** Compute is counted in denoiser-call equivalents on one video (a forward 1, a backward
 2: the estimators' ``calls_forward`` and ``calls_backward``, times the videos of a micro-batch). C
@@ -51,6 +53,7 @@ writes ``benchmarks/head_to_head.json`` and ``benchmarks/head_to_head.png``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -72,6 +75,9 @@ BENCHMARKS = ROOT / "benchmarks"
 CURVE_KEYS = ("truth_target", "truth_all_three", "reward")
 GRPO_GROUP = 4  # Flow-GRPO's Wan 2.1 preset: 4 videos per prompt (config/grpo.py, general_ocr_wan2_1)
 DEFAULT_METHODS = ("rlr", "grpo", "nft", "lr_ppo", "truncated_bp", "full_bp")
+# Defined on the flow-matching SDE only: Flow-GRPO-Fast's window (its reference samples SD3 on it); a
+# task whose preset samples another chain (tiny-shapes' DDIM) skips them.
+FLOW_ONLY = ("grpo_fast",)
 
 
 def method_overrides(depth: int) -> dict[str, list[str]]:
@@ -84,7 +90,7 @@ def method_overrides(depth: int) -> dict[str, list[str]]:
         "grpo": ["estimator.name=grpo", f"train.group_size={GRPO_GROUP}"],
         # Flow-GRPO-Fast (config/grpo.py, pickscore_sd3_fast_nocfg): only a window of 3 consecutive
         # steps in the first half of the chain is stochastic and trained, the rest is the ODE; clip
-        # range 1e-5, no KL. Not in the default --methods: the DDIM tasks were run without it.
+        # range 1e-5, no KL. Not in the default --methods; FLOW_ONLY.
         "grpo_fast": [
             "estimator.name=grpo",
             f"train.group_size={GRPO_GROUP}",
@@ -185,6 +191,23 @@ def _write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+@functools.cache
+def samples_flow_sde(task: str) -> bool:
+    """Whether ``task``'s preset samples on the flow-matching SDE (builds its model once)."""
+    from rlr_video.chain.flow import FlowSDETransition
+    from rlr_video.config import load_config
+    from rlr_video.train.model import build_backbone
+
+    return isinstance(build_backbone(load_config(task).model).transition, FlowSDETransition)
+
+
+def task_methods(settings: Settings, task: str) -> tuple[str, ...]:
+    """``--methods`` that apply to ``task`` (``FLOW_ONLY`` ones on flow-matching tasks only)."""
+    if not any(m in FLOW_ONLY for m in settings.methods) or samples_flow_sde(task):
+        return settings.methods
+    return tuple(m for m in settings.methods if m not in FLOW_ONLY)
+
+
 def chosen_lr(settings: Settings, work: Path, task: str, method: str) -> float | None:
     """The tuned learning rate, or None while a tuning run is missing."""
     results = [_read(Unit("tune", task, method, lr=lr).path(work)) for lr in settings.lrs]
@@ -198,7 +221,7 @@ def best_two(settings: Settings, work: Path, task: str) -> list[str] | None:
     """The two methods with the best mean truth_target at N samples over ``--seeds``, or None
     while one of those runs is missing."""
     means = {}
-    for method in settings.methods:
+    for method in task_methods(settings, task):
         runs = [_read(Unit("run", task, method, seed).path(work)) for seed in settings.seeds]
         if any(r is None for r in runs):
             return None
@@ -219,7 +242,7 @@ def plan(settings: Settings, work: Path) -> list[tuple[Unit, bool]]:
         base_done = Unit("base", task).path(work).is_file()
         units.append((Unit("base", task), True))
         for i, seed in enumerate(settings.seeds):
-            for method in settings.methods:
+            for method in task_methods(settings, task):
                 if i == 0:
                     units += [(Unit("tune", task, method, lr=lr), base_done) for lr in settings.lrs]
                 ready = base_done and chosen_lr(settings, work, task, method) is not None
@@ -561,7 +584,7 @@ def assemble(settings: Settings, work: Path, command: str) -> dict:
             continue
         configs[task] = base["config"]
         tuning[task] = {}
-        for method in settings.methods:
+        for method in task_methods(settings, task):
             tunes = [_read(Unit("tune", task, method, lr=lr).path(work)) for lr in settings.lrs]
             tuning[task][method] = {
                 "lrs": [t["lr"] for t in tunes if t],
@@ -569,7 +592,7 @@ def assemble(settings: Settings, work: Path, command: str) -> dict:
                 "chosen": chosen_lr(settings, work, task, method),
             }
         methods = {}
-        for method in settings.methods:
+        for method in task_methods(settings, task):
             runs = [
                 r
                 for seed in (*settings.seeds, *settings.extra_seeds)
