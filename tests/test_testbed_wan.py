@@ -43,7 +43,7 @@ def _folder_mb(path: Path) -> float:
 
 
 def test_the_testbed_renders_and_scores_nine_frames_of_32_pixels() -> None:
-    """9 frames (1 + 4k, the causal VAE's count) keep every shape in frame and move it as far as
+    """9 frames (1 + 2k for the 2x causal VAE, 1 + 4k for Wan's) keep every shape in frame and move it as far as
     8 frames do; the scorer reads them exactly, speed words included."""
     batch = shapes.make_batch(150, 3, "all", frames=9, resolution=32, detailed_captions=True)
     assert batch.videos.shape == (150, 9, 3, 32, 32)
