@@ -29,7 +29,11 @@ EMA weights are what gets saved; ``train_info.json`` records every command line.
     python tools/testbed/pretrain_tiny_shapes_wan.py vae --out /tmp/wan-vae --time-limit 60
     python tools/testbed/pretrain_tiny_shapes_wan.py transformer --vae /tmp/wan-vae --out /tmp/wan \\
         --time-limit 180
-    # the shipped folder is /tmp/wan/pipeline
+    # the model is /tmp/wan/pipeline; another run goes on from it with --init /tmp/wan/pipeline
+
+The shipped weights took one VAE run and four transformer runs, each from the last (``--init``),
+changing the timestep density (``--weighting``, ``--logit-mean``) between them: every command line
+is in the folder's ``train_info.json``, what each run changed and measured in docs/testbed-wan.md.
 """
 
 from __future__ import annotations
