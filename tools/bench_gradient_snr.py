@@ -8,6 +8,7 @@ A single-draw cosine near 0 with a norm far above the truth's means the optimize
 noise: that many more samples per update are needed for the same progress.
 
     python tools/bench_gradient_snr.py --reward clip [--draws 8] [--out benchmarks/gradient_snr.json]
+    python tools/bench_gradient_snr.py --model tiny-shapes-wan --reward brightness   # the flow SDE's presets
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from rlr_video.testbed.shapes import heldout_prompts
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 REWARDS = {"clip": {"clip": {"model": "shapes-clip"}}, "brightness": "brightness", "color_match": "color_match"}
+# Each model on its presets' chain: DDIM at eta 1, the flow SDE at noise level 0.7 (Flow-GRPO's).
+ETA = {"tiny-shapes": 1.0, "tiny-shapes-wan": 0.7}
 
 
 def draws(estimator, backbone, reward, prompts, n: int, seed: int, desc: str) -> torch.Tensor:
@@ -47,6 +50,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=list(ETA), default="tiny-shapes")
     parser.add_argument("--reward", choices=list(REWARDS), default="clip")
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--truth-draws", type=int, default=6)
@@ -55,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)  # the LoRA initialisation
-    backbone = load_backbone("tiny-shapes", num_steps=10, eta=1.0, lora_rank=8)  # its own frames, guidance
+    backbone = load_backbone(args.model, num_steps=10, eta=ETA[args.model], lora_rank=8)  # its frames, guidance
     reward = build_reward(REWARDS[args.reward])
     prompts = heldout_prompts()[: args.batch_size]
     start = time.perf_counter()
@@ -94,17 +98,18 @@ def main() -> None:
             single = f"{row['single_draw_cosine']:.3f} ± {row['single_draw_cosine_se'] or 0:.3f}"
             print(f"{name:<24}{row['norm']:>10.3f}{single:>24}{row['mean_cosine']:>18.3f}")
     result = {
-        "command": f"python tools/bench_gradient_snr.py --reward {args.reward} --draws {args.draws} "
-        f"--truth-draws {args.truth_draws} --batch-size {args.batch_size}",
-        "model": f"tiny-shapes, {backbone.num_frames} frames, 10 DDIM steps, eta 1, "
-        f"guidance {backbone.guidance_scale:g}, LoRA rank 8",
+        "command": f"python tools/bench_gradient_snr.py --model {args.model} --reward {args.reward} "
+        f"--draws {args.draws} --truth-draws {args.truth_draws} --batch-size {args.batch_size}",
+        "model": f"{args.model}, {backbone.num_frames} frames, 10 steps of {type(backbone.transition).__name__}, "
+        f"eta {ETA[args.model]:g}, guidance {backbone.guidance_scale:g}, LoRA rank 8",
         "prompts": prompts,
         "seconds": round(time.perf_counter() - start, 1),
         "table": table,
     }
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.is_file() else {}
-    existing[args.reward] = result  # one entry per reward
+    key = args.reward if args.model == "tiny-shapes" else f"{args.model}:{args.reward}"
+    existing[key] = result  # one entry per model and reward
     out.write_text(json.dumps(existing, indent=1) + "\n")
 
 
