@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rlr_video.testbed import tiny_model
 from rlr_video.testbed.tiny_model import ASSETS_DIR, CONTEXT_LENGTH
 
 TINY_SHAPES_WAN_DIR = ASSETS_DIR / "tiny-shapes-wan"
@@ -227,12 +228,9 @@ def make_pipeline(components: dict):
 
 
 def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu"):
-    """Load the shipped (or any saved) tiny-shapes-wan folder with diffusers' ``WanPipeline``."""
-    from diffusers import WanPipeline
-
-    pipe = WanPipeline.from_pretrained(str(path or TINY_SHAPES_WAN_DIR))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    """Load the shipped (or any saved) tiny-shapes-wan folder with diffusers' own loader: a
+    ``WanPipeline``, as its ``model_index.json`` says."""
+    return tiny_model.load_pipeline(path or TINY_SHAPES_WAN_DIR, device)
 
 
 @torch.no_grad()

@@ -330,11 +330,16 @@ def load_components(args: argparse.Namespace) -> dict:
     return comps
 
 
-def eval_transformer(run: Run, comps: dict, n: int, steps: int, seed: int = 4321) -> dict:
-    """Sample ``n`` held-out prompts with the EMA weights through ``WanPipeline`` and grade them."""
-    pipe = tw.make_pipeline(
+def ema_pipeline(run: Run, comps: dict):
+    """A ``WanPipeline`` of the components with the EMA transformer and text encoder."""
+    return tw.make_pipeline(
         {**comps, "transformer": run.ema_copy("transformer"), "text_encoder": run.ema_copy("text_encoder")}
     )
+
+
+def eval_transformer(run: Run, comps: dict, n: int, steps: int, seed: int = 4321) -> dict:
+    """Sample ``n`` held-out prompts with the EMA weights through ``WanPipeline`` and grade them."""
+    pipe = ema_pipeline(run, comps)
     pipe.set_progress_bar_config(disable=True)
     prompts = shapes.combo_prompts(shapes.combos_for("heldout"), max(1, n // 15))
     videos = tw.sample(pipe, prompts, num_inference_steps=steps, seed=seed)
@@ -363,6 +368,11 @@ def caption_gain(run: Run, comps: dict, cache: dict, n: int = 64, sigmas: tuple[
     swaps |= {"direction": ("direction", ~still), "motion": ("direction", still)}
     sched_sigmas = comps["scheduler"].sigmas[:-1].float()
 
+    def swapped(caption: str, attribute: str) -> str:
+        """Another caption with ``attribute`` changed (a direction swap stays moving)."""
+        others = [q for q in swapped_prompts(caption, attribute) if q != caption]
+        return rng.choice([q for q in others if not (attribute == "direction" and "still" in q)])
+
     def loss(prompts: list[str], xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = tw.encode_prompts(comps["tokenizer"], text_encoder, prompts)
         pred = transformer(hidden_states=xt, timestep=t, encoder_hidden_states=emb).sample
@@ -375,27 +385,14 @@ def caption_gain(run: Run, comps: dict, cache: dict, n: int = 64, sigmas: tuple[
         xt = (1 - s) * x0 + s * eps
         base = loss(captions, xt, t)
         for name, (attribute, rows) in swaps.items():
-            other = [
-                rng.choice(
-                    [
-                        q
-                        for q in swapped_prompts(c, attribute)
-                        if q != c and not (attribute == "direction" and "still" in q)
-                    ]
-                )
-                for c in captions
-            ]
-            diff = (loss(other, xt, t) - base)[rows]
+            diff = (loss([swapped(c, attribute) for c in captions], xt, t) - base)[rows]
             if diff.numel():  # no still captions among the n: no motion gain
                 gains[f"{name}@{float(s):.2f}"] = round(float(diff.mean()), 5)
     return gains
 
 
 def save_transformer(run: Run, comps: dict, out: Path) -> None:
-    pipe = tw.make_pipeline(
-        {**comps, "transformer": run.ema_copy("transformer"), "text_encoder": run.ema_copy("text_encoder")}
-    )
-    pipe.save_pretrained(str(out), safe_serialization=True)
+    ema_pipeline(run, comps).save_pretrained(str(out), safe_serialization=True)
     (out / "train_info.json").write_text(json.dumps(run.record(), indent=1) + "\n")
 
 
