@@ -76,16 +76,24 @@ def test_every_method_meets_both_budgets_after_tuning_and_a_resume_redoes_only_w
     assert {m: e["seeds"] for m, e in methods.items()} == {m: [0, 1, 2] if m in best else [0, 1] for m in methods}
     assert (tmp_path / "h2h.png").stat().st_size > 0
 
-    # A resume redoes only the missing unit, and the same way (one thread, fixed seeds).
+    # A resume redoes only the missing unit, and the same way (one thread, fixed seeds); a task an
+    # earlier run wrote to --out, whose units are gone, stays in it.
     unit = tmp_path / "work" / "toy" / "runs" / "rlr" / "seed-1.json"
     before = json.loads(unit.read_text())
     unit.unlink()
+    earlier = {**result, "command": "an earlier command", "tasks": {"gone": task}}
+    earlier["config"] = {"gone": result["config"]["toy"]}
+    earlier["tuning"] = {**result["tuning"], "tasks": {"gone": result["tuning"]["tasks"]["toy"]}}
+    (tmp_path / "h2h.json").write_text(json.dumps(earlier))
     again = _run(tmp_path, "--workers", "1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert [line for line in again.stdout.splitlines() if line.startswith("start")] == ["start run toy rlr seed 1"]
     after = json.loads(unit.read_text())
     assert [p["truth_target"] for p in after["curve"]] == [p["truth_target"] for p in before["curve"]]
-    assert json.loads((tmp_path / "h2h.json").read_text())["tasks"]["toy"]["methods"]["rlr"]["seeds"] == [0, 1, 2]
+    merged = json.loads((tmp_path / "h2h.json").read_text())
+    assert merged["tasks"]["toy"]["methods"]["rlr"]["seeds"] == [0, 1, 2]
+    assert merged["tasks"]["gone"] == task and merged["tuning"]["tasks"]["gone"] == result["tuning"]["tasks"]["toy"]
+    assert merged["earlier_commands"] == {"gone": "an earlier command"} and "gone" not in merged["settings"]["tasks"]
 
     other = _run(tmp_path, "--samples", "12")  # units of other settings are never mixed in
     assert other.returncode != 0 and "samples" in other.stderr

@@ -39,7 +39,8 @@ picks the learning rate of that method on that task. All of it is recorded in th
 
 **Resumable.** Every finished unit (the base model's evaluation, a tuning run, a (task, method,
 seed) run) is a JSON file in ``--work``; a new invocation with the same settings skips them and
-``--out`` is rewritten after every unit. A unit killed half-way goes on from its last evaluation
+``--out`` is rewritten after every unit, keeping the tasks an earlier run wrote there that this one
+does not run (``earlier_commands`` names what made them). A unit killed half-way goes on from its last evaluation
 (its checkpoint and curve are kept beside its file, ``*.partial``) and ends as it would have
 uninterrupted; only its wall time differs. ``--workers`` runs that many units at once, each a
 process with ``--threads`` torch threads.
@@ -638,6 +639,23 @@ def assemble(settings: Settings, work: Path, command: str) -> dict:
     }
 
 
+def keep_earlier_tasks(result: dict, earlier: dict | None) -> dict:
+    """``result`` with the tasks of an ``earlier`` JSON that it does not hold (their results, tuning
+    and config, and the command that made them), so tasks measured by separate runs, whose units
+    may be gone, end up in one file."""
+    if earlier is None:
+        return result
+    kept = {t: e for t, e in earlier["tasks"].items() if t not in result["tasks"] and t not in result["config"]}
+    for task in kept:
+        result["config"][task] = earlier["config"][task]
+        result["tuning"]["tasks"][task] = earlier["tuning"]["tasks"][task]
+        result["tasks"][task] = kept[task]
+        result.setdefault("earlier_commands", {})[task] = earlier.get("earlier_commands", {}).get(
+            task, earlier["command"]
+        )
+    return result
+
+
 # ---------------------------------------------------------------------- the figure
 
 
@@ -786,7 +804,7 @@ def main() -> None:
     command = "python tools/bench_head_to_head.py " + " ".join(sys.argv[1:])
 
     def publish() -> None:
-        result = assemble(settings, args.work, command)
+        result = keep_earlier_tasks(assemble(settings, args.work, command), _read(args.out))
         _write(args.out, result)
         plot(result, args.plot)
 
