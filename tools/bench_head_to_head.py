@@ -772,7 +772,7 @@ def main() -> None:
     parser.add_argument("--eval-videos", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2, help="units run at once, one process each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "head_to_head", help="finished units")
+    parser.add_argument("--work", type=Path, default=BENCHMARKS / "head_to_head_units", help="finished units")
     parser.add_argument("--out", type=Path, default=BENCHMARKS / "head_to_head.json")
     parser.add_argument("--plot", type=Path, default=BENCHMARKS / "head_to_head.png")
     args = parser.parse_args()
