@@ -9,6 +9,7 @@ noise: that many more samples per update are needed for the same progress.
 
     python tools/bench_gradient_snr.py --reward clip [--draws 8] [--out benchmarks/gradient_snr.json]
     python tools/bench_gradient_snr.py --model tiny-shapes-wan --reward brightness   # the flow SDE's presets
+    python tools/bench_gradient_snr.py --model tiny-shapes-wan --reward down         # ... the direction task
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from rlr_video.testbed.shapes import heldout_prompts
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
-REWARDS = {"clip": {"clip": {"model": "shapes-clip"}}, "brightness": "brightness", "color_match": "color_match"}
+REWARDS = {
+    "clip": {"clip": {"model": "shapes-clip"}},
+    "brightness": "brightness",
+    "color_match": "color_match",
+    # the direction presets' reward: the shapes CLIP's probability of "moving down", softened
+    "down": {"clip_words": {"target": {"direction": "down"}, "temperature": 4}},
+}
 # Each model on its presets' chain: DDIM at eta 1, the flow SDE at noise level 0.7 (Flow-GRPO's).
 ETA = {"tiny-shapes": 1.0, "tiny-shapes-wan": 0.7}
 
@@ -78,6 +85,7 @@ def main() -> None:
         "lr (DDPO)": LR(),
         "rlr(h=2, fo_steps=2)": RLR(h=2, fo_steps=2),
         "rlr(h=2, fo_steps=5)": RLR(h=2, fo_steps=5),
+        "rlr(h=2, fo_steps=5, state_baseline)": RLR(h=2, fo_steps=5, state_baseline=True),
     }
     for name, estimator in estimators.items():
         rows = draws(estimator, backbone, reward, prompts, args.draws, 20_000, name)
