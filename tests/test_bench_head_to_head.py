@@ -210,3 +210,14 @@ def test_flow_only_methods_are_planned_on_flow_matching_tasks_only(tmp_path):
         tool._write(tool.Unit("base", task).path(tmp_path), {})
     planned = {(u.task, u.method) for u, _ in tool.plan(settings, tmp_path) if u.kind == "tune"}
     assert planned == {(t, "rlr") for t in tasks} | {("tiny-shapes-wan-direction", "grpo_fast")}
+
+
+def test_the_baselines_of_methods_on_the_flow_presets_are_their_references():
+    """The flow-matching presets give RLR a state baseline; DDPO with PPO (``lr_ppo``) is run as its
+    reference, without one, and RLR keeps its preset's."""
+    from rlr_video.config import load_config
+
+    overrides = _tool().method_overrides(4)
+    for task in ("tiny-shapes-wan", "tiny-shapes-wan-direction"):
+        assert load_config(task, overrides["rlr"]).estimator.state_baseline
+        assert not load_config(task, overrides["lr_ppo"]).estimator.state_baseline

@@ -101,8 +101,14 @@ def method_overrides(depth: int) -> dict[str, list[str]]:
         ],
         "nft": ["estimator.name=nft", f"train.group_size={GRPO_GROUP}"],
         # DDPO (kvablack/ddpo-pytorch config/base.py): clip_range 1e-4 on the per-element ratio; the
-        # sampled batch is used for two updates, so the clip acts
-        "lr_ppo": ["estimator.name=lr", "estimator.ppo_clip=1e-4", "estimator.inner_epochs=2"],
+        # sampled batch is used for two updates, so the clip acts. DDPO has no state baseline: a
+        # preset's (the flow-matching ones) is RLR's own setting
+        "lr_ppo": [
+            "estimator.name=lr",
+            "estimator.ppo_clip=1e-4",
+            "estimator.inner_epochs=2",
+            "estimator.state_baseline=false",
+        ],
         "truncated_bp": ["estimator.name=truncated_bp", f"estimator.K={depth}"],  # AlignProp / VADER / DRaFT-K
         "full_bp": ["estimator.name=full_bp"],
     }
