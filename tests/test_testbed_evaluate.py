@@ -98,6 +98,7 @@ def test_bench_training_runs_every_method_and_seed(tmp_path):
     )
     result = json.loads(out.read_text())
     assert set(result["summary"]) == {"rlr", "full_bp"} and "rlr" in printed and "full_bp" in printed
+    assert "--estimators rlr full_bp" in result["command"] and f"--out {out}" in result["command"]  # all of it
     runs = [(r["method"], r["seed"]) for r in result["runs"]]
     assert runs == [("rlr", 0), ("rlr", 1), ("full_bp", 0), ("full_bp", 1)]
     for run in result["runs"]:

@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -182,17 +183,7 @@ def main() -> None:
             + "".join(f"{row[k]['start']:>7.3f}→{row[k]['end']:.3f}" for k in GROUND_TRUTH_KEYS)
         )
     result = {
-        "command": "python tools/bench_training.py "
-        + " ".join(
-            [
-                *args.overrides,
-                f"--config {args.config}",
-                f"--seeds {' '.join(map(str, args.seeds))}",
-                f"--steps {args.steps}",
-                f"--eval-every {args.eval_every}",
-                f"--eval-videos {args.eval_videos}",
-            ]
-        ),
+        "command": "python tools/bench_training.py " + " ".join(sys.argv[1:]),  # all of it: --estimators, --out
         "config": load_config(args.config, args.overrides).to_dict(),
         "machine": {
             "torch_threads": torch.get_num_threads(),
