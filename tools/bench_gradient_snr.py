@@ -10,6 +10,7 @@ noise: that many more samples per update are needed for the same progress.
     python tools/bench_gradient_snr.py --reward clip [--draws 8] [--out benchmarks/gradient_snr.json]
     python tools/bench_gradient_snr.py --model tiny-shapes-wan --reward brightness   # the flow SDE's presets
     python tools/bench_gradient_snr.py --model tiny-shapes-wan --reward down         # ... the direction task
+    python tools/bench_gradient_snr.py --model tiny-shapes-wan --reward brightness --group-size 4   # 2 prompts x 4
 """
 
 from __future__ import annotations
@@ -62,13 +63,19 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--truth-draws", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--group-size", type=int, default=1, help="videos per prompt (GRPO's groups): batch-size / k prompts, k each"
+    )
     parser.add_argument("--out", default=BENCHMARKS / "gradient_snr.json")
     args = parser.parse_args()
 
     torch.manual_seed(0)  # the LoRA initialisation
     backbone = load_backbone(args.model, num_steps=10, eta=ETA[args.model], lora_rank=8)  # its frames, guidance
     reward = build_reward(REWARDS[args.reward])
-    prompts = heldout_prompts()[: args.batch_size]
+    if args.batch_size % args.group_size:
+        parser.error(f"--batch-size {args.batch_size} is not a multiple of --group-size {args.group_size}")
+    k = args.group_size
+    prompts = [p for p in heldout_prompts()[: args.batch_size // k] for _ in range(k)]
     start = time.perf_counter()
     truth_rows = draws(FullBP(), backbone, reward, prompts, args.truth_draws, 10_000, "full_bp (truth)")
     truth = truth_rows.mean(0)
@@ -87,6 +94,8 @@ def main() -> None:
         "rlr(h=2, fo_steps=5)": RLR(h=2, fo_steps=5),
         "rlr(h=2, fo_steps=5, state_baseline)": RLR(h=2, fo_steps=5, state_baseline=True),
     }
+    if k > 1:  # in groups, the baseline GRPO-style trainers take: the other videos of the prompt
+        estimators["rlr(h=2, fo_steps=5, baseline=group)"] = RLR(h=2, fo_steps=5, baseline="group")
     for name, estimator in estimators.items():
         rows = draws(estimator, backbone, reward, prompts, args.draws, 20_000, name)
         cosines = torch.tensor([cosine(r, truth) for r in rows])
@@ -107,7 +116,8 @@ def main() -> None:
             print(f"{name:<24}{row['norm']:>10.3f}{single:>24}{row['mean_cosine']:>18.3f}")
     result = {
         "command": f"python tools/bench_gradient_snr.py --model {args.model} --reward {args.reward} "
-        f"--draws {args.draws} --truth-draws {args.truth_draws} --batch-size {args.batch_size}",
+        f"--draws {args.draws} --truth-draws {args.truth_draws} --batch-size {args.batch_size}"
+        + (f" --group-size {k}" if k > 1 else ""),
         "model": f"{args.model}, {backbone.num_frames} frames, 10 steps of {type(backbone.transition).__name__}, "
         f"eta {ETA[args.model]:g}, guidance {backbone.guidance_scale:g}, LoRA rank 8",
         "prompts": prompts,
@@ -117,6 +127,7 @@ def main() -> None:
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.is_file() else {}
     key = args.reward if args.model == "tiny-shapes" else f"{args.model}:{args.reward}"
+    key += f":groups of {k}" if k > 1 else ""
     existing[key] = result  # one entry per model and reward
     out.write_text(json.dumps(existing, indent=1) + "\n")
 
