@@ -162,9 +162,9 @@ def test_shipped_model_rollout_at_noise_level_zero_is_the_wan_pipeline() -> None
 
 def test_the_preset_trains_two_steps_on_the_cpu(tmp_path) -> None:
     """`rlr-video train tiny-shapes-wan` (the shipped model, the preset's chain, estimator and guard) runs
-    two updates of three videos (its state baseline's least) in a fresh process, well within the limit."""
+    two updates of one group of four videos (its group size) in a fresh process, well within the limit."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rlr_video", "train", "tiny-shapes-wan", "train.steps=2", "train.batch_size=3"]
+    cmd = [sys.executable, "-m", "rlr_video", "train", "tiny-shapes-wan", "train.steps=2", "train.batch_size=4"]
     cmd += [f"train.output_dir={out}", "train.progress=false", "train.eval.videos=3", "train.eval.batch_size=3"]
     limit = 600
     start = time.time()

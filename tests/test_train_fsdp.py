@@ -406,10 +406,11 @@ WAN_WORKER = textwrap.dedent(
     torch.distributed.destroy_process_group()
     """
 )
-# tiny-shapes-wan's preset on a 4-step chain (backprop depth 2), one update of 3 videos per process
+# tiny-shapes-wan's preset on a 4-step chain (backprop depth 2), one update of one group of 4 videos
+# per process (the preset's group size; its state baseline fits a slope on the others); the guard is
+# GUARD's test
 WAN_STEPS = ["model.num_steps=4", "estimator.fo_steps=2", "estimator.zo_samples=1", "train.steps=1"]
-# 3 videos: the preset's state baseline fits its slope on two others; the guard is GUARD's test
-WAN_STEPS += ["train.batch_size=3", "train.progress=false", "train.eval=null"]
+WAN_STEPS += ["train.batch_size=4", "train.progress=false", "train.eval=null"]
 
 
 def test_fsdp_on_two_processes_trains_tiny_shapes_wan_as_one_process(tmp_path):
@@ -440,4 +441,4 @@ def test_fsdp_on_two_processes_trains_tiny_shapes_wan_as_one_process(tmp_path):
     # the same sums in another order (FSDP's autograd nodes), as in the test above
     assert_rel_close(rank0, single.first, chain_rtol(single.model), "FSDP gradients against one process")
     one, two = (read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "two"))
-    assert [r["samples"] for r in one] == [r["samples"] for r in two] == [6]  # 2 micro-batches of 3
+    assert [r["samples"] for r in one] == [r["samples"] for r in two] == [8]  # 2 micro-batches of 4
