@@ -40,9 +40,9 @@ picks the learning rate of that method on that task. All of it is recorded in th
 **Resumable.** Every finished unit (the base model's evaluation, a tuning run, a (task, method,
 seed) run) is a JSON file in ``--work``; a new invocation with the same settings skips them and
 ``--out`` is rewritten after every unit, keeping the tasks an earlier run wrote there that this one
-does not run (``earlier_commands`` names what made them). A unit killed half-way goes on from its last evaluation
-(its checkpoint and curve are kept beside its file, ``*.partial``) and ends as it would have
-uninterrupted; only its wall time differs. ``--workers`` runs that many units at once, each a
+does not run (``earlier_commands`` names what made them). A unit killed half-way goes on from its
+last evaluation (its checkpoint and curve are kept beside its file, ``*.partial``) and ends as it
+would have uninterrupted; only its wall time differs. ``--workers`` runs that many units at once, each a
 process with ``--threads`` torch threads.
 
     python tools/bench_head_to_head.py [--tasks tiny-shapes-direction tiny-shapes] [--methods ...]
@@ -651,7 +651,7 @@ def keep_earlier_tasks(result: dict, earlier: dict | None) -> dict:
     may be gone, end up in one file."""
     if earlier is None:
         return result
-    kept = {t: e for t, e in earlier["tasks"].items() if t not in result["tasks"] and t not in result["config"]}
+    kept = {t: e for t, e in earlier["tasks"].items() if t not in result["settings"]["tasks"]}
     for task in kept:
         result["config"][task] = earlier["config"][task]
         result["tuning"]["tasks"][task] = earlier["tuning"]["tasks"][task]
